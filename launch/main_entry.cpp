@@ -1,0 +1,64 @@
+#include <glog/logging.h>
+
+#include <cstring>
+#include <iostream>
+
+#include "cmaf/config.h"
+#include "common/error.h"
+#include "launch/commands.h"
+
+namespace cmaf::launch {
+namespace {
+
+void print_usage(std::ostream& out) {
+  out << "usage: cmaformer <command> [options]   (cmaformer <command> --help for its options)\n\n"
+         "commands:\n";
+  for (const Command& c : commands()) {
+    out << "  " << c.name << std::string(10 - std::strlen(c.name), ' ') << c.summary << "\n";
+  }
+}
+
+}  // namespace
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> table = {
+      {"synth", "write a synthetic phantom dataset (the embedded default data)", run_synth},
+      {"prep", "turn real scans (nnU-Net raw folder, HDF5 volumes) into a dataset", run_prep},
+      {"inspect", "summarise a dataset and check every file", run_inspect},
+      {"env", "print versions, threading and the measured BLAS speed", run_env},
+  };
+  return table;
+}
+
+int main_entry(int argc, char** argv) {
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    print_usage(std::cout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (std::strcmp(argv[1], "--version") == 0) {
+    std::cout << "cmaformer " << CMAF_VERSION << "\n";
+    return 0;
+  }
+  for (const Command& command : commands()) {
+    if (std::strcmp(argv[1], command.name) != 0) continue;
+    try {
+      return command.run(argc - 1, argv + 1);
+    } catch (const UsageError& e) {
+      std::cerr << "usage error: " << e.what() << "\n";
+      return 2;
+    } catch (const Error& e) {
+      std::cerr << "error: " << e.what() << "\n";
+      return 1;
+    } catch (const std::exception& e) {
+      std::cerr << "internal error (please report): " << e.what() << "\n";
+      return 3;
+    }
+  }
+  std::cerr << "usage error: unknown command '" << argv[1] << "'\n";
+  print_usage(std::cerr);
+  return 2;
+}
+
+}  // namespace cmaf::launch
