@@ -10,6 +10,8 @@
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "datastore/case_file.h"
+#include "datastore/h5_volume_source.h"
+#include "datastore/nifti_volume.h"
 #include "datastore/volume_checks.h"
 
 namespace cmaf::datastore {
@@ -34,6 +36,50 @@ void check_data(const CaseFile& file, const ManifestCase& entry, size_t class_co
   if (stats.class_voxels != entry.class_voxels || stats.class_slices != entry.class_slices) {
     problems.push_back(str(file.path(), ": dataset 'label': class counts differ from manifest "
                                         "entry class_voxels/class_slices"));
+  }
+}
+
+bool is_nifti(const std::string& path) {
+  return path.size() > 4 && (path.substr(path.size() - 4) == ".nii" ||
+                             (path.size() > 7 && path.substr(path.size() - 7) == ".nii.gz"));
+}
+
+// Re-reads the source label, maps it with the site's recorded map, and recounts.
+void check_against_source(const CaseFile& file, const ManifestCase& entry,
+                          const DatasetManifest& manifest, InspectReport& report) {
+  const std::string& source = file.metadata().source_label;
+  if (!entry.has_label || source.empty()) return;
+  if (!fs::exists(source)) {
+    report.warnings.push_back(str(file.path(), ": source label ", source, " is gone; not compared"));
+    return;
+  }
+  const nlohmann::json& preprocessing = manifest.find_site(entry.site)->preprocessing;
+  if (!preprocessing.contains("label_map")) {
+    report.warnings.push_back(str(file.path(), ": site '", entry.site,
+                                  "' records no label map; not compared with its source"));
+    return;
+  }
+  const auto target_of_source =
+      preprocessing.at("label_map").at("target_of_source").get<std::vector<int>>();
+  const Volume<int32_t> labels =
+      is_nifti(source) ? read_nifti_labels(source)
+                       : read_h5_volume_labels(source, read_h5_volume_header(source, entry.spacing));
+  std::vector<int64_t> counts(manifest.classes.size(), 0);
+  for (int32_t v : labels.voxels) {
+    const int target = v >= 0 && v < static_cast<int32_t>(target_of_source.size())
+                           ? target_of_source[static_cast<size_t>(v)] : -1;
+    if (target < 0) {
+      report.problems.push_back(str(source, ": label value ", v, " is not in the recorded label map"));
+      return;
+    }
+    ++counts[static_cast<size_t>(target)];
+  }
+  if (labels.geometry.shape[0] != entry.slices()) {
+    report.problems.push_back(str(file.path(), ": ", entry.slices(), " slices, source ", source,
+                                  " has ", labels.geometry.shape[0]));
+  }
+  if (counts != entry.class_voxels) {
+    report.problems.push_back(str(file.path(), ": class voxel counts differ from source ", source));
   }
 }
 
@@ -91,13 +137,20 @@ std::string percent(double fraction) {
 
 }  // namespace
 
-InspectReport inspect_dataset(const std::string& dir, bool verify_data) {
+InspectReport inspect_dataset(const std::string& dir, const InspectOptions& options) {
   InspectReport report;
   report.dir = dir;
   report.manifest = load_manifest(dir);
   for (const ManifestCase& c : report.manifest.cases) {
-    check_case(dir, c, report.manifest.classes.size(), verify_data, report.problems);
+    check_case(dir, c, report.manifest.classes.size(), options.verify_data, report.problems);
     ++report.files_checked;
+    if (options.verify_sources && report.problems.empty()) {
+      try {
+        check_against_source(CaseFile((fs::path(dir) / c.file).string()), c, report.manifest, report);
+      } catch (const InputError& e) {
+        report.problems.push_back(e.what());
+      }
+    }
   }
   check_folder_contents(dir, report.manifest, report);
   return report;

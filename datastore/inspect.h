@@ -4,7 +4,10 @@
 // tail at a glance). Check: every case file opens with the documented layout and agrees with its
 // manifest entry (id, site, shape, spacing, label role); with verify_data every voxel is read:
 // finite intensities, label ids within the classes, class counts equal to the manifest's.
-// Files in cases/ that the manifest does not list, and leftovers of killed runs, are reported.
+// With verify_sources each label is re-read from its source scan (NIfTI or HDF5), mapped with
+// the site's recorded label map and recounted: slice and per-class voxel counts must equal the
+// manifest's. Files in cases/ that the manifest does not list, and leftovers of killed runs,
+// are reported.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -27,6 +30,11 @@ struct InspectReport {
   nlohmann::json to_json() const;
 };
 
-InspectReport inspect_dataset(const std::string& dir, bool verify_data);
+struct InspectOptions {
+  bool verify_data = false;
+  bool verify_sources = false;
+};
+
+InspectReport inspect_dataset(const std::string& dir, const InspectOptions& options = {});
 
 }  // namespace cmaf::datastore

@@ -58,7 +58,7 @@ TEST(Prep, NnunetFolderBecomesADatasetWithMatchingSlicesAndVoxelCounts) {
   }
   EXPECT_EQ(test_cases, 1);
   EXPECT_EQ(labeled, 1);
-  EXPECT_TRUE(inspect_dataset(o.out, true).problems.empty());
+  EXPECT_TRUE(inspect_dataset(o.out, {true, true}).problems.empty());
 }
 
 TEST(Prep, LabelMapIsAppliedAndRecorded) {
@@ -79,6 +79,23 @@ TEST(Prep, LabelMapIsAppliedAndRecorded) {
   EXPECT_EQ(m.sites.at(0).preprocessing["label_map"]["spec"], "3:1,1:2");
 }
 
+TEST(Prep, VerifySourcesNoticesASourceThatNoLongerMatches) {
+  test::TempDir dir;
+  test::write_nnunet_folder(dir.file("raw"), 2, 3);
+  PrepOptions o = options_for(dir.file("raw"), dir.file("ds"));
+  run_prep(o);
+  EXPECT_TRUE(inspect_dataset(o.out, {false, true}).problems.empty());
+  const std::string label_path = dir.file("raw/labelsTr/case_01.nii.gz");
+  const Volume<int32_t> source = read_nifti_labels(label_path);
+  std::vector<uint8_t> edited(source.voxels.begin(), source.voxels.end());
+  edited[edited.size() - 1] = 2;
+  write_nifti(label_path, source.geometry, edited.data());
+  const InspectReport report = inspect_dataset(o.out, {false, true});
+  ASSERT_EQ(report.problems.size(), 1u);
+  EXPECT_NE(report.problems[0].find("class voxel counts differ from source " + label_path),
+            std::string::npos) << report.problems[0];
+}
+
 TEST(Prep, SecondSiteAppendsAndKeepsTheFirst) {
   test::TempDir dir;
   test::write_nnunet_folder(dir.file("a"), 2, 3);
@@ -96,7 +113,7 @@ TEST(Prep, SecondSiteAppendsAndKeepsTheFirst) {
   ASSERT_NE(m.find_case("b_case_02"), nullptr);
   EXPECT_EQ(m.find_case("b_case_02")->site, "hospital_b");
   EXPECT_EQ(m.find_case("case_00")->site, "hospital_a");
-  EXPECT_TRUE(inspect_dataset(dir.file("ds"), false).problems.empty());
+  EXPECT_TRUE(inspect_dataset(dir.file("ds"), {false, true}).problems.empty());
 }
 
 TEST(Prep, ImagesTsBecomeTestCasesWithoutLabelOrUnlabeledTrain) {

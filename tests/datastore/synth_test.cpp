@@ -44,7 +44,7 @@ TEST(Synth, WritesSplitsSitesAndLabelRoles) {
   EXPECT_EQ(labeled, 2);
   EXPECT_EQ(unlabeled, 3);
   EXPECT_EQ(m.find_case("synth_0003")->site, "site1");
-  EXPECT_TRUE(inspect_dataset(o.out, true).problems.empty());
+  EXPECT_TRUE(inspect_dataset(o.out, {true, true}).problems.empty());
 }
 
 TEST(Synth, SameParametersAgainIsANoOpDifferentParametersAreRefused) {
