@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <future>
 
 #include "common/error.h"
 #include "datastore/dataset_writer.h"
@@ -152,11 +153,19 @@ PrepReport run_prep(const PrepOptions& o) {
             << (writer.appending() ? " (appending)" : "") << "; intensity " << how.describe()
             << "; label map " << map.spec << " (" << map.classes.size() << " classes)";
 
+  // Two-stage pipeline: the next case is read, checked and normalised on a second thread
+  // while this one is compressed and written (decompression and compression overlap).
+  auto load_async = [&](size_t i) {
+    return std::async(std::launch::async, load_case, std::cref(planned[i]), source.format,
+                      std::cref(how), std::cref(map));
+  };
   PrepReport report;
+  std::future<LoadedCase> next = load_async(0);
   for (size_t i = 0; i < planned.size(); ++i) {
     const PlannedCase& p = planned[i];
     const auto case_start = std::chrono::steady_clock::now();
-    const LoadedCase loaded = load_case(p, source.format, how, map);
+    const LoadedCase loaded = next.get();
+    if (i + 1 < planned.size()) next = load_async(i + 1);
     CaseMetadata metadata;
     metadata.case_id = p.id;
     metadata.site = o.site;

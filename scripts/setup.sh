@@ -12,7 +12,7 @@ build_dir="${CMAF_BUILD_DIR:-${here}/build}"
 jobs="${CMAF_JOBS:-2}"  # a LibTorch TU needs ~1.2 GB; more than 2 jobs buys nothing on 2 cores
 
 packages=(
-  build-essential cmake ninja-build ccache pkg-config git
+  build-essential cmake ninja-build ccache pkg-config git time
   libtorch-dev                      # LibTorch 1.13, CPU
   libopenblas0-openmp               # without it LibTorch matmul uses the reference BLAS (20x slower)
   libopenmpi-dev openmpi-bin
