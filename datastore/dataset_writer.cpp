@@ -1,5 +1,12 @@
 #include "datastore/dataset_writer.h"
 
+#include <fcntl.h>
+#include <glog/logging.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 
@@ -17,12 +24,24 @@ std::string join(const std::vector<std::string>& items) {
   return out;
 }
 
-// Entries other than leftovers of killed runs (".tmp-*"): what makes a folder "not empty".
+// Entries other than the lock and leftovers of killed runs: what makes a folder "not empty".
 bool holds_files(const fs::path& dir) {
   for (const auto& entry : fs::directory_iterator(dir)) {
-    if (!is_atomic_temp_name(entry.path().filename().string())) return true;
+    const std::string name = entry.path().filename().string();
+    if (name != kLockFileName && !is_atomic_temp_name(name)) return true;
   }
   return false;
+}
+
+int remove_leftovers(const fs::path& folder) {
+  int removed = 0;
+  if (!fs::is_directory(folder)) return removed;
+  for (const auto& entry : fs::directory_iterator(folder)) {
+    if (!is_atomic_temp_name(entry.path().filename().string())) continue;
+    std::error_code ignored;
+    removed += fs::remove(entry.path(), ignored) ? 1 : 0;
+  }
+  return removed;
 }
 }  // namespace
 
@@ -41,6 +60,30 @@ DatasetWriter::DatasetWriter(std::string dir, std::vector<std::string> classes)
   if (fs::exists(root) && !fs::is_directory(root)) {
     throw InputError(dir_, "", "exists and is not a folder, expected a dataset folder");
   }
+  if (!fs::exists(root)) {
+    std::error_code error;
+    fs::create_directories(root, error);
+    if (error) throw IoError(str(dir_, ": cannot create the folder: ", error.message()));
+    created_dirs_.push_back(root.string());
+  }
+  try {
+    open_locked(classes);
+  } catch (...) {
+    roll_back();
+    throw;
+  }
+}
+
+void DatasetWriter::open_locked(const std::vector<std::string>& classes) {
+  const fs::path root(dir_);
+  const std::string lock_path = (root / kLockFileName).string();
+  created_lock_file_ = !fs::exists(lock_path);
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) throw IoError(str(lock_path, ": cannot create: ", std::strerror(errno)));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    throw InputError(dir_, "", "another cmaformer prep/synth is writing this dataset right now "
+                               "(it holds " + lock_path + "); wait for it to finish");
+  }
   if (has_manifest(dir_)) {
     manifest_ = load_manifest(dir_);
     appending_ = true;
@@ -51,32 +94,46 @@ DatasetWriter::DatasetWriter(std::string dir, std::vector<std::string> classes)
                            "]. Choose another --out, or the same label map and classes"));
     }
   } else {
-    if (fs::exists(root) && holds_files(root)) {
+    if (holds_files(root)) {
       throw InputError(dir_, "",
                        "is not empty and has no manifest.json: it does not hold a cmaformer "
                        "dataset, expected a new or empty folder (nothing was written)");
     }
-    manifest_.classes = std::move(classes);
+    manifest_.classes = classes;
   }
-  for (const fs::path& folder : {root, root / kCasesFolder}) {
-    if (fs::exists(folder)) continue;
+  const fs::path cases = root / kCasesFolder;
+  if (const int removed = remove_leftovers(cases); removed > 0) {
+    LOG(INFO) << dir_ << ": removed " << removed << " leftover temporary file(s) of an interrupted run";
+  }
+  if (!fs::exists(cases)) {
     std::error_code error;
-    fs::create_directories(folder, error);
-    if (error) throw IoError(str(folder.string(), ": cannot create the folder: ", error.message()));
-    created_dirs_.push_back(folder.string());
+    fs::create_directories(cases, error);
+    if (error) throw IoError(str(cases.string(), ": cannot create the folder: ", error.message()));
+    created_dirs_.push_back(cases.string());
   }
 }
 
 DatasetWriter::~DatasetWriter() {
-  if (committed_) return;
+  if (!committed_) roll_back();
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
+}
+
+void DatasetWriter::roll_back() {
   for (const std::string& file : written_files_) {
     std::error_code ignored;
     fs::remove(file, ignored);
+  }
+  written_files_.clear();
+  if (created_lock_file_) {
+    std::error_code ignored;
+    fs::remove(fs::path(dir_) / kLockFileName, ignored);
+    created_lock_file_ = false;
   }
   for (auto it = created_dirs_.rbegin(); it != created_dirs_.rend(); ++it) {
     std::error_code ignored;
     fs::remove(*it, ignored);  // only succeeds on an empty folder
   }
+  created_dirs_.clear();
 }
 
 void DatasetWriter::check_case_id_free(const std::string& id, const std::string& source) const {

@@ -5,6 +5,10 @@
 // are written atomically; they are published only by commit(), which rewrites the manifest
 // atomically. If the writer is destroyed without commit (an error part-way), every case file
 // this run wrote is removed: the folder is exactly as it was before the run.
+//
+// One writer per dataset at a time: the writer holds an exclusive flock on
+// `<dir>/.cmaformer.lock` from opening to destruction; a second concurrent prep/synth on the same
+// folder is refused. Under the lock, leftovers of killed runs (`cases/.tmp-*`) are removed.
 #pragma once
 
 #include <cstdint>
@@ -48,11 +52,18 @@ class DatasetWriter {
   DatasetManifest manifest_;
   bool appending_ = false;
   bool committed_ = false;
+  void open_locked(const std::vector<std::string>& classes);
+  void roll_back();
+
   std::vector<std::string> created_dirs_;  // removed again (if empty) when not committed
+  int lock_fd_ = -1;
+  bool created_lock_file_ = false;  // removed again when not committed
   std::vector<std::string> written_files_;
   size_t staged_ = 0;
   int64_t bytes_written_ = 0;
 };
+
+inline constexpr const char* kLockFileName = ".cmaformer.lock";
 
 // Current UTC time as ISO 8601, for manifest records.
 std::string utc_timestamp();

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "datastore/dataset_writer.h"
 #include "datastore/nifti_volume.h"
 #include "datastore/prep.h"
 #include "tests/datastore/test_volumes.h"
@@ -203,6 +204,23 @@ TEST_F(PrepBadInput, CaseIdAlreadyInTheDataset) {
     EXPECT_NE(std::string(e.what()).find("--case-prefix"), std::string::npos);
   }
   EXPECT_EQ(snapshot(existing()), existing_before_);
+}
+
+TEST_F(PrepBadInput, ConcurrentWriterIsRefusedAndLeftoversOfAKilledRunAreCleared) {
+  std::ofstream(existing() + "/cases/.tmp-99999-raw_case_00.h5") << "half a case";
+  {
+    DatasetWriter first(existing(), {"background", "organ1", "organ2"});
+    EXPECT_FALSE(fs::exists(existing() + "/cases/.tmp-99999-raw_case_00.h5"));
+    try {
+      run_prep(options(raw(), existing()));
+      FAIL() << "a second writer must be refused while the first holds the dataset";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("another cmaformer prep/synth is writing"),
+                std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(snapshot(existing()), existing_before_);
+  EXPECT_NO_THROW(run_prep(options(raw(), existing())));  // the lock is released
 }
 
 }  // namespace
