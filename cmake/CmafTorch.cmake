@@ -13,6 +13,13 @@ target_compile_options(cmaf_torch_pch PUBLIC -Winvalid-pch)
 target_precompile_headers(cmaf_torch_pch PRIVATE <torch/torch.h>)
 
 function(cmaf_use_torch target)
+  get_target_property(type ${target} TYPE)
+  if(type STREQUAL "EXECUTABLE")
+    # Executables would get -fPIE, libraries (and so the PCH) -fPIC: GCC then refuses the PCH.
+    # -fPIC objects link into a PIE executable just as well.
+    set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE OFF)
+    target_compile_options(${target} PRIVATE -fPIC)
+  endif()
   target_link_libraries(${target} PUBLIC cmaf_torch_pch)
   target_precompile_headers(${target} REUSE_FROM cmaf_torch_pch)
 endfunction()

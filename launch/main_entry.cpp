@@ -14,7 +14,7 @@ void print_usage(std::ostream& out) {
   out << "usage: cmaformer <command> [options]   (cmaformer <command> --help for its options)\n\n"
          "commands:\n";
   for (const Command& c : commands()) {
-    out << "  " << c.name << std::string(10 - std::strlen(c.name), ' ') << c.summary << "\n";
+    out << "  " << c.name << std::string(12 - std::strlen(c.name), ' ') << c.summary << "\n";
   }
 }
 
@@ -25,6 +25,7 @@ const std::vector<Command>& commands() {
       {"synth", "write a synthetic phantom dataset (the embedded default data)", run_synth},
       {"prep", "turn real scans (nnU-Net raw folder, HDF5 volumes) into a dataset", run_prep},
       {"inspect", "summarise a dataset and check every file", run_inspect},
+      {"model-info", "parameters, FLOPs, activation memory of a CMAformer preset", run_model_info},
       {"env", "print versions, threading and the measured BLAS speed", run_env},
   };
   return table;

@@ -1,0 +1,96 @@
+#include "model/blocks.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "model/transformer_layers.h"
+
+namespace cmaf::model {
+namespace {
+
+void fill_parameters(torch::nn::Module& module, double weight, double bias) {
+  torch::NoGradGuard no_grad;
+  for (const auto& p : module.named_parameters()) {
+    const bool is_bias = p.key().find("bias") != std::string::npos;
+    p.value().fill_(is_bias ? bias : weight);
+  }
+}
+
+// Each block's output shape, at two input sizes.
+TEST(Blocks, OutputShapesAtTwoSizes) {
+  torch::NoGradGuard no_grad;
+  for (int64_t size : {32, 48}) {
+    const torch::Tensor x = torch::randn({2, 8, size, size});
+    EXPECT_EQ(ResidualConv(8, 16, 2)->forward(x).sizes(), (std::vector<int64_t>{2, 16, size / 2, size / 2}));
+    EXPECT_EQ(ResidualConv(8, 4, 1)->forward(x).sizes(), (std::vector<int64_t>{2, 4, size, size}));
+    EXPECT_EQ(ChannelAttention(8)->forward(x).sizes(), x.sizes());
+    EXPECT_EQ(Aspp(8, 6)->forward(x).sizes(), (std::vector<int64_t>{2, 6, size, size}));
+    EXPECT_EQ(PixelAttention(8)->forward(x).sizes(), x.sizes());
+    EXPECT_EQ(PatchEmbed(8, 12)->forward(x).sizes(), (std::vector<int64_t>{2, 12, size / 2, size / 2}));
+    const torch::Tensor d = torch::randn({2, 5, size, size});
+    EXPECT_EQ(AttentionGate(8, 5, 7, false)->forward(x, d).sizes(), d.sizes());
+    const torch::Tensor tokens = map_to_tokens(x);
+    EXPECT_EQ(tokens.sizes(), (std::vector<int64_t>{size * size, 2, 8}));
+    EXPECT_EQ(EncoderLayer(TransformerLayerOptions{8, 2, 4, 0.0})->forward(tokens).sizes(), tokens.sizes());
+  }
+}
+
+TEST(Blocks, TokenMapRoundTripKeepsEveryFeatureInPlace) {
+  const torch::Tensor map = torch::arange(2 * 3 * 4 * 5).reshape({2, 3, 4, 5}).to(torch::kFloat);
+  const torch::Tensor tokens = map_to_tokens(map);
+  // Token n = y * w + x of sample b holds that pixel's channel vector.
+  EXPECT_EQ(tokens[1 * 5 + 2][1][2].item<float>(), map[1][2][1][2].item<float>());
+  EXPECT_TRUE(torch::equal(tokens_to_map(tokens, 4, 5), map));
+}
+
+TEST(Blocks, SqueezeExcitationByHand) {
+  ChannelAttention se(32);  // hidden = 32 / 16 = 2
+  fill_parameters(*se, 0.01, 0.0);
+  // Channel c is constant c / 32: pooled = c / 32; hidden = relu(0.01 * sum_c c/32) each;
+  // weight = sigmoid(0.01 * 2 * hidden).
+  torch::Tensor x = torch::arange(32).to(torch::kFloat).div(32).reshape({1, 32, 1, 1}).expand({1, 32, 3, 3}).contiguous();
+  const double hidden = 0.01 * (31.0 * 32.0 / 2.0) / 32.0;
+  const double weight = 1.0 / (1.0 + std::exp(-0.01 * 2.0 * hidden));
+  const torch::Tensor y = se->forward(x);
+  for (int c : {0, 5, 31}) EXPECT_NEAR(y[0][c][1][1].item<double>(), c / 32.0 * weight, 1e-6);
+}
+
+TEST(Blocks, PixelAttentionByHand) {
+  PixelAttention pa(3);
+  fill_parameters(*pa, 0.0, 0.5);  // depthwise conv outputs its bias: gate = sigmoid(0.5)
+  const torch::Tensor x = torch::randn({1, 3, 5, 5});
+  EXPECT_TRUE(torch::allclose(pa->forward(x), x / (1.0 + std::exp(-0.5))));
+}
+
+TEST(Blocks, ResidualConvOnAConstantInputByHand) {
+  ResidualConv block(2, 3, 1);
+  block->eval();  // BN with running mean 0, var 1, gamma 1, beta 0: x / sqrt(1 + eps)
+  fill_parameters(*block, 0.1, 0.0);
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& p : block->named_parameters()) {
+      if (p.key().find("bn") != std::string::npos) p.value().fill_(p.key().find("weight") != std::string::npos ? 1.0 : 0.0);
+    }
+  }
+  const double k = 1.0 / std::sqrt(1.0 + 1e-5);
+  // Interior pixel: main = conv2(relu(bn2(conv1(relu(bn1(1)))))) = 27 * 0.1 * (18 * 0.1 * k) * k,
+  // skip = bn(conv(1)) = 18 * 0.1 * k.
+  const double expected = 2.7 * 1.8 * k * k + 1.8 * k;
+  const torch::Tensor y = block->forward(torch::ones({1, 2, 8, 8}));
+  for (int c = 0; c < 3; ++c) EXPECT_NEAR(y[0][c][4][4].item<double>(), expected, 1e-5);
+}
+
+TEST(Blocks, AttentionGateWithAndWithoutSigmoid) {
+  AttentionGate plain(2, 2, 2, false), gated(2, 2, 2, true);
+  fill_parameters(*plain, 0.0, 3.0);  // the 1x1 attention conv then outputs its bias, 3
+  fill_parameters(*gated, 0.0, 3.0);
+  const torch::Tensor e = torch::randn({1, 2, 4, 4});
+  const torch::Tensor d = torch::randn({1, 2, 4, 4});
+  EXPECT_TRUE(torch::allclose(plain->forward(e, d), 3.0 * d));
+  EXPECT_TRUE(torch::allclose(gated->forward(e, d), d / (1.0 + std::exp(-3.0))));
+}
+
+}  // namespace
+}  // namespace cmaf::model
