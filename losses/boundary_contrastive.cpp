@@ -1,0 +1,99 @@
+#include "losses/boundary_contrastive.h"
+
+#include <vector>
+
+#include "common/error.h"
+#include "common/random.h"
+#include "losses/loss_precision.h"
+
+namespace cmaf::losses {
+namespace {
+
+// Up to `count` of the indices, drawn without replacement by the portable RNG.
+at::Tensor sample(const at::Tensor& indices, int64_t count, DeterministicRng& rng) {
+  const int64_t n = indices.numel();
+  if (n <= count) return indices;
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  rng.shuffle(order);
+  order.resize(static_cast<size_t>(count));
+  return indices.index_select(0, at::tensor(order, at::kLong));
+}
+
+}  // namespace
+
+ProjectionHeadImpl::ProjectionHeadImpl(int64_t in_channels, int64_t out_channels) {
+  hidden_ = register_module("hidden", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, in_channels, 1)));
+  norm_ = register_module("norm", torch::nn::BatchNorm2d(in_channels));
+  out_ = register_module("out", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, out_channels, 1)));
+}
+
+at::Tensor ProjectionHeadImpl::forward(const at::Tensor& features) {
+  const at::Tensor z = widened(out_(at::relu(norm_(hidden_(features)))));
+  return z / z.norm(2, 1, /*keepdim=*/true).clamp_min(1e-12);
+}
+
+at::Tensor boundary_band(const at::Tensor& labels, int64_t classes) {
+  CMAF_CHECK_EQ(labels.dim(), 3, "labels must be [B, H, W]");
+  const at::Tensor valid = labels.ge(0);
+  at::Tensor band = at::zeros_like(valid);
+  for (int64_t c = 0; c < classes; ++c) {
+    const at::Tensor mask = labels.eq(c).to(at::kFloat).unsqueeze(1);
+    if (mask.sum().item<double>() == 0.0) continue;
+    const at::Tensor dilated = at::max_pool2d(mask, {3, 3}, {1, 1}, {1, 1});
+    const at::Tensor eroded = 1.0 - at::max_pool2d(1.0 - mask, {3, 3}, {1, 1}, {1, 1});
+    band = band.logical_or((dilated - eroded).squeeze(1).gt(0.5));
+  }
+  return band.logical_and(valid);
+}
+
+at::Tensor boundary_contrastive_loss(const at::Tensor& embeddings, const at::Tensor& labels,
+                                     int64_t classes, const ContrastiveOptions& options) {
+  CMAF_CHECK_EQ(embeddings.dim(), 4, "embeddings must be [B, D, H, W]");
+  CMAF_CHECK(labels.dim() == 3 && labels.size(0) == embeddings.size(0) &&
+                 labels.size(1) == embeddings.size(2) && labels.size(2) == embeddings.size(3),
+             "labels ", labels.sizes(), " vs embeddings ", embeddings.sizes());
+  const at::Tensor e = widened(embeddings).permute({0, 2, 3, 1}).reshape({-1, embeddings.size(1)});  // [P, D]
+  const at::Tensor y = labels.reshape({-1});
+  const at::Tensor band = boundary_band(labels, classes).reshape({-1});
+
+  // Prototypes of the classes present: mean interior embedding (all pixels if no interior).
+  std::vector<int64_t> present;
+  std::vector<at::Tensor> prototypes;
+  for (int64_t c = 0; c < classes; ++c) {
+    const at::Tensor members = y.eq(c);
+    if (!members.any().item<bool>()) continue;
+    const at::Tensor interior = members.logical_and(band.logical_not());
+    const at::Tensor chosen = interior.any().item<bool>() ? interior : members;
+    const at::Tensor mean = e.index({chosen}).mean(0);
+    prototypes.push_back(mean / mean.norm().clamp_min(1e-12));
+    present.push_back(c);
+  }
+  const at::Tensor zero = e.sum() * 0.0;  // keeps the graph when there is nothing to contrast
+  if (present.size() < 2) return zero;
+  const at::Tensor prototype_matrix = at::stack(prototypes);  // [C_present, D]
+
+  DeterministicRng rng(options.seed);
+  at::Tensor total = zero;
+  int64_t anchors_used = 0;
+  for (size_t k = 0; k < present.size(); ++k) {
+    const int64_t c = present[k];
+    const at::Tensor boundary = y.eq(c).logical_and(band).nonzero().reshape({-1});
+    if (boundary.numel() == 0) continue;
+    const at::Tensor anchors = e.index_select(0, sample(boundary, options.max_anchors_per_class, rng));
+    const at::Tensor others = band.logical_and(y.ne(c)).logical_and(y.ge(0)).nonzero().reshape({-1});
+    const at::Tensor band_negatives = e.index_select(0, sample(others, options.max_band_negatives, rng));
+    // Candidates: own prototype first (the positive), other prototypes, band pixels of others.
+    std::vector<at::Tensor> candidates{prototype_matrix.slice(0, static_cast<int64_t>(k), static_cast<int64_t>(k) + 1)};
+    if (k > 0) candidates.push_back(prototype_matrix.slice(0, 0, static_cast<int64_t>(k)));
+    if (k + 1 < present.size()) candidates.push_back(prototype_matrix.slice(0, static_cast<int64_t>(k) + 1));
+    candidates.push_back(band_negatives);
+    const at::Tensor logits = at::matmul(anchors, at::cat(candidates).t()) / options.temperature;
+    const at::Tensor target = at::zeros({anchors.size(0)}, at::kLong);
+    total = total + at::cross_entropy_loss(logits, target, {}, at::Reduction::Sum);
+    anchors_used += anchors.size(0);
+  }
+  return anchors_used == 0 ? zero : total / static_cast<double>(anchors_used);
+}
+
+}  // namespace cmaf::losses

@@ -1,0 +1,92 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "losses/lagrange_multipliers.h"
+#include "losses/ldc_statistics.h"
+#include "losses/supervised_loss.h"
+#include "tests/losses/finite_difference.h"
+
+namespace cmaf::losses {
+namespace {
+
+struct Batch {
+  at::Tensor p, q, m;
+};
+
+Batch random_batch(int64_t b, uint64_t seed) {
+  torch::manual_seed(seed);
+  Batch batch;
+  batch.p = torch::softmax(torch::randn({b, 4, 6, 6}, torch::kDouble), 1);
+  batch.q = one_hot_labels(torch::randint(0, 4, {b, 6, 6}), 4).to(torch::kDouble);
+  batch.m = (torch::rand({b, 6, 6}, torch::kDouble) > 0.3).to(torch::kDouble);
+  return batch;
+}
+
+TEST(LdcStatistics, HalvesSumToTheWholeBatch) {
+  const Batch whole = random_batch(4, 1);
+  const LdcStatistics all = ldc_statistics(whole.p, whole.q, whole.m);
+  const LdcStatistics first = ldc_statistics(whole.p.slice(0, 0, 2), whole.q.slice(0, 0, 2), whole.m.slice(0, 0, 2));
+  const LdcStatistics second = ldc_statistics(whole.p.slice(0, 2), whole.q.slice(0, 2), whole.m.slice(0, 2));
+  EXPECT_TRUE(torch::allclose(first.stacked() + second.stacked(), all.stacked(), 1e-12, 1e-12));
+  // And the constraints from the summed halves equal those of the whole batch.
+  EXPECT_TRUE(torch::allclose(ldc_constraints(LdcStatistics::from_stacked(first.stacked() + second.stacked())),
+                              ldc_constraints(all), 1e-12, 1e-12));
+}
+
+TEST(LdcStatistics, ConstraintIsOneMinusDiceAndZeroConfidenceGivesNoNan) {
+  const Batch b = random_batch(2, 2);
+  const LdcStatistics s = ldc_statistics(b.p, b.q, b.m);
+  const at::Tensor c = ldc_constraints(s);
+  EXPECT_EQ(c.numel(), 3);  // foreground classes only
+  EXPECT_TRUE((c >= 0).all().item<bool>() && (c <= 1).all().item<bool>());
+  const LdcStatistics none = ldc_statistics(b.p, b.q, torch::zeros_like(b.m));
+  EXPECT_TRUE(torch::isfinite(ldc_constraints(none)).all().item<bool>());
+  EXPECT_NEAR(ldc_constraints(none).abs().max().item<double>(), 0.0, 1e-12);
+}
+
+TEST(LdcStatistics, GradientMatchesFiniteDifferences) {
+  const Batch b = random_batch(1, 3);
+  const at::Tensor logits = torch::randn({1, 4, 6, 6}, torch::kDouble);
+  test::expect_gradient_matches_finite_differences(
+      [&](const at::Tensor& x) {
+        const at::Tensor c = ldc_constraints(ldc_statistics(torch::softmax(x, 1), b.q, b.m));
+        return lagrangian_term(c, {0.5, 1.0, 2.0}, {0.1, 0.1, 0.1});
+      },
+      logits);
+}
+
+TEST(LdcStatistics, WithGlobalHasTheGlobalValueAndTheLocalGradient) {
+  // Two "ranks": the gradient each gets through with_global, summed, equals the gradient of the
+  // constraint computed on the whole batch.
+  const Batch whole = random_batch(2, 4);
+  const at::Tensor logits = torch::randn({2, 4, 6, 6}, torch::kDouble);
+  auto total_term = [&](const at::Tensor& c) { return c.sum(); };
+
+  const at::Tensor x = logits.clone().requires_grad_(true);
+  total_term(ldc_constraints(ldc_statistics(torch::softmax(x, 1), whole.q, whole.m))).backward();
+
+  at::Tensor summed_grad = torch::zeros_like(logits);
+  const LdcStatistics global = ldc_statistics(torch::softmax(logits, 1), whole.q, whole.m).detached();
+  for (int64_t rank = 0; rank < 2; ++rank) {
+    const at::Tensor xr = logits.slice(0, rank, rank + 1).clone().requires_grad_(true);
+    const LdcStatistics local = ldc_statistics(torch::softmax(xr, 1), whole.q.slice(0, rank, rank + 1),
+                                               whole.m.slice(0, rank, rank + 1));
+    const at::Tensor c = ldc_constraints(with_global(local, global));
+    EXPECT_TRUE(torch::allclose(c, ldc_constraints(global), 1e-12, 1e-12));
+    total_term(c).backward();
+    summed_grad.slice(0, rank, rank + 1).copy_(xr.grad());
+  }
+  EXPECT_TRUE(torch::allclose(summed_grad, x.grad(), 1e-10, 1e-12));
+}
+
+TEST(LdcStatistics, ReleasedPriorConstraintIsTheMeanDifference) {
+  const at::Tensor logits = torch::zeros({1, 2, 2, 2});
+  const at::Tensor y = torch::tensor({1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0}).reshape({1, 2, 2, 2});
+  EXPECT_NEAR(released_prior_constraint(logits, y).item<double>(), 0.5 - 0.5, 1e-12);
+  EXPECT_NEAR(released_prior_constraint(torch::full({1, 2, 2, 2}, 100.0), y).item<double>(), 0.5, 1e-6);
+}
+
+}  // namespace
+}  // namespace cmaf::losses
