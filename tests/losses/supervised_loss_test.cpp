@@ -1,4 +1,5 @@
 #include "losses/supervised_loss.h"
+#include "losses/ramp_up.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -72,6 +73,18 @@ TEST(SupervisedLoss, GradientsMatchFiniteDifferencesInBothModes) {
     options.mode = mode;
     test::expect_gradient_matches_finite_differences(
         [&](const at::Tensor& x) { return supervised_loss(x, target, options).total; }, logits);
+  }
+}
+
+TEST(RampUp, SigmoidScheduleFromExpMinus5ToOne) {
+  EXPECT_DOUBLE_EQ(sigmoid_ramp_up(0, 100), std::exp(-5.0));
+  EXPECT_DOUBLE_EQ(sigmoid_ramp_up(50, 100), std::exp(-5.0 * 0.25));
+  EXPECT_DOUBLE_EQ(sigmoid_ramp_up(100, 100), 1.0);
+  EXPECT_DOUBLE_EQ(sigmoid_ramp_up(7, 0), 1.0);
+  double previous = 0.0;
+  for (int64_t t = 0; t <= 100; ++t) {
+    EXPECT_GE(sigmoid_ramp_up(t, 100), previous);
+    previous = sigmoid_ramp_up(t, 100);
   }
 }
 
