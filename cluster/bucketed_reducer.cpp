@@ -1,0 +1,117 @@
+#include "cluster/cluster_error.h"
+#include "cluster/gradient_reducer.h"
+
+namespace cmaf::cluster {
+
+BucketedReducer::BucketedReducer(std::vector<NamedTensor> parameters, Communicator& communicator,
+                                 BucketOptions options)
+    : parameters_(std::move(parameters)), communicator_(communicator), options_(options) {
+  const size_t n = parameters_.size();
+  bucket_of_.assign(n, 0);
+  offset_of_.assign(n, 0);
+  received_.assign(n, false);
+  // Reverse registration order: the last layers' gradients come first in backward.
+  int64_t bucket_bytes = 0;
+  for (size_t k = n; k-- > 0;) {
+    const at::Tensor& p = parameters_[k].tensor;
+    CMAF_CHECK(p.scalar_type() == at::kFloat, "bucketed reducer expects fp32 parameters: ", parameters_[k].name);
+    const int64_t bytes = p.numel() * static_cast<int64_t>(sizeof(float));
+    const int64_t cap = buckets_.size() <= 1 ? options_.first_bucket_bytes : options_.bucket_bytes;
+    if (buckets_.empty() || (bucket_bytes > 0 && bucket_bytes + bytes > cap)) {
+      buckets_.emplace_back();
+      bucket_bytes = 0;
+    }
+    Bucket& bucket = buckets_.back();
+    const int64_t offset = bucket_bytes / static_cast<int64_t>(sizeof(float));
+    bucket.slots.push_back({k, offset});
+    bucket_of_[k] = buckets_.size() - 1;
+    offset_of_[k] = offset;
+    bucket_bytes += bytes;
+  }
+  for (Bucket& bucket : buckets_) {
+    int64_t elements = 0;
+    for (const Slot& s : bucket.slots) elements += parameters_[s.parameter].tensor.numel();
+    bucket.buffer = at::zeros({elements}, at::kFloat);
+  }
+  for (size_t k = 0; k < n; ++k) {
+    hooks_.push_back(parameters_[k].tensor.register_hook([this, k](const at::Tensor& gradient) {
+      on_gradient(k, gradient);
+    }));
+  }
+  prepare_for_backward();
+}
+
+BucketedReducer::~BucketedReducer() {
+  for (size_t k = 0; k < hooks_.size(); ++k) parameters_[k].tensor.remove_hook(hooks_[k]);
+  for (Bucket& bucket : buckets_) {
+    if (bucket.work) {
+      try {
+        bucket.work->wait();  // never leave a collective reading a freed buffer
+      } catch (...) {
+      }
+    }
+  }
+}
+
+std::vector<std::vector<std::string>> BucketedReducer::bucket_layout() const {
+  std::vector<std::vector<std::string>> layout;
+  for (const Bucket& bucket : buckets_) {
+    layout.emplace_back();
+    for (const Slot& s : bucket.slots) layout.back().push_back(parameters_[s.parameter].name);
+  }
+  return layout;
+}
+
+void BucketedReducer::prepare_for_backward() {
+  for (Bucket& bucket : buckets_) {
+    CMAF_CHECK(!bucket.work || bucket.work->completed(), "prepare_for_backward before finish()");
+    bucket.pending = static_cast<int64_t>(bucket.slots.size());
+    bucket.work.reset();
+  }
+  std::fill(received_.begin(), received_.end(), false);
+  next_launch_ = 0;
+}
+
+void BucketedReducer::on_gradient(size_t parameter, const at::Tensor& gradient) {
+  CMAF_CHECK(!received_[parameter], "gradient of ", parameters_[parameter].name,
+             " produced twice in one backward (call prepare_for_backward() before each backward)");
+  received_[parameter] = true;
+  Bucket& bucket = buckets_[bucket_of_[parameter]];
+  const int64_t n = gradient.numel();
+  bucket.buffer.narrow(0, offset_of_[parameter], n).copy_(gradient.reshape({n}));
+  if (--bucket.pending == 0) launch_ready_buckets();
+}
+
+void BucketedReducer::launch_ready_buckets() {
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
+    Bucket& bucket = buckets_[next_launch_++];
+    bucket.wire = options_.bf16_wire ? bucket.buffer.to(at::kBFloat16) : bucket.buffer;
+    bucket.work = communicator_.all_reduce_async(bucket.wire, ReduceOp::kAvg);
+  }
+}
+
+void BucketedReducer::finish() {
+  std::string missing;
+  for (size_t k = 0; k < parameters_.size(); ++k) {
+    if (!received_[k]) missing += (missing.empty() ? "" : ", ") + parameters_[k].name;
+  }
+  if (!missing.empty()) {
+    // Buckets already started must still complete on every rank before we give up.
+    for (Bucket& bucket : buckets_) {
+      if (bucket.work) bucket.work->wait();
+    }
+    throw ClusterError(str("parameters that received no gradient in this backward: ", missing,
+                           ". Every parameter must contribute to the loss on every rank (a module "
+                           "that forward does not call, or a branch skipped on this rank)"));
+  }
+  for (Bucket& bucket : buckets_) {
+    bucket.work->wait();
+    const at::Tensor averaged = options_.bf16_wire ? bucket.wire.to(at::kFloat) : bucket.buffer;
+    for (const Slot& s : bucket.slots) {
+      const at::Tensor& p = parameters_[s.parameter].tensor;
+      p.mutable_grad().copy_(averaged.narrow(0, s.offset, p.numel()).view_as(p));
+    }
+  }
+}
+
+}  // namespace cmaf::cluster

@@ -1,0 +1,32 @@
+#include "cluster/communicator.h"
+
+#include "common/error.h"
+
+namespace cmaf::cluster {
+
+std::string to_string(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return "sum";
+    case ReduceOp::kAvg: return "avg";
+    case ReduceOp::kMax: return "max";
+  }
+  return "?";
+}
+
+void check_collective_tensor(const Communicator& communicator, const at::Tensor& tensor,
+                             const std::string& operation, ReduceOp op) {
+  const auto type = tensor.scalar_type();
+  const bool supported = type == at::kFloat || type == at::kDouble || type == at::kBFloat16 ||
+                         (type == at::kLong && op != ReduceOp::kAvg);
+  if (!supported) {
+    throw InternalError(str("communicator ", communicator.name(), " does not support ", operation,
+                            (operation == "all_reduce" ? " (" + to_string(op) + ")" : std::string()),
+                            " of ", at::toString(type)));
+  }
+  if (!tensor.is_contiguous()) {
+    throw InternalError(str("communicator ", communicator.name(), ": ", operation,
+                            " needs a contiguous tensor, got strides ", tensor.strides()));
+  }
+}
+
+}  // namespace cmaf::cluster

@@ -1,0 +1,61 @@
+// The collective-communication interface every backend implements (gloo's Device/Context
+// shape): local (world size 1, or ranks as threads for tests), mpi (CPU tensors), nccl (CUDA
+// tensors, built with CMAF_WITH_CUDA).
+//
+// Contract: collectives are issued in the same order on every rank. Tensors are reduced in
+// place and must be contiguous. Asynchronous calls return a Work to wait on; works complete in
+// issue order (each communicator runs its collectives on one ordered communication thread), so
+// overlapping calls can never pair up differently on different ranks. A backend that lacks an
+// operation throws "communicator <name> does not support <operation> of <dtype>".
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <string>
+
+namespace cmaf::cluster {
+
+enum class ReduceOp { kSum, kAvg, kMax };
+std::string to_string(ReduceOp op);
+
+// Handle of an asynchronous collective.
+class Work {
+ public:
+  explicit Work(std::shared_future<void> done) : done_(std::move(done)) {}
+  // Blocks until the collective finished; rethrows its error.
+  void wait() const { done_.get(); }
+  bool completed() const {
+    return done_.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  }
+
+ private:
+  std::shared_future<void> done_;
+};
+using WorkHandle = std::shared_ptr<Work>;
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual std::string name() const = 0;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // float32, float64, bfloat16 (reduced in fp32 and rounded back) and int64 (not kAvg).
+  virtual WorkHandle all_reduce_async(at::Tensor tensor, ReduceOp op) = 0;
+  virtual WorkHandle broadcast_async(at::Tensor tensor, int root) = 0;
+  // Returns [size, *tensor.sizes()] with rank r's tensor at index r.
+  virtual at::Tensor all_gather(const at::Tensor& tensor) = 0;
+  virtual void barrier() = 0;
+
+  void all_reduce(const at::Tensor& tensor, ReduceOp op) { all_reduce_async(tensor, op)->wait(); }
+  void broadcast(const at::Tensor& tensor, int root) { broadcast_async(tensor, root)->wait(); }
+};
+
+// Checks shared by the backends: contiguous, a supported dtype for the op; throws otherwise.
+void check_collective_tensor(const Communicator& communicator, const at::Tensor& tensor,
+                             const std::string& operation, ReduceOp op = ReduceOp::kSum);
+
+}  // namespace cmaf::cluster

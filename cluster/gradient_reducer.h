@@ -1,0 +1,103 @@
+// Averaging gradients across ranks (data parallelism), two implementations of one contract:
+//
+//   reducer.prepare_for_backward();   // before loss.backward()
+//   loss.backward();
+//   reducer.finish();                 // every parameter's .grad = mean over ranks
+//   optimizer.step();
+//
+// ReferenceReducer: one all-reduce per gradient after backward; obviously correct.
+// BucketedReducer (PyTorch DDP's design): parameters in reverse registration order (roughly the
+// order backward produces their gradients) grouped into buckets (first kFirstBucketBytes, then
+// kDefaultBucketBytes); autograd hooks copy each gradient into its bucket as it is produced, and
+// a full bucket's all-reduce starts at once, asynchronously, overlapping the rest of backward.
+// Buckets start in index order on every rank (a bucket that fills early waits for its
+// predecessors), so the collectives pair up identically everywhere.
+//
+// A parameter without a gradient after backward is an error naming it: every rank must reduce
+// the same tensors, and an unused parameter means a module forward never calls.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cluster/communicator.h"
+
+namespace cmaf::cluster {
+
+inline constexpr int64_t kFirstBucketBytes = int64_t{1} << 20;    // 1 MiB, as c10d
+inline constexpr int64_t kDefaultBucketBytes = int64_t{25} << 20;  // 25 MiB, as c10d
+
+struct NamedTensor {
+  std::string name;
+  at::Tensor tensor;
+};
+
+class GradientReducer {
+ public:
+  virtual ~GradientReducer() = default;
+  virtual void prepare_for_backward() {}
+  virtual void finish() = 0;
+};
+
+class ReferenceReducer : public GradientReducer {
+ public:
+  ReferenceReducer(std::vector<NamedTensor> parameters, Communicator& communicator);
+  void finish() override;
+
+ private:
+  std::vector<NamedTensor> parameters_;
+  Communicator& communicator_;
+};
+
+struct BucketOptions {
+  int64_t first_bucket_bytes = kFirstBucketBytes;
+  int64_t bucket_bytes = kDefaultBucketBytes;
+  bool bf16_wire = false;  // send bf16 (half the bytes), reduce in fp32, round once
+};
+
+class BucketedReducer : public GradientReducer {
+ public:
+  BucketedReducer(std::vector<NamedTensor> parameters, Communicator& communicator,
+                  BucketOptions options = {});
+  ~BucketedReducer() override;
+  BucketedReducer(const BucketedReducer&) = delete;
+  BucketedReducer& operator=(const BucketedReducer&) = delete;
+
+  void prepare_for_backward() override;
+  void finish() override;
+
+  int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
+  // Parameter names per bucket, in bucket order (for logs and tests).
+  std::vector<std::vector<std::string>> bucket_layout() const;
+
+ private:
+  struct Slot {
+    size_t parameter;
+    int64_t offset;  // elements into the bucket buffer
+  };
+  struct Bucket {
+    std::vector<Slot> slots;
+    at::Tensor buffer;  // fp32, all gradients of the bucket back to back
+    at::Tensor wire;    // what is sent: buffer, or its bf16 copy
+    int64_t pending = 0;
+    WorkHandle work;
+  };
+
+  void on_gradient(size_t parameter, const at::Tensor& gradient);
+  void launch_ready_buckets();
+
+  std::vector<NamedTensor> parameters_;
+  Communicator& communicator_;
+  BucketOptions options_;
+  std::vector<Bucket> buckets_;
+  std::vector<size_t> bucket_of_;   // parameter -> bucket
+  std::vector<int64_t> offset_of_;  // parameter -> offset in its bucket
+  std::vector<bool> received_;      // parameter -> gradient seen in this backward
+  std::vector<unsigned> hooks_;
+  size_t next_launch_ = 0;
+};
+
+}  // namespace cmaf::cluster

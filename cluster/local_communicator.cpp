@@ -1,0 +1,138 @@
+#include "cluster/local_communicator.h"
+
+#include <condition_variable>
+#include <mutex>
+#include <vector>
+
+#include "common/error.h"
+
+namespace cmaf::cluster {
+
+enum class Collective { kAllReduce, kBroadcast, kAllGather, kBarrier };
+
+// Rendezvous of the ranks of one collective: the last to arrive computes the result, everyone
+// copies it out, the last to leave opens the next round.
+class LocalGroup {
+ public:
+  explicit LocalGroup(int size) : size_(size), inputs_(static_cast<size_t>(size)) {}
+  int size() const { return size_; }
+
+  at::Tensor run(int rank, Collective kind, const at::Tensor& input, ReduceOp op, int root) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return !draining_; });
+    inputs_[static_cast<size_t>(rank)] = input;
+    kinds_.push_back(kind);
+    const uint64_t round = round_;
+    if (++arrived_ == size_) {
+      try {
+        result_ = compute(kind, op, root);
+        error_.clear();
+      } catch (const std::exception& e) {
+        error_ = e.what();
+      }
+      draining_ = true;
+      leaving_ = size_;
+      ++round_;
+      changed_.notify_all();
+    } else {
+      changed_.wait(lock, [&] { return round_ != round; });
+    }
+    const at::Tensor result = result_;
+    const std::string error = error_;
+    if (--leaving_ == 0) {
+      draining_ = false;
+      arrived_ = 0;
+      kinds_.clear();
+      for (auto& t : inputs_) t = at::Tensor();
+      changed_.notify_all();
+    }
+    if (!error.empty()) throw InternalError(str("[rank ", rank, "] local collective: ", error));
+    return result;
+  }
+
+ private:
+  at::Tensor compute(Collective kind, ReduceOp op, int root) {
+    for (Collective k : kinds_) {
+      if (k != kind) throw std::runtime_error("ranks issued different collectives in the same round");
+    }
+    for (const at::Tensor& t : inputs_) {
+      if (kind != Collective::kBarrier && (t.sizes() != inputs_[0].sizes() || t.scalar_type() != inputs_[0].scalar_type())) {
+        throw std::runtime_error("ranks passed tensors of different shapes or types");
+      }
+    }
+    switch (kind) {
+      case Collective::kBarrier: return at::Tensor();
+      case Collective::kBroadcast: return inputs_.at(static_cast<size_t>(root)).clone();
+      case Collective::kAllGather: return at::stack(inputs_);
+      case Collective::kAllReduce: break;
+    }
+    const bool widen = inputs_[0].scalar_type() == at::kBFloat16;
+    at::Tensor acc = widen ? inputs_[0].to(at::kFloat) : inputs_[0].clone();
+    for (size_t r = 1; r < inputs_.size(); ++r) {
+      const at::Tensor next = widen ? inputs_[r].to(at::kFloat) : inputs_[r];
+      if (op == ReduceOp::kMax) {
+        acc = at::maximum(acc, next);
+      } else {
+        acc.add_(next);
+      }
+    }
+    if (op == ReduceOp::kAvg) acc.div_(size_);
+    return acc;
+  }
+
+  const int size_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<at::Tensor> inputs_;
+  std::vector<Collective> kinds_;
+  at::Tensor result_;
+  std::string error_;
+  int arrived_ = 0;
+  int leaving_ = 0;
+  bool draining_ = false;
+  uint64_t round_ = 0;
+};
+
+LocalCommunicator::LocalCommunicator() : LocalCommunicator(std::make_shared<LocalGroup>(1), 0) {}
+
+LocalCommunicator::LocalCommunicator(std::shared_ptr<LocalGroup> group, int rank)
+    : group_(std::move(group)), rank_(rank), thread_(std::make_unique<CommThread>()) {}
+
+int LocalCommunicator::size() const { return group_->size(); }
+
+WorkHandle LocalCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {
+  check_collective_tensor(*this, tensor, "all_reduce", op);
+  return std::make_shared<Work>(thread_->submit([this, tensor, op]() mutable {
+    const at::Tensor result = group_->run(rank_, Collective::kAllReduce, tensor, op, 0);
+    tensor.copy_(result);
+  }));
+}
+
+WorkHandle LocalCommunicator::broadcast_async(at::Tensor tensor, int root) {
+  check_collective_tensor(*this, tensor, "broadcast");
+  CMAF_CHECK(root >= 0 && root < size(), "broadcast root ", root, " of ", size(), " ranks");
+  return std::make_shared<Work>(thread_->submit([this, tensor, root]() mutable {
+    tensor.copy_(group_->run(rank_, Collective::kBroadcast, tensor, ReduceOp::kSum, root));
+  }));
+}
+
+at::Tensor LocalCommunicator::all_gather(const at::Tensor& tensor) {
+  check_collective_tensor(*this, tensor, "all_gather");
+  at::Tensor out;
+  thread_->submit([&] { out = group_->run(rank_, Collective::kAllGather, tensor, ReduceOp::kSum, 0); }).get();
+  return out;
+}
+
+void LocalCommunicator::barrier() {
+  thread_->submit([&] { group_->run(rank_, Collective::kBarrier, at::Tensor(), ReduceOp::kSum, 0); }).get();
+}
+
+std::vector<std::unique_ptr<Communicator>> make_local_group(int size) {
+  CMAF_CHECK_GE(size, 1, "local group size");
+  auto group = std::make_shared<LocalGroup>(size);
+  std::vector<std::unique_ptr<Communicator>> communicators;
+  for (int r = 0; r < size; ++r) communicators.push_back(std::make_unique<LocalCommunicator>(group, r));
+  return communicators;
+}
+
+}  // namespace cmaf::cluster

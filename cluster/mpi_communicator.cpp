@@ -1,0 +1,109 @@
+#include "cluster/mpi_communicator.h"
+
+#include <unistd.h>
+
+#include <climits>
+
+#include "cluster/cluster_error.h"
+#include "common/error.h"
+
+namespace cmaf::cluster {
+namespace {
+
+MPI_Datatype mpi_type(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return MPI_FLOAT;
+    case at::kDouble: return MPI_DOUBLE;
+    case at::kLong: return MPI_INT64_T;
+    default: return MPI_DATATYPE_NULL;  // excluded by check_collective_tensor
+  }
+}
+
+MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::kMax ? MPI_MAX : MPI_SUM; }
+
+// MPI counts are int: large tensors go in chunks of at most this many elements.
+constexpr int64_t kMaxChunk = INT_MAX / 2;
+
+std::string hostname() {
+  char buffer[256] = {0};
+  ::gethostname(buffer, sizeof(buffer) - 1);
+  return buffer;
+}
+
+}  // namespace
+
+MpiCommunicator::MpiCommunicator(MPI_Comm parent) : host_(hostname()) {
+  check(MPI_Comm_dup(parent, &comm_), "MPI_Comm_dup");
+  check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+  check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  thread_ = std::make_unique<CommThread>();
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  thread_.reset();  // finishes the queued collectives first
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+void MpiCommunicator::check(int code, const char* call) const {
+  if (code == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING] = {0};
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", call, " failed: ", std::string(text, static_cast<size_t>(length))));
+}
+
+void MpiCommunicator::run_all_reduce(at::Tensor& tensor, ReduceOp op) const {
+  // bf16 has no MPI type: reduce a float32 copy, round back once.
+  at::Tensor work = tensor.scalar_type() == at::kBFloat16 ? tensor.to(at::kFloat) : tensor;
+  auto* base = static_cast<char*>(work.data_ptr());
+  const int64_t element = static_cast<int64_t>(work.element_size());
+  for (int64_t offset = 0; offset < work.numel(); offset += kMaxChunk) {
+    const int count = static_cast<int>(std::min(kMaxChunk, work.numel() - offset));
+    check(MPI_Allreduce(MPI_IN_PLACE, base + offset * element, count, mpi_type(work.scalar_type()),
+                        mpi_op(op), comm_),
+          "MPI_Allreduce");
+  }
+  if (op == ReduceOp::kAvg) work.div_(size_);
+  if (!work.is_same(tensor)) tensor.copy_(work);
+}
+
+WorkHandle MpiCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {
+  check_collective_tensor(*this, tensor, "all_reduce", op);
+  return std::make_shared<Work>(thread_->submit([this, tensor, op]() mutable { run_all_reduce(tensor, op); }));
+}
+
+WorkHandle MpiCommunicator::broadcast_async(at::Tensor tensor, int root) {
+  check_collective_tensor(*this, tensor, "broadcast");
+  CMAF_CHECK(root >= 0 && root < size_, "broadcast root ", root, " of ", size_, " ranks");
+  return std::make_shared<Work>(thread_->submit([this, tensor, root]() mutable {
+    // Bytes: every dtype (bf16 included) broadcasts exactly.
+    auto* base = static_cast<char*>(tensor.data_ptr());
+    const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
+    for (int64_t offset = 0; offset < bytes; offset += kMaxChunk) {
+      const int count = static_cast<int>(std::min(kMaxChunk, bytes - offset));
+      check(MPI_Bcast(base + offset, count, MPI_BYTE, root, comm_), "MPI_Bcast");
+    }
+  }));
+}
+
+at::Tensor MpiCommunicator::all_gather(const at::Tensor& tensor) {
+  check_collective_tensor(*this, tensor, "all_gather");
+  std::vector<int64_t> shape{size_};
+  shape.insert(shape.end(), tensor.sizes().begin(), tensor.sizes().end());
+  at::Tensor out = at::empty(shape, tensor.options());
+  thread_->submit([&] {
+    const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
+    CMAF_CHECK_LE(bytes, static_cast<int64_t>(INT_MAX), "all_gather of more than 2 GiB per rank");
+    check(MPI_Allgather(tensor.data_ptr(), static_cast<int>(bytes), MPI_BYTE, out.data_ptr(),
+                        static_cast<int>(bytes), MPI_BYTE, comm_),
+          "MPI_Allgather");
+  }).get();
+  return out;
+}
+
+void MpiCommunicator::barrier() {
+  thread_->submit([&] { check(MPI_Barrier(comm_), "MPI_Barrier"); }).get();
+}
+
+}  // namespace cmaf::cluster

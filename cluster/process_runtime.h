@@ -1,0 +1,67 @@
+// The process's place in the job: MPI start-up and shut-down (RAII), world and node-local rank,
+// host name, the launcher's environment, LibTorch's thread count.
+//
+// A process started by mpirun (OMPI_COMM_WORLD_SIZE) or srun --mpi=pmix (PMIX_RANK) initialises
+// MPI and talks through MpiCommunicator; a plain process (no launcher) runs as world size 1 on
+// the local communicator without touching MPI. MPI is initialised requesting
+// MPI_THREAD_MULTIPLE; MPI_THREAD_SERIALIZED is enough, because each communicator makes all its
+// MPI calls from its own single communication thread.
+//
+// Destroy every communicator before the runtime (MPI_Finalize runs in its destructor).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "cluster/communicator.h"
+
+namespace cmaf::cluster {
+
+struct LaunchEnvironment {
+  std::string launcher = "none";  // "mpirun", "srun", "none"
+  std::string slurm_job_id;
+  std::string slurm_procid;
+  std::string slurm_localid;
+  std::string slurm_nodelist;
+
+  std::string describe() const;
+};
+
+LaunchEnvironment read_launch_environment();
+
+struct RuntimeOptions {
+  bool force_mpi = false;  // initialise MPI even without a launcher (singleton MPI)
+  int threads = 0;         // LibTorch intra-op threads; 0: hardware threads / local ranks
+};
+
+class ProcessRuntime {
+ public:
+  static std::unique_ptr<ProcessRuntime> start(int* argc, char*** argv, const RuntimeOptions& options = {});
+  ~ProcessRuntime();
+  ProcessRuntime(const ProcessRuntime&) = delete;
+  ProcessRuntime& operator=(const ProcessRuntime&) = delete;
+
+  bool uses_mpi() const { return mpi_; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+  int threads() const { return threads_; }
+  const std::string& hostname() const { return hostname_; }
+  const LaunchEnvironment& environment() const { return environment_; }
+
+  // The world communicator of this process: mpi when launched, local otherwise.
+  std::unique_ptr<Communicator> world_communicator() const;
+
+  std::string describe() const;  // one log line
+
+ private:
+  ProcessRuntime() = default;
+
+  bool mpi_ = false;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1, threads_ = 1;
+  std::string hostname_;
+  LaunchEnvironment environment_;
+};
+
+}  // namespace cmaf::cluster

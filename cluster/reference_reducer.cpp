@@ -1,0 +1,21 @@
+#include "cluster/cluster_error.h"
+#include "cluster/gradient_reducer.h"
+
+namespace cmaf::cluster {
+
+ReferenceReducer::ReferenceReducer(std::vector<NamedTensor> parameters, Communicator& communicator)
+    : parameters_(std::move(parameters)), communicator_(communicator) {}
+
+void ReferenceReducer::finish() {
+  std::string missing;
+  for (const NamedTensor& p : parameters_) {
+    if (!p.tensor.grad().defined()) missing += (missing.empty() ? "" : ", ") + p.name;
+  }
+  if (!missing.empty()) {
+    throw ClusterError(str("parameters that received no gradient: ", missing,
+                           ". Every parameter must contribute to the loss on every rank"));
+  }
+  for (const NamedTensor& p : parameters_) communicator_.all_reduce(p.tensor.grad(), ReduceOp::kAvg);
+}
+
+}  // namespace cmaf::cluster

@@ -1,0 +1,173 @@
+#include "tests/cluster/collective_checks.h"
+
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <thread>
+
+#include "cluster/cluster_error.h"
+#include "cluster/local_communicator.h"
+#include "cluster/parameter_sync.h"
+
+namespace cmaf::test {
+using cluster::Communicator;
+using cluster::NamedTensor;
+using cluster::ReduceOp;
+
+void check_all_reduce(Communicator& c) {
+  const int r = c.rank();
+  const int n = c.size();
+  const double rank_sum = n * (n - 1) / 2.0;
+  for (at::ScalarType type : {at::kFloat, at::kDouble, at::kBFloat16}) {
+    at::Tensor sum = at::full({5}, r + 1.0, at::TensorOptions().dtype(type));
+    c.all_reduce(sum, ReduceOp::kSum);
+    EXPECT_EQ(sum[4].item<double>(), rank_sum + n) << at::toString(type);
+    at::Tensor avg = at::full({3}, 2.0 * r, at::TensorOptions().dtype(type));
+    c.all_reduce(avg, ReduceOp::kAvg);
+    EXPECT_NEAR(avg[0].item<double>(), 2.0 * rank_sum / n, 1e-2) << at::toString(type);
+    at::Tensor max = at::arange(4, at::TensorOptions().dtype(type)) * (r + 1);
+    c.all_reduce(max, ReduceOp::kMax);
+    EXPECT_EQ(max[3].item<double>(), 3.0 * n) << at::toString(type);
+  }
+  at::Tensor counts = at::full({2}, int64_t{1} << 40, at::kLong) + r;
+  c.all_reduce(counts, ReduceOp::kSum);
+  EXPECT_EQ(counts[0].item<int64_t>(), n * (int64_t{1} << 40) + static_cast<int64_t>(rank_sum));
+  try {
+    c.all_reduce(at::ones({2}, at::kInt), ReduceOp::kSum);
+    ADD_FAILURE() << "int32 must be refused";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("communicator " + c.name() + " does not support all_reduce (sum) of Int"),
+              std::string::npos) << e.what();
+  }
+  EXPECT_THROW(c.all_reduce(at::ones({2}, at::kLong), ReduceOp::kAvg), InternalError);
+  EXPECT_THROW(c.all_reduce(at::ones({4, 4}).t(), ReduceOp::kSum), InternalError);  // not contiguous
+}
+
+void check_broadcast_gather_barrier(Communicator& c) {
+  at::Tensor value = at::full({4}, 10.0 + c.rank());
+  const int root = c.size() - 1;
+  c.broadcast(value, root);
+  EXPECT_EQ(value[0].item<double>(), 10.0 + root);
+  const at::Tensor gathered = c.all_gather(at::full({2}, static_cast<int64_t>(c.rank()), at::kLong));
+  ASSERT_EQ(gathered.sizes(), (std::vector<int64_t>{c.size(), 2}));
+  for (int r = 0; r < c.size(); ++r) EXPECT_EQ(gathered[r][1].item<int64_t>(), r);
+  c.barrier();
+}
+
+void check_async_order(Communicator& c) {
+  std::vector<at::Tensor> tensors;
+  std::vector<cluster::WorkHandle> works;
+  for (int i = 0; i < 8; ++i) {
+    tensors.push_back(at::full({1000}, static_cast<double>(i + c.rank())));
+    works.push_back(c.all_reduce_async(tensors.back(), ReduceOp::kSum));
+  }
+  for (int i = 7; i >= 0; --i) works[static_cast<size_t>(i)]->wait();  // waiting out of order is fine
+  const double rank_sum = c.size() * (c.size() - 1) / 2.0;
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(tensors[static_cast<size_t>(i)][999].item<double>(), i * c.size() + rank_sum);
+}
+
+namespace {
+
+struct SmallNet : torch::nn::Module {
+  SmallNet() {
+    conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3)));
+    conv2 = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(4, 6, 3)));
+    head = register_module("head", torch::nn::Linear(6 * 4 * 4, 3));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    return head(at::relu(conv2(at::relu(conv1(x)))).flatten(1));
+  }
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  torch::nn::Linear head{nullptr};
+};
+
+std::vector<NamedTensor> named(torch::nn::Module& module) {
+  std::vector<NamedTensor> out;
+  for (const auto& p : module.named_parameters()) out.push_back({p.key(), p.value()});
+  return out;
+}
+
+// Different data on every rank, from a generator of its own: ranks may be threads of one
+// process, which must not share the global generator.
+void local_backward(SmallNet& net, int rank) {
+  at::Generator generator = at::detail::createCPUGenerator(100 + static_cast<uint64_t>(rank));
+  const at::Tensor x = at::randn({4, 1, 8, 8}, generator);
+  const at::Tensor y = at::randint(0, 3, {4}, generator);
+  net.zero_grad();
+  torch::nn::functional::cross_entropy(net.forward(x), y).backward();
+}
+
+}  // namespace
+
+void check_reducers_agree(Communicator& c, const cluster::BucketOptions& options) {
+  SmallNet reference_net;
+  SmallNet bucketed_net;
+  {
+    torch::NoGradGuard no_grad;
+    const auto from = reference_net.parameters();
+    const auto to = bucketed_net.parameters();
+    for (size_t k = 0; k < from.size(); ++k) to[k].copy_(from[k]);
+  }
+  cluster::ReferenceReducer reference(named(reference_net), c);
+  cluster::BucketedReducer bucketed(named(bucketed_net), c, options);
+
+  for (int step = 0; step < 2; ++step) {  // a second step: the reducer resets cleanly
+    local_backward(reference_net, c.rank());
+    std::vector<at::Tensor> local;
+    for (const auto& p : reference_net.parameters()) local.push_back(p.grad().clone());
+    reference.finish();
+
+    bucketed.prepare_for_backward();
+    local_backward(bucketed_net, c.rank());
+    bucketed.finish();
+
+    const auto a = reference_net.parameters();
+    const auto b = bucketed_net.parameters();
+    for (size_t k = 0; k < a.size(); ++k) {
+      EXPECT_TRUE(torch::equal(a[k].grad(), b[k].grad())) << "parameter " << k << " step " << step;
+      // And it is the mean of the ranks' local gradients.
+      const at::Tensor mean = c.all_gather(local[k]).mean(0);
+      EXPECT_TRUE(torch::allclose(a[k].grad(), mean, 1e-5, 1e-7)) << "parameter " << k;
+    }
+  }
+}
+
+void check_parameter_sync(Communicator& c) {
+  torch::manual_seed(1000 + c.rank());  // different initialisation on every rank
+  SmallNet net;
+  auto tensors = named(net);
+  if (c.size() > 1) {
+    EXPECT_THROW(cluster::check_replicas_identical(tensors, c, "parameters"), cluster::ClusterError);
+  }
+  cluster::broadcast_tensors(tensors, c, 0);
+  EXPECT_NO_THROW(cluster::check_replicas_identical(tensors, c, "parameters"));
+  if (c.size() > 1) {
+    if (c.rank() == 1) {
+      torch::NoGradGuard no_grad;
+      net.head->bias[0] += 1e-6f;
+    }
+    try {
+      cluster::check_replicas_identical(tensors, c, "parameters after resume");
+      ADD_FAILURE() << "a drifted replica must be found";
+    } catch (const cluster::ClusterError& e) {
+      EXPECT_NE(std::string(e.what()).find("parameters after resume differ between ranks: rank(s) 1 "),
+                std::string::npos) << e.what();
+    }
+  }
+}
+
+void run_as_threads(int ranks, const std::function<void(Communicator&)>& body) {
+  auto communicators = cluster::make_local_group(ranks);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < ranks; ++r) {
+    threads.emplace_back([&, r] {
+      at::set_num_threads(1);
+      body(*communicators[static_cast<size_t>(r)]);
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+}  // namespace cmaf::test

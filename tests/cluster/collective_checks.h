@@ -1,0 +1,24 @@
+// Checks of the cluster layer written against the Communicator interface, with expected values
+// computed from rank and size: the same checks run with ranks as threads (local backend) and as
+// real processes (mpirun, MPI backend).
+#pragma once
+
+#include <functional>
+
+#include "cluster/communicator.h"
+#include "cluster/gradient_reducer.h"
+
+namespace cmaf::test {
+
+void check_all_reduce(cluster::Communicator& c);
+void check_broadcast_gather_barrier(cluster::Communicator& c);
+void check_async_order(cluster::Communicator& c);
+// Reference and bucketed reducers give bit-identical averaged gradients, equal to the mean of
+// the ranks' local gradients.
+void check_reducers_agree(cluster::Communicator& c, const cluster::BucketOptions& options);
+void check_parameter_sync(cluster::Communicator& c);
+
+// Runs `body` on `ranks` threads, each with its communicator of one local group.
+void run_as_threads(int ranks, const std::function<void(cluster::Communicator&)>& body);
+
+}  // namespace cmaf::test
