@@ -2,7 +2,10 @@
 
 #include <unistd.h>
 
+#include <glog/logging.h>
+
 #include <climits>
+#include <thread>
 
 #include "cluster/cluster_error.h"
 #include "common/error.h"
@@ -32,16 +35,22 @@ std::string hostname() {
 
 }  // namespace
 
-MpiCommunicator::MpiCommunicator(MPI_Comm parent) : host_(hostname()) {
+MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall) : host_(hostname()), stall_(stall) {
   check(MPI_Comm_dup(parent, &comm_), "MPI_Comm_dup");
   check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  int provided = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&provided);
+  if (provided == MPI_THREAD_MULTIPLE && size_ > 1) {
+    monitor_ = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period);
+  }
   thread_ = std::make_unique<CommThread>();
 }
 
 MpiCommunicator::~MpiCommunicator() {
   thread_.reset();  // finishes the queued collectives first
+  monitor_.reset();
   if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
@@ -53,16 +62,48 @@ void MpiCommunicator::check(int code, const char* call) const {
   throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", call, " failed: ", std::string(text, static_cast<size_t>(length))));
 }
 
-void MpiCommunicator::run_all_reduce(at::Tensor& tensor, ReduceOp op) const {
+void MpiCommunicator::begin_collective() {
+  ++sequence_;
+  if (monitor_) monitor_->entered(sequence_);
+}
+
+void MpiCommunicator::wait(MPI_Request& request, const char* call, int64_t bytes) {
+  const auto start = std::chrono::steady_clock::now();
+  for (int spins = 0;; ++spins) {
+    int done = 0;
+    check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) return;
+    const auto waited = std::chrono::steady_clock::now() - start;
+    if (waited > stall_.limit) {
+      const std::string who = monitor_ ? monitor_->missing_ranks(sequence_)
+                                       : std::string("ranks not arrived: unknown (heartbeats need "
+                                                     "MPI_THREAD_MULTIPLE)\n");
+      LOG(ERROR) << "[rank " << rank_ << " on " << host_ << "] stall: collective #" << sequence_ << " ("
+                 << call << ", " << bytes << " bytes) has waited "
+                 << std::chrono::duration<double>(waited).count() << " s, more than the stall limit of "
+                 << std::chrono::duration<double>(stall_.limit).count() << " s; " << who
+                 << "aborting the job (exit status " << kStallExitCode << ")";
+      google::FlushLogFiles(google::GLOG_ERROR);
+      MPI_Abort(MPI_COMM_WORLD, kStallExitCode);
+    }
+    // Poll hard for small messages, then back off so a long wait costs no CPU.
+    if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(spins > 100000 ? 1000 : 50));
+  }
+}
+
+void MpiCommunicator::run_all_reduce(at::Tensor& tensor, ReduceOp op) {
   // bf16 has no MPI type: reduce a float32 copy, round back once.
   at::Tensor work = tensor.scalar_type() == at::kBFloat16 ? tensor.to(at::kFloat) : tensor;
   auto* base = static_cast<char*>(work.data_ptr());
   const int64_t element = static_cast<int64_t>(work.element_size());
   for (int64_t offset = 0; offset < work.numel(); offset += kMaxChunk) {
     const int count = static_cast<int>(std::min(kMaxChunk, work.numel() - offset));
-    check(MPI_Allreduce(MPI_IN_PLACE, base + offset * element, count, mpi_type(work.scalar_type()),
-                        mpi_op(op), comm_),
-          "MPI_Allreduce");
+    MPI_Request request;
+    begin_collective();
+    check(MPI_Iallreduce(MPI_IN_PLACE, base + offset * element, count, mpi_type(work.scalar_type()),
+                         mpi_op(op), comm_, &request),
+          "MPI_Iallreduce");
+    wait(request, "MPI_Iallreduce", count * element);
   }
   if (op == ReduceOp::kAvg) work.div_(size_);
   if (!work.is_same(tensor)) tensor.copy_(work);
@@ -82,7 +123,10 @@ WorkHandle MpiCommunicator::broadcast_async(at::Tensor tensor, int root) {
     const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
     for (int64_t offset = 0; offset < bytes; offset += kMaxChunk) {
       const int count = static_cast<int>(std::min(kMaxChunk, bytes - offset));
-      check(MPI_Bcast(base + offset, count, MPI_BYTE, root, comm_), "MPI_Bcast");
+      MPI_Request request;
+      begin_collective();
+      check(MPI_Ibcast(base + offset, count, MPI_BYTE, root, comm_, &request), "MPI_Ibcast");
+      wait(request, "MPI_Ibcast", count);
     }
   }));
 }
@@ -95,15 +139,23 @@ at::Tensor MpiCommunicator::all_gather(const at::Tensor& tensor) {
   thread_->submit([&] {
     const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
     CMAF_CHECK_LE(bytes, static_cast<int64_t>(INT_MAX), "all_gather of more than 2 GiB per rank");
-    check(MPI_Allgather(tensor.data_ptr(), static_cast<int>(bytes), MPI_BYTE, out.data_ptr(),
-                        static_cast<int>(bytes), MPI_BYTE, comm_),
-          "MPI_Allgather");
+    MPI_Request request;
+    begin_collective();
+    check(MPI_Iallgather(tensor.data_ptr(), static_cast<int>(bytes), MPI_BYTE, out.data_ptr(),
+                         static_cast<int>(bytes), MPI_BYTE, comm_, &request),
+          "MPI_Iallgather");
+    wait(request, "MPI_Iallgather", bytes);
   }).get();
   return out;
 }
 
 void MpiCommunicator::barrier() {
-  thread_->submit([&] { check(MPI_Barrier(comm_), "MPI_Barrier"); }).get();
+  thread_->submit([&] {
+    MPI_Request request;
+    begin_collective();
+    check(MPI_Ibarrier(comm_, &request), "MPI_Ibarrier");
+    wait(request, "MPI_Ibarrier", 0);
+  }).get();
 }
 
 }  // namespace cmaf::cluster

@@ -2,6 +2,11 @@
 // mix with anyone else's), with MPI_ERRORS_RETURN so that every failing call becomes a
 // ClusterError naming the call, the rank, the host and MPI's error string. All MPI calls run on
 // the communicator's CommThread.
+//
+// Stall detection: collectives are non-blocking calls polled by the communication thread; one
+// that has waited longer than `stall_limit` logs which ranks have not arrived (heartbeat side
+// channel, HeartbeatMonitor; needs MPI_THREAD_MULTIPLE, else the report says it is unavailable)
+// on every live rank and aborts the job with exit status kStallExitCode.
 #pragma once
 
 #include <mpi.h>
@@ -10,13 +15,21 @@
 
 #include "cluster/comm_thread.h"
 #include "cluster/communicator.h"
+#include "cluster/heartbeat_monitor.h"
 
 namespace cmaf::cluster {
+
+inline constexpr int kStallExitCode = 75;
+
+struct StallOptions {
+  std::chrono::milliseconds limit = kDefaultStallLimit;
+  std::chrono::milliseconds heartbeat_period = kDefaultHeartbeatPeriod;
+};
 
 class MpiCommunicator : public Communicator {
  public:
   // MPI must be initialised (ProcessRuntime) with at least MPI_THREAD_SERIALIZED.
-  explicit MpiCommunicator(MPI_Comm parent = MPI_COMM_WORLD);
+  explicit MpiCommunicator(MPI_Comm parent = MPI_COMM_WORLD, StallOptions stall = {});
   ~MpiCommunicator() override;
 
   std::string name() const override { return "mpi"; }
@@ -29,12 +42,18 @@ class MpiCommunicator : public Communicator {
 
  private:
   void check(int code, const char* call) const;
-  void run_all_reduce(at::Tensor& tensor, ReduceOp op) const;
+  void run_all_reduce(at::Tensor& tensor, ReduceOp op);
+  void begin_collective();  // numbers the collective, tells the heartbeat channel
+  // Waits for a non-blocking collective, aborting the job after the stall limit.
+  void wait(MPI_Request& request, const char* call, int64_t bytes);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
   std::string host_;
+  StallOptions stall_;
+  int64_t sequence_ = 0;  // collectives issued (same numbering on every rank)
+  std::unique_ptr<HeartbeatMonitor> monitor_;
   std::unique_ptr<CommThread> thread_;
 };
 

@@ -1,0 +1,97 @@
+#include "cluster/heartbeat_monitor.h"
+
+#include <sstream>
+
+#include "common/error.h"
+
+namespace cmaf::cluster {
+namespace {
+constexpr int kHeartbeatTag = 7001;
+constexpr int kSilentPeriods = 6;  // no heartbeat for this many periods: silent
+}  // namespace
+
+HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds period) : period_(period) {
+  MPI_Comm_dup(parent, &comm_);
+  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &size_);
+  last_sequence_.assign(static_cast<size_t>(size_), 0);
+  last_heard_.assign(static_cast<size_t>(size_), Clock::now());
+  thread_ = std::thread([this] { loop(); });
+}
+
+HeartbeatMonitor::~HeartbeatMonitor() {
+  stopping_.store(true);
+  thread_.join();
+  // Every rank stops sending before anyone frees the channel; then drain what is left.
+  MPI_Barrier(comm_);
+  exchange();
+  for (PendingSend& send : pending_) {
+    MPI_Cancel(&send.request);
+    MPI_Request_free(&send.request);
+  }
+  MPI_Comm_free(&comm_);
+}
+
+void HeartbeatMonitor::exchange() {
+  // Receive everything that has arrived.
+  for (;;) {
+    int flag = 0;
+    MPI_Status status;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, kHeartbeatTag, comm_, &flag, &status) != MPI_SUCCESS || !flag) break;
+    int64_t sequence = 0;
+    MPI_Recv(&sequence, 1, MPI_INT64_T, status.MPI_SOURCE, kHeartbeatTag, comm_, MPI_STATUS_IGNORE);
+    std::lock_guard<std::mutex> lock(mutex_);
+    last_sequence_[static_cast<size_t>(status.MPI_SOURCE)] = sequence;
+    last_heard_[static_cast<size_t>(status.MPI_SOURCE)] = Clock::now();
+  }
+  // Forget completed sends.
+  std::vector<PendingSend> still_pending;
+  for (PendingSend& send : pending_) {
+    int done = 0;
+    MPI_Test(&send.request, &done, MPI_STATUS_IGNORE);
+    if (!done) still_pending.push_back(std::move(send));
+  }
+  pending_.swap(still_pending);
+}
+
+void HeartbeatMonitor::loop() {
+  while (!stopping_.load()) {
+    const int64_t sequence = entered_.load();
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      // A silent peer is not sent more: its unsent messages would pile up.
+      if (pending_.size() > static_cast<size_t>(4 * size_)) break;
+      PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t>(sequence)};
+      if (MPI_Isend(send.value.get(), 1, MPI_INT64_T, r, kHeartbeatTag, comm_, &send.request) == MPI_SUCCESS) {
+        pending_.push_back(std::move(send));
+      }
+    }
+    exchange();
+    std::this_thread::sleep_for(period_);
+  }
+}
+
+std::string HeartbeatMonitor::missing_ranks(int64_t sequence) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::ostringstream out;
+  const auto now = Clock::now();
+  int missing = 0;
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    const double silent = std::chrono::duration<double>(now - last_heard_[static_cast<size_t>(r)]).count();
+    const double period = std::chrono::duration<double>(period_).count();
+    if (silent > kSilentPeriods * period) {
+      out << "  rank " << r << ": no heartbeat for " << silent << " s (dead, or stuck without progressing MPI)\n";
+      ++missing;
+    } else if (last_sequence_[static_cast<size_t>(r)] < sequence) {
+      out << "  rank " << r << ": alive but has not reached collective #" << sequence
+          << " (last entered #" << last_sequence_[static_cast<size_t>(r)] << ")\n";
+      ++missing;
+    }
+  }
+  if (missing == 0) out << "  every rank has reached it (a slow network, or the limit is too short)\n";
+  return str("ranks not arrived: ", missing, "\n", out.str());
+}
+
+}  // namespace cmaf::cluster
