@@ -7,6 +7,10 @@
 // + backward) per second against the measured fp32 matrix-product peak of the same threads
 // (2048^3 matmul). Checks its own run: the loss is finite at every step and the optimizer moved
 // the weights ("#wrong 0").
+//
+// Launched by mpirun (several ranks), it trains data-parallel: parameters broadcast from rank 0,
+// gradients averaged by the bucketed reducer, and it also prints the communication exposed after
+// backward and the share of the all-reduce time hidden behind backward (overlap).
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -17,6 +21,9 @@
 #include <string>
 #include <vector>
 
+#include "cluster/gradient_reducer.h"
+#include "cluster/parameter_sync.h"
+#include "cluster/process_runtime.h"
 #include "model/cmaformer.h"
 #include "model/cpu_autocast.h"
 #include "model/model_info.h"
@@ -78,6 +85,8 @@ Options parse(int argc, char** argv) {
 
 }  // namespace
 
+int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime);
+
 int main(int argc, char** argv) {
   using namespace cmaf::model;
   Options o;
@@ -87,7 +96,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "step_bench: %s\n", e.what());
     return 2;
   }
-  at::set_num_threads(o.threads);
+  cmaf::cluster::RuntimeOptions runtime_options;
+  runtime_options.threads = o.threads;
+  auto runtime = cmaf::cluster::ProcessRuntime::start(&argc, &argv, runtime_options);
+  const int wrong_code = run(o, *runtime);
+  runtime.reset();
+  return wrong_code;
+}
+
+int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
+  using namespace cmaf::model;
+  auto world = runtime.world_communicator();
+  const bool distributed = world->size() > 1;
   torch::manual_seed(0);
   CmaformerConfig config = preset_config(o.preset);
   if (o.input_size > 0) config.input_size = o.input_size;
@@ -108,21 +128,55 @@ int main(int argc, char** argv) {
   const double peak = measured_matmul_peak_gflops();
   const torch::Tensor probe_before = model->parameters().front().detach().clone();
 
-  std::vector<double> times;
+  std::vector<cmaf::cluster::NamedTensor> parameters;
+  for (const auto& p : model->named_parameters()) parameters.push_back({p.key(), p.value()});
+  std::unique_ptr<cmaf::cluster::BucketedReducer> reducer;
+  if (distributed) {
+    std::vector<cmaf::cluster::NamedTensor> state = parameters;
+    for (const auto& b : model->named_buffers()) state.push_back({b.key(), b.value()});
+    cmaf::cluster::broadcast_tensors(state, *world);
+    reducer = std::make_unique<cmaf::cluster::BucketedReducer>(parameters, *world);
+  }
+
+  std::vector<double> times, exposed;
   int64_t wrong = 0;
   for (int step = 0; step < o.warmup + o.steps; ++step) {
     const auto start = Clock::now();
     optimizer.zero_grad();
+    if (reducer) reducer->prepare_for_backward();
     torch::Tensor loss;
     {
       CpuAutocast autocast(o.precision == "bf16");
       loss = torch::nn::functional::cross_entropy(model->forward(x).to(torch::kFloat), target);
     }
     loss.backward();
+    const auto backward_done = Clock::now();
+    if (reducer) reducer->finish();
+    const double wait = seconds_since(backward_done);
     optimizer.step();
     const double t = seconds_since(start);
     if (!std::isfinite(loss.item<double>())) ++wrong;
-    if (step >= o.warmup) times.push_back(t);
+    if (step >= o.warmup) {
+      times.push_back(t);
+      exposed.push_back(wait);
+    }
+  }
+  std::string overlap;
+  if (distributed) {
+    // The same gradients all-reduced with nothing to overlap: the time communication takes.
+    std::vector<at::Tensor> grads;
+    for (const auto& p : parameters) grads.push_back(p.tensor.grad().reshape({-1}));
+    at::Tensor flat = at::cat(grads);
+    world->barrier();
+    const auto start = Clock::now();
+    world->all_reduce(flat, cmaf::cluster::ReduceOp::kAvg);
+    const double alone = seconds_since(start);
+    std::sort(exposed.begin(), exposed.end());
+    const double visible = exposed[exposed.size() / 2];
+    char text[256];
+    std::snprintf(text, sizeof(text), "; %d ranks: all-reduce alone %.3f s, exposed after backward %.3f s, "
+                  "%.0f %% hidden", world->size(), alone, visible, 100.0 * std::max(0.0, 1.0 - visible / alone));
+    overlap = text;
   }
   if (torch::equal(probe_before, model->parameters().front().detach())) ++wrong;  // no update
   std::sort(times.begin(), times.end());
@@ -130,11 +184,11 @@ int main(int argc, char** argv) {
   const double achieved = 3.0 * info.flops * static_cast<double>(o.batch) / median / 1e9;
   std::printf("preset %s %lldx%lld batch %lld threads %d %s%s: median step %.3f s (min %.3f, "
               "max %.3f, %zu steps), %.2f images/s, %.1f GFLOP/s = %.1f %% of the %.1f GFLOP/s "
-              "fp32 matmul peak  #wrong %lld\n",
+              "fp32 matmul peak%s  #wrong %lld\n",
               o.preset.c_str(), static_cast<long long>(s), static_cast<long long>(s),
               static_cast<long long>(o.batch), o.threads, o.precision.c_str(),
               o.channels_last ? " channels-last" : "", median, times.front(), times.back(),
               times.size(), static_cast<double>(o.batch) / median, achieved, 100.0 * achieved / peak,
-              peak, static_cast<long long>(wrong));
+              peak, overlap.c_str(), static_cast<long long>(wrong));
   return wrong == 0 ? 0 : 1;
 }

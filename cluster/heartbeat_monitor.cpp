@@ -1,5 +1,7 @@
 #include "cluster/heartbeat_monitor.h"
 
+#include <glog/logging.h>
+
 #include <sstream>
 
 #include "common/error.h"
@@ -10,7 +12,9 @@ constexpr int kHeartbeatTag = 7001;
 constexpr int kSilentPeriods = 6;  // no heartbeat for this many periods: silent
 }  // namespace
 
-HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds period) : period_(period) {
+HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds period,
+                                   std::chrono::milliseconds limit, std::string host)
+    : period_(period), limit_(limit), host_(std::move(host)) {
   MPI_Comm_dup(parent, &comm_);
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
   MPI_Comm_rank(comm_, &rank_);
@@ -55,6 +59,41 @@ void HeartbeatMonitor::exchange() {
   pending_.swap(still_pending);
 }
 
+void HeartbeatMonitor::entered(int64_t sequence, const char* call, int64_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  entered_.store(sequence);
+  in_collective_ = true;
+  call_ = call;
+  bytes_ = bytes;
+  started_ = Clock::now();
+}
+
+void HeartbeatMonitor::left() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  in_collective_ = false;
+}
+
+void HeartbeatMonitor::abort_if_stalled() {
+  int64_t sequence = 0;
+  const char* call = "";
+  int64_t bytes = 0;
+  double waited = 0.0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!in_collective_ || Clock::now() - started_ <= limit_) return;
+    sequence = entered_.load();
+    call = call_;
+    bytes = bytes_;
+    waited = std::chrono::duration<double>(Clock::now() - started_).count();
+  }
+  LOG(ERROR) << "[rank " << rank_ << " on " << host_ << "] stall: collective #" << sequence << " (" << call
+             << ", " << bytes << " bytes) has waited " << waited << " s, more than the stall limit of "
+             << std::chrono::duration<double>(limit_).count() << " s; " << missing_ranks(sequence)
+             << "aborting the job (exit status " << kStallExitCode << ")";
+  google::FlushLogFiles(google::GLOG_ERROR);
+  MPI_Abort(MPI_COMM_WORLD, kStallExitCode);
+}
+
 void HeartbeatMonitor::loop() {
   while (!stopping_.load()) {
     const int64_t sequence = entered_.load();
@@ -68,6 +107,7 @@ void HeartbeatMonitor::loop() {
       }
     }
     exchange();
+    abort_if_stalled();
     std::this_thread::sleep_for(period_);
   }
 }

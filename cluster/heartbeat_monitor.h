@@ -1,13 +1,15 @@
-// Stall detection for the MPI backend: a side channel that tells who has not arrived.
+// Stall detection for the MPI backend: a watchdog with a side channel that tells who has not
+// arrived.
 //
 // Each rank runs a heartbeat thread on its own duplicate communicator (needs
 // MPI_THREAD_MULTIPLE) that sends, every `period`, the number of the last collective it entered
-// to every other rank and records what it hears. A collective that has waited longer than the
-// stall limit asks the monitor which ranks are missing: alive but behind (they never reached
-// this collective: a hang elsewhere, or a rank that took another code path), or silent (no
-// heartbeat for several periods: dead, or stuck with MPI unprogressed). The communicator logs
-// that on every live rank and aborts the job, so a stall ends in a non-zero exit with a
-// diagnosis instead of a hang.
+// to every other rank and records what it hears. The communication thread makes blocking MPI
+// calls (2-3x faster here than the non-blocking ones) and tells the monitor when it enters and
+// leaves each. When one has lasted longer than the stall limit, the heartbeat thread logs which
+// ranks are missing: alive but behind (they never reached this collective: a hang elsewhere, or
+// another code path), or silent (no heartbeat for several periods: dead, or stuck with MPI
+// unprogressed), and aborts the job with kStallExitCode. Every live rank waiting in that
+// collective does the same, so the diagnosis appears on all of them.
 #pragma once
 
 #include <mpi.h>
@@ -24,16 +26,19 @@ namespace cmaf::cluster {
 
 inline constexpr std::chrono::seconds kDefaultStallLimit{300};
 inline constexpr std::chrono::milliseconds kDefaultHeartbeatPeriod{500};
+inline constexpr int kStallExitCode = 75;
 
 class HeartbeatMonitor {
  public:
-  HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds period);
+  HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds period, std::chrono::milliseconds limit,
+                   std::string host);
   ~HeartbeatMonitor();
   HeartbeatMonitor(const HeartbeatMonitor&) = delete;
   HeartbeatMonitor& operator=(const HeartbeatMonitor&) = delete;
 
-  // Called by the communication thread when it starts collective number `sequence`.
-  void entered(int64_t sequence) { entered_.store(sequence); }
+  // Called by the communication thread around each collective.
+  void entered(int64_t sequence, const char* call, int64_t bytes);
+  void left();
 
   // Which ranks have not reached collective `sequence`, and why (one line per rank).
   std::string missing_ranks(int64_t sequence) const;
@@ -42,12 +47,19 @@ class HeartbeatMonitor {
   using Clock = std::chrono::steady_clock;
   void loop();
   void exchange();
+  void abort_if_stalled();
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
   std::chrono::milliseconds period_;
+  std::chrono::milliseconds limit_;
+  std::string host_;
   std::atomic<int64_t> entered_{0};
+  bool in_collective_ = false;  // the rest of the current collective's record: under mutex_
+  const char* call_ = "";
+  int64_t bytes_ = 0;
+  Clock::time_point started_;
   std::atomic<bool> stopping_{false};
   mutable std::mutex mutex_;
   std::vector<int64_t> last_sequence_;

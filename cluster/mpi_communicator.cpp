@@ -5,7 +5,6 @@
 #include <glog/logging.h>
 
 #include <climits>
-#include <thread>
 
 #include "cluster/cluster_error.h"
 #include "common/error.h"
@@ -43,7 +42,9 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall) : host_(ho
   int provided = MPI_THREAD_SINGLE;
   MPI_Query_thread(&provided);
   if (provided == MPI_THREAD_MULTIPLE && size_ > 1) {
-    monitor_ = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period);
+    monitor_ = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, stall_.limit, host_);
+  } else if (size_ > 1) {
+    LOG(WARNING) << "MPI provides no MPI_THREAD_MULTIPLE: stall detection is off (a hung rank hangs the job)";
   }
   thread_ = std::make_unique<CommThread>();
 }
@@ -62,33 +63,10 @@ void MpiCommunicator::check(int code, const char* call) const {
   throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", call, " failed: ", std::string(text, static_cast<size_t>(length))));
 }
 
-void MpiCommunicator::begin_collective() {
+MpiCommunicator::CollectiveScope MpiCommunicator::begin_collective(const char* call, int64_t bytes) {
   ++sequence_;
-  if (monitor_) monitor_->entered(sequence_);
-}
-
-void MpiCommunicator::wait(MPI_Request& request, const char* call, int64_t bytes) {
-  const auto start = std::chrono::steady_clock::now();
-  for (int spins = 0;; ++spins) {
-    int done = 0;
-    check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
-    if (done) return;
-    const auto waited = std::chrono::steady_clock::now() - start;
-    if (waited > stall_.limit) {
-      const std::string who = monitor_ ? monitor_->missing_ranks(sequence_)
-                                       : std::string("ranks not arrived: unknown (heartbeats need "
-                                                     "MPI_THREAD_MULTIPLE)\n");
-      LOG(ERROR) << "[rank " << rank_ << " on " << host_ << "] stall: collective #" << sequence_ << " ("
-                 << call << ", " << bytes << " bytes) has waited "
-                 << std::chrono::duration<double>(waited).count() << " s, more than the stall limit of "
-                 << std::chrono::duration<double>(stall_.limit).count() << " s; " << who
-                 << "aborting the job (exit status " << kStallExitCode << ")";
-      google::FlushLogFiles(google::GLOG_ERROR);
-      MPI_Abort(MPI_COMM_WORLD, kStallExitCode);
-    }
-    // Poll hard for small messages, then back off so a long wait costs no CPU.
-    if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(spins > 100000 ? 1000 : 50));
-  }
+  if (monitor_) monitor_->entered(sequence_, call, bytes);
+  return CollectiveScope{monitor_.get()};
 }
 
 void MpiCommunicator::run_all_reduce(at::Tensor& tensor, ReduceOp op) {
@@ -98,12 +76,10 @@ void MpiCommunicator::run_all_reduce(at::Tensor& tensor, ReduceOp op) {
   const int64_t element = static_cast<int64_t>(work.element_size());
   for (int64_t offset = 0; offset < work.numel(); offset += kMaxChunk) {
     const int count = static_cast<int>(std::min(kMaxChunk, work.numel() - offset));
-    MPI_Request request;
-    begin_collective();
-    check(MPI_Iallreduce(MPI_IN_PLACE, base + offset * element, count, mpi_type(work.scalar_type()),
-                         mpi_op(op), comm_, &request),
-          "MPI_Iallreduce");
-    wait(request, "MPI_Iallreduce", count * element);
+    const CollectiveScope scope = begin_collective("MPI_Allreduce", count * element);
+    check(MPI_Allreduce(MPI_IN_PLACE, base + offset * element, count, mpi_type(work.scalar_type()),
+                        mpi_op(op), comm_),
+          "MPI_Allreduce");
   }
   if (op == ReduceOp::kAvg) work.div_(size_);
   if (!work.is_same(tensor)) tensor.copy_(work);
@@ -123,10 +99,8 @@ WorkHandle MpiCommunicator::broadcast_async(at::Tensor tensor, int root) {
     const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
     for (int64_t offset = 0; offset < bytes; offset += kMaxChunk) {
       const int count = static_cast<int>(std::min(kMaxChunk, bytes - offset));
-      MPI_Request request;
-      begin_collective();
-      check(MPI_Ibcast(base + offset, count, MPI_BYTE, root, comm_, &request), "MPI_Ibcast");
-      wait(request, "MPI_Ibcast", count);
+      const CollectiveScope scope = begin_collective("MPI_Bcast", count);
+      check(MPI_Bcast(base + offset, count, MPI_BYTE, root, comm_), "MPI_Bcast");
     }
   }));
 }
@@ -139,22 +113,18 @@ at::Tensor MpiCommunicator::all_gather(const at::Tensor& tensor) {
   thread_->submit([&] {
     const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
     CMAF_CHECK_LE(bytes, static_cast<int64_t>(INT_MAX), "all_gather of more than 2 GiB per rank");
-    MPI_Request request;
-    begin_collective();
-    check(MPI_Iallgather(tensor.data_ptr(), static_cast<int>(bytes), MPI_BYTE, out.data_ptr(),
-                         static_cast<int>(bytes), MPI_BYTE, comm_, &request),
-          "MPI_Iallgather");
-    wait(request, "MPI_Iallgather", bytes);
+    const CollectiveScope scope = begin_collective("MPI_Allgather", bytes);
+    check(MPI_Allgather(tensor.data_ptr(), static_cast<int>(bytes), MPI_BYTE, out.data_ptr(),
+                        static_cast<int>(bytes), MPI_BYTE, comm_),
+          "MPI_Allgather");
   }).get();
   return out;
 }
 
 void MpiCommunicator::barrier() {
   thread_->submit([&] {
-    MPI_Request request;
-    begin_collective();
-    check(MPI_Ibarrier(comm_, &request), "MPI_Ibarrier");
-    wait(request, "MPI_Ibarrier", 0);
+    const CollectiveScope scope = begin_collective("MPI_Barrier", 0);
+    check(MPI_Barrier(comm_), "MPI_Barrier");
   }).get();
 }
 

@@ -3,10 +3,10 @@
 // ClusterError naming the call, the rank, the host and MPI's error string. All MPI calls run on
 // the communicator's CommThread.
 //
-// Stall detection: collectives are non-blocking calls polled by the communication thread; one
-// that has waited longer than `stall_limit` logs which ranks have not arrived (heartbeat side
-// channel, HeartbeatMonitor; needs MPI_THREAD_MULTIPLE, else the report says it is unavailable)
-// on every live rank and aborts the job with exit status kStallExitCode.
+// Stall detection (HeartbeatMonitor): a collective that has waited longer than the stall limit
+// is reported on every live rank with the ranks that have not arrived, and the job aborts with
+// exit status kStallExitCode. It needs MPI_THREAD_MULTIPLE (the monitor's thread calls MPI
+// beside the communication thread); without it a warning says stall detection is off.
 #pragma once
 
 #include <mpi.h>
@@ -18,8 +18,6 @@
 #include "cluster/heartbeat_monitor.h"
 
 namespace cmaf::cluster {
-
-inline constexpr int kStallExitCode = 75;
 
 struct StallOptions {
   std::chrono::milliseconds limit = kDefaultStallLimit;
@@ -43,9 +41,14 @@ class MpiCommunicator : public Communicator {
  private:
   void check(int code, const char* call) const;
   void run_all_reduce(at::Tensor& tensor, ReduceOp op);
-  void begin_collective();  // numbers the collective, tells the heartbeat channel
-  // Waits for a non-blocking collective, aborting the job after the stall limit.
-  void wait(MPI_Request& request, const char* call, int64_t bytes);
+  // Numbers the collective and tells the watchdog; the returned guard tells it the end.
+  struct CollectiveScope {
+    HeartbeatMonitor* monitor;
+    ~CollectiveScope() {
+      if (monitor) monitor->left();
+    }
+  };
+  CollectiveScope begin_collective(const char* call, int64_t bytes);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Data-parallel step cost on this machine: a 2-rank x 1-thread training step (bucketed reducer,
+# overlap) against the same step in two unsynchronised 1-thread processes side by side (the
+# ceiling on a shared 2-core machine) and in one lone 1-thread process.
+#   bench/ddp_step_bench.sh [PRESET] [BATCH] [STEPS]
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+preset="${1:-quarter}"; batch="${2:-4}"; steps="${3:-8}"
+bin="${here}/build/bench/step_bench"
+args=(--preset "${preset}" --batch "${batch}" --threads 1 --steps "${steps}" --warmup 2)
+echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores"
+echo "## lone process"
+"${bin}" "${args[@]}"
+echo "## two unsynchronised processes side by side"
+"${bin}" "${args[@]}" & first=$!
+"${bin}" "${args[@]}"
+wait "${first}"
+echo "## mpirun -np 2, bucketed reducer"
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --bind-to none "${bin}" "${args[@]}"
