@@ -1,0 +1,144 @@
+#include "cluster/nccl_communicator.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "cluster/cluster_error.h"
+
+namespace cmaf::cluster {
+
+struct NcclCommunicator::State {
+  int device = 0;
+  ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr;
+};
+
+namespace {
+
+std::string hostname() {
+  char buffer[256] = {0};
+  ::gethostname(buffer, sizeof(buffer) - 1);
+  return buffer;
+}
+
+ncclDataType_t nccl_type(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return ncclFloat32;
+    case at::kDouble: return ncclFloat64;
+    case at::kBFloat16: return ncclBfloat16;
+    default: return ncclInt64;  // check_collective_tensor admits only these four
+  }
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return ncclSum;
+    case ReduceOp::kAvg: return ncclAvg;
+    case ReduceOp::kMax: return ncclMax;
+  }
+  return ncclSum;
+}
+
+}  // namespace
+
+#define CMAF_CUDA_CHECK(call)                                                                 \
+  do {                                                                                        \
+    const cudaError_t cmaf_status_ = (call);                                                  \
+    if (cmaf_status_ != cudaSuccess) {                                                        \
+      throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", #call, " failed: ",        \
+                             cudaGetErrorString(cmaf_status_)));                              \
+    }                                                                                         \
+  } while (false)
+
+#define CMAF_NCCL_CHECK(call)                                                                 \
+  do {                                                                                        \
+    const ncclResult_t cmaf_status_ = (call);                                                 \
+    if (cmaf_status_ != ncclSuccess) {                                                        \
+      throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", #call, " failed: ",        \
+                             ncclGetErrorString(cmaf_status_)));                              \
+    }                                                                                         \
+  } while (false)
+
+NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device)
+    : bootstrap_(bootstrap), rank_(bootstrap.rank()), size_(bootstrap.size()), host_(hostname()),
+      state_(std::make_unique<State>()) {
+  state_->device = device;
+  CMAF_CUDA_CHECK(cudaSetDevice(device));
+  ncclUniqueId id;
+  std::memset(&id, 0, sizeof(id));
+  if (rank_ == 0) CMAF_NCCL_CHECK(ncclGetUniqueId(&id));
+  at::Tensor id_bytes = at::empty({static_cast<int64_t>(sizeof(id))}, at::kByte);
+  std::memcpy(id_bytes.data_ptr(), &id, sizeof(id));
+  // The 128-byte id travels as 16 int64 words (a dtype every backend broadcasts exactly).
+  at::Tensor words = id_bytes.view(at::kLong);
+  bootstrap_.broadcast(words, 0);
+  std::memcpy(&id, words.data_ptr(), sizeof(id));
+  CMAF_NCCL_CHECK(ncclCommInitRank(&state_->comm, size_, id, rank_));
+  CMAF_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
+  thread_ = std::make_unique<CommThread>();
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  thread_.reset();
+  if (state_->stream != nullptr) cudaStreamDestroy(state_->stream);
+  if (state_->comm != nullptr) ncclCommDestroy(state_->comm);
+}
+
+void NcclCommunicator::check_device_tensor(const at::Tensor& tensor, const std::string& operation) const {
+  check_collective_tensor(*this, tensor, operation);
+  if (!tensor.is_cuda()) {
+    throw InternalError(str("communicator nccl does not support ", operation, " of CPU tensors (",
+                            at::toString(tensor.scalar_type()), "): use the mpi communicator"));
+  }
+}
+
+WorkHandle NcclCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {
+  check_device_tensor(tensor, "all_reduce");
+  cudaEvent_t ready = nullptr;
+  CMAF_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  CMAF_CUDA_CHECK(cudaEventRecord(ready, nullptr));  // LibTorch's default stream
+  return std::make_shared<Work>(thread_->submit([this, tensor, op, ready] {
+    CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
+    CMAF_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, ready, 0));
+    CMAF_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                                  nccl_type(tensor.scalar_type()), nccl_op(op), state_->comm, state_->stream));
+    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
+    cudaEventDestroy(ready);
+  }));
+}
+
+WorkHandle NcclCommunicator::broadcast_async(at::Tensor tensor, int root) {
+  check_device_tensor(tensor, "broadcast");
+  return std::make_shared<Work>(thread_->submit([this, tensor, root] {
+    CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
+    CMAF_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    CMAF_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                                  nccl_type(tensor.scalar_type()), root, state_->comm, state_->stream));
+    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
+  }));
+}
+
+at::Tensor NcclCommunicator::all_gather(const at::Tensor& tensor) {
+  check_device_tensor(tensor, "all_gather");
+  std::vector<int64_t> shape{size_};
+  shape.insert(shape.end(), tensor.sizes().begin(), tensor.sizes().end());
+  at::Tensor out = at::empty(shape, tensor.options());
+  thread_->submit([&] {
+    CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
+    CMAF_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    CMAF_NCCL_CHECK(ncclAllGather(tensor.data_ptr(), out.data_ptr(), static_cast<size_t>(tensor.numel()),
+                                  nccl_type(tensor.scalar_type()), state_->comm, state_->stream));
+    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
+  }).get();
+  return out;
+}
+
+void NcclCommunicator::barrier() {
+  thread_->submit([&] { CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream)); }).get();
+  bootstrap_.barrier();
+}
+
+}  // namespace cmaf::cluster

@@ -1,0 +1,46 @@
+// NCCL backend for CUDA tensors (built with CMAF_WITH_CUDA, or as the compile-only check target
+// when the CUDA toolkit and NCCL are present).
+//
+// The NCCL unique id is created on rank 0 and broadcast over a bootstrap communicator (MPI).
+// Collectives are enqueued by the communication thread on the communicator's own CUDA stream,
+// after an event recorded on LibTorch's default stream at submission (so they see the finished
+// gradients and overlap later compute); the Work completes when the stream has run them.
+// Every CUDA and NCCL call is checked: a failure names the call, the rank, the host and the
+// library's error string (without a GPU: "cudaSetDevice failed: ... no CUDA-capable device").
+#pragma once
+
+#include <memory>
+
+#include "cluster/comm_thread.h"
+#include "cluster/communicator.h"
+
+namespace cmaf::cluster {
+
+class NcclCommunicator : public Communicator {
+ public:
+  // `bootstrap` (e.g. MpiCommunicator) carries the unique id; `device` is the CUDA device of
+  // this rank, usually its node-local rank.
+  NcclCommunicator(Communicator& bootstrap, int device);
+  ~NcclCommunicator() override;
+
+  std::string name() const override { return "nccl"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  WorkHandle all_reduce_async(at::Tensor tensor, ReduceOp op) override;
+  WorkHandle broadcast_async(at::Tensor tensor, int root) override;
+  at::Tensor all_gather(const at::Tensor& tensor) override;
+  void barrier() override;
+
+ private:
+  struct State;  // CUDA and NCCL handles, kept out of this header
+  void check_device_tensor(const at::Tensor& tensor, const std::string& operation) const;
+
+  Communicator& bootstrap_;
+  int rank_ = 0;
+  int size_ = 1;
+  std::string host_;
+  std::unique_ptr<State> state_;
+  std::unique_ptr<CommThread> thread_;
+};
+
+}  // namespace cmaf::cluster
