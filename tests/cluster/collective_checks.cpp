@@ -158,6 +158,26 @@ void check_parameter_sync(Communicator& c) {
   }
 }
 
+void check_matches_local_backend(Communicator& c) {
+  at::Generator generator = at::detail::createCPUGenerator(500 + static_cast<uint64_t>(c.rank()));
+  const at::Tensor mine = at::randn({4099}, generator);  // an odd size: no block alignment luck
+  const at::Tensor everyone = c.all_gather(mine);        // [size, 4099], the same inputs everywhere
+  // What the local backend computes from these inputs, with ranks as threads of this process.
+  std::vector<at::Tensor> local_results(static_cast<size_t>(c.size()));
+  run_as_threads(c.size(), [&](Communicator& local) {
+    at::Tensor t = everyone[local.rank()].clone();
+    local.all_reduce(t, ReduceOp::kSum);
+    local_results[static_cast<size_t>(local.rank())] = t;
+  });
+  at::Tensor reduced = mine.clone();
+  c.all_reduce(reduced, ReduceOp::kSum);
+  if (c.size() <= 2) {
+    EXPECT_TRUE(torch::equal(reduced, local_results[0])) << c.name() << " vs local";
+  } else {
+    EXPECT_TRUE(torch::allclose(reduced, local_results[0], 1e-5, 1e-6)) << c.name() << " vs local";
+  }
+}
+
 void run_as_threads(int ranks, const std::function<void(Communicator&)>& body) {
   auto communicators = cluster::make_local_group(ranks);
   std::vector<std::thread> threads;

@@ -17,6 +17,9 @@ void check_async_order(cluster::Communicator& c);
 // the ranks' local gradients.
 void check_reducers_agree(cluster::Communicator& c, const cluster::BucketOptions& options);
 void check_parameter_sync(cluster::Communicator& c);
+// The backend's all-reduce equals the local backend's rank-ordered reduction of the same seeded
+// tensors (gathered here): bit-identical for 2 ranks, within fp32 rounding for more.
+void check_matches_local_backend(cluster::Communicator& c);
 
 // Runs `body` on `ranks` threads, each with its communicator of one local group.
 void run_as_threads(int ranks, const std::function<void(cluster::Communicator&)>& body);

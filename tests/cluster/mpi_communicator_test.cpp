@@ -22,6 +22,7 @@ TEST(Mpi, ReducersAgreeWithBucketsSmallerThanOneTensor) {
   check_reducers_agree(mpi_world(), tiny);
 }
 TEST(Mpi, ReducersAgreeWithManyTensorsPerBucket) { check_reducers_agree(mpi_world(), {}); }
+TEST(Mpi, SameSeededTensorsAgreeWithTheLocalBackend) { check_matches_local_backend(mpi_world()); }
 
 }  // namespace
 }  // namespace cmaf::test
