@@ -13,10 +13,7 @@ torch::nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride, int64_t dilat
                                .dilation(dilation));
 }
 
-torch::nn::BatchNorm2d batch_norm(int64_t channels) {
-  return torch::nn::BatchNorm2d(
-      torch::nn::BatchNorm2dOptions(channels).eps(kBatchNormEps).momentum(kBatchNormMomentum));
-}
+BatchNorm2d batch_norm(int64_t channels) { return BatchNorm2d(channels, kBatchNormEps, kBatchNormMomentum); }
 
 torch::Tensor layer_norm_fp32(torch::nn::LayerNorm& norm, const torch::Tensor& x) {
   return norm(x.scalar_type() == at::kFloat ? x : x.to(at::kFloat));

@@ -3,12 +3,13 @@
 #pragma once
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
+
+#include "model/batch_norm.h"
 
 namespace cmaf::model {
 
@@ -20,7 +21,7 @@ class ResidualConvImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
-  torch::nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr}, skip_bn_{nullptr};
+  BatchNorm2d bn1_{nullptr}, bn2_{nullptr}, skip_bn_{nullptr};
   torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, skip_conv_{nullptr};
 };
 TORCH_MODULE(ResidualConv);
@@ -45,7 +46,7 @@ class AsppImpl : public torch::nn::Module {
 
  private:
   std::vector<torch::nn::Conv2d> branch_convs_;
-  std::vector<torch::nn::BatchNorm2d> branch_norms_;
+  std::vector<BatchNorm2d> branch_norms_;
   torch::nn::Conv2d project_{nullptr};
 };
 TORCH_MODULE(Aspp);
@@ -83,7 +84,7 @@ class AttentionGateImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& encoder, const torch::Tensor& decoder);
 
  private:
-  torch::nn::BatchNorm2d encoder_bn_{nullptr}, decoder_bn_{nullptr}, attention_bn_{nullptr};
+  BatchNorm2d encoder_bn_{nullptr}, decoder_bn_{nullptr}, attention_bn_{nullptr};
   torch::nn::Conv2d encoder_conv_{nullptr}, decoder_conv_{nullptr}, attention_conv_{nullptr};
   bool sigmoid_;
 };
@@ -96,6 +97,6 @@ torch::Tensor layer_norm_fp32(torch::nn::LayerNorm& norm, const torch::Tensor& x
 
 // Conv3x3 with padding 1 and BatchNorm2d with the method's eps/momentum: the common pieces.
 torch::nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride = 1, int64_t dilation = 1);
-torch::nn::BatchNorm2d batch_norm(int64_t channels);
+BatchNorm2d batch_norm(int64_t channels);  // method eps / momentum; syncable (batch_norm.h)
 
 }  // namespace cmaf::model

@@ -1,0 +1,56 @@
+// Synchronised batch norm over ranks-as-threads equals batch norm over the whole batch.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "cluster/differentiable_all_reduce.h"
+#include "model/batch_norm.h"
+#include "tests/cluster/collective_checks.h"
+
+namespace cmaf::test {
+namespace {
+
+TEST(SyncBatchNorm, TwoRanksEqualOneBatchNormOverTheWholeBatch) {
+  at::Generator generator = at::detail::createCPUGenerator(3);
+  const at::Tensor full_input = at::randn({4, 3, 5, 5}, generator) * 2.0 + 1.0;
+  const at::Tensor loss_weights = at::randn({4, 3, 5, 5}, generator);
+
+  model::BatchNorm2d reference(3, 1e-5, 0.1);
+  const at::Tensor x = full_input.clone().requires_grad_(true);
+  const at::Tensor y = reference->forward(x);
+  (y * loss_weights).sum().backward();
+
+  std::vector<at::Tensor> outputs(2), input_grads(2), weight_grads(2), running_vars(2);
+  run_as_threads(2, [&](cluster::Communicator& c) {
+    const int r = c.rank();
+    model::BatchNorm2d norm(3, 1e-5, 0.1);
+    norm->set_statistics_reducer(cluster::statistics_reducer(c));
+    const at::Tensor xr = full_input.slice(0, 2 * r, 2 * r + 2).clone().requires_grad_(true);
+    const at::Tensor yr = norm->forward(xr);
+    (yr * loss_weights.slice(0, 2 * r, 2 * r + 2)).sum().backward();
+    outputs[r] = yr.detach();
+    input_grads[r] = xr.grad();
+    weight_grads[r] = norm->weight.grad();
+    running_vars[r] = norm->running_var.clone();
+  });
+  EXPECT_TRUE(torch::allclose(at::cat(outputs), y.detach(), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(at::cat(input_grads), x.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(weight_grads[0] + weight_grads[1], reference->weight.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(running_vars[0], reference->running_var, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(running_vars[1], reference->running_var, 1e-5, 1e-6));
+}
+
+TEST(SyncBatchNorm, WithoutAReducerItIsPlainBatchNorm) {
+  model::BatchNorm2d ours(4, 1e-5, 0.1);
+  torch::nn::BatchNorm2d theirs(torch::nn::BatchNorm2dOptions(4));
+  const at::Tensor x = torch::randn({3, 4, 6, 6});
+  EXPECT_TRUE(torch::allclose(ours->forward(x), theirs->forward(x), 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(ours->running_var, theirs->running_var, 1e-6, 1e-6));
+  ours->eval();
+  theirs->eval();
+  EXPECT_TRUE(torch::allclose(ours->forward(x), theirs->forward(x), 1e-6, 1e-6));
+}
+
+}  // namespace
+}  // namespace cmaf::test
