@@ -44,7 +44,11 @@ int64_t raw_sweep(Communicator& world, int iterations, int64_t max_mib) {
     std::printf("# %d ranks (%s); float32 sum; median of %d\n#%13s %12s %12s %12s %8s\n", n, world.name().c_str(),
                 iterations, "bytes", "time (us)", "algbw GB/s", "busbw GB/s", "#wrong");
   }
-  for (int64_t bytes = 1024; bytes <= max_mib * (int64_t{1} << 20); bytes *= 4) {
+  std::vector<int64_t> sizes;
+  for (int64_t bytes = 1024; bytes <= max_mib * (int64_t{1} << 20); bytes *= 4) sizes.push_back(bytes);
+  sizes.push_back(int64_t{25} << 20);  // the default bucket size, for the reducer comparison
+  std::sort(sizes.begin(), sizes.end());
+  for (int64_t bytes : sizes) {
     at::Tensor t = at::empty({bytes / 4}, at::kFloat);
     std::vector<double> times;
     int64_t wrong = 0;

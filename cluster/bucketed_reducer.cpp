@@ -1,7 +1,27 @@
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
 #include "cluster/cluster_error.h"
 #include "cluster/gradient_reducer.h"
 
 namespace cmaf::cluster {
+namespace {
+
+// Runs after AccumulateGrad has written the gradient into .grad (our bucket view).
+class AccumulatedHook : public torch::autograd::FunctionPostHook {
+ public:
+  explicit AccumulatedHook(std::function<void()> on_ready) : on_ready_(std::move(on_ready)) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& /*inputs*/) override {
+    on_ready_();
+    return outputs;
+  }
+
+ private:
+  std::function<void()> on_ready_;
+};
+
+}  // namespace
 
 BucketedReducer::BucketedReducer(std::vector<NamedTensor> parameters, Communicator& communicator,
                                  BucketOptions options)
@@ -34,15 +54,28 @@ BucketedReducer::BucketedReducer(std::vector<NamedTensor> parameters, Communicat
     bucket.buffer = at::zeros({elements}, at::kFloat);
   }
   for (size_t k = 0; k < n; ++k) {
-    hooks_.push_back(parameters_[k].tensor.register_hook([this, k](const at::Tensor& gradient) {
-      on_gradient(k, gradient);
-    }));
+    std::shared_ptr<torch::autograd::Node> accumulator =
+        torch::autograd::impl::grad_accumulator(parameters_[k].tensor);
+    CMAF_CHECK(accumulator != nullptr, "parameter ", parameters_[k].name, " is not a leaf that requires grad");
+    const uintptr_t key = accumulator->add_post_hook(std::make_unique<AccumulatedHook>([this, k] { on_gradient_ready(k); }));
+    hooks_.emplace_back(std::move(accumulator), key);
   }
   prepare_for_backward();
 }
 
+at::Tensor BucketedReducer::bucket_view(size_t parameter) const {
+  // An alias of the bucket's storage that is not an autograd view: optimizers' zero_grad()
+  // calls grad.detach_(), which LibTorch refuses on views.
+  const at::Tensor& p = parameters_[parameter].tensor;
+  const at::Tensor& buffer = buckets_[bucket_of_[parameter]].buffer;
+  at::NoGradGuard no_grad;
+  return at::empty({0}, buffer.options())
+      .set_(buffer.storage(), buffer.storage_offset() + offset_of_[parameter], p.sizes(),
+            at::empty(p.sizes()).strides());
+}
+
 BucketedReducer::~BucketedReducer() {
-  for (size_t k = 0; k < hooks_.size(); ++k) parameters_[k].tensor.remove_hook(hooks_[k]);
+  for (auto& [accumulator, key] : hooks_) accumulator->del_post_hook(key);
   for (Bucket& bucket : buckets_) {
     if (bucket.work) {
       try {
@@ -67,19 +100,26 @@ void BucketedReducer::prepare_for_backward() {
     CMAF_CHECK(!bucket.work || bucket.work->completed(), "prepare_for_backward before finish()");
     bucket.pending = static_cast<int64_t>(bucket.slots.size());
     bucket.work.reset();
+    bucket.buffer.zero_();
+  }
+  for (size_t k = 0; k < parameters_.size(); ++k) {
+    at::Tensor& grad = parameters_[k].tensor.mutable_grad();
+    const at::Tensor view = bucket_view(k);
+    if (!grad.defined() || grad.data_ptr() != view.data_ptr()) grad = view;
   }
   std::fill(received_.begin(), received_.end(), false);
   next_launch_ = 0;
 }
 
-void BucketedReducer::on_gradient(size_t parameter, const at::Tensor& gradient) {
+void BucketedReducer::on_gradient_ready(size_t parameter) {
   CMAF_CHECK(!received_[parameter], "gradient of ", parameters_[parameter].name,
              " produced twice in one backward (call prepare_for_backward() before each backward)");
+  const at::Tensor& grad = parameters_[parameter].tensor.grad();
+  CMAF_CHECK(grad.defined() && grad.data_ptr() == bucket_view(parameter).data_ptr(),
+             "the gradient of ", parameters_[parameter].name,
+             " is no longer a view of its bucket (was .grad replaced between prepare_for_backward() and backward?)");
   received_[parameter] = true;
-  Bucket& bucket = buckets_[bucket_of_[parameter]];
-  const int64_t n = gradient.numel();
-  bucket.buffer.narrow(0, offset_of_[parameter], n).copy_(gradient.reshape({n}));
-  if (--bucket.pending == 0) launch_ready_buckets();
+  if (--buckets_[bucket_of_[parameter]].pending == 0) launch_ready_buckets();
 }
 
 void BucketedReducer::launch_ready_buckets() {
@@ -105,12 +145,8 @@ void BucketedReducer::finish() {
                            "that forward does not call, or a branch skipped on this rank)"));
   }
   for (Bucket& bucket : buckets_) {
-    bucket.work->wait();
-    const at::Tensor averaged = options_.bf16_wire ? bucket.wire.to(at::kFloat) : bucket.buffer;
-    for (const Slot& s : bucket.slots) {
-      const at::Tensor& p = parameters_[s.parameter].tensor;
-      p.mutable_grad().copy_(averaged.narrow(0, s.offset, p.numel()).view_as(p));
-    }
+    bucket.work->wait();  // reduced in place: .grad (a view) now holds the average
+    if (options_.bf16_wire) bucket.buffer.copy_(bucket.wire);
   }
 }
 

@@ -8,16 +8,22 @@
 // ReferenceReducer: one all-reduce per gradient after backward; obviously correct.
 // BucketedReducer (PyTorch DDP's design): parameters in reverse registration order (roughly the
 // order backward produces their gradients) grouped into buckets (first kFirstBucketBytes, then
-// kDefaultBucketBytes); autograd hooks copy each gradient into its bucket as it is produced, and
-// a full bucket's all-reduce starts at once, asynchronously, overlapping the rest of backward.
+// kDefaultBucketBytes). Each parameter's .grad is a view into its bucket (DDP's
+// gradient_as_bucket_view), so autograd accumulates straight into the bucket and nothing is
+// copied; a hook after each gradient's accumulation marks it ready, and a full bucket's
+// all-reduce starts at once, asynchronously, overlapping the rest of backward, in place.
 // Buckets start in index order on every rank (a bucket that fills early waits for its
 // predecessors), so the collectives pair up identically everywhere.
+//
+// prepare_for_backward() zeroes the buckets (and re-attaches .grad views an optimizer's
+// zero_grad(set_to_none) may have dropped): gradients are not accumulated across steps.
 //
 // A parameter without a gradient after backward is an error naming it: every rank must reduce
 // the same tensors, and an unused parameter means a module forward never calls.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/function.h>
 
 #include <cstdint>
 #include <string>
@@ -86,8 +92,9 @@ class BucketedReducer : public GradientReducer {
     WorkHandle work;
   };
 
-  void on_gradient(size_t parameter, const at::Tensor& gradient);
+  void on_gradient_ready(size_t parameter);
   void launch_ready_buckets();
+  at::Tensor bucket_view(size_t parameter) const;
 
   std::vector<NamedTensor> parameters_;
   Communicator& communicator_;
@@ -95,8 +102,9 @@ class BucketedReducer : public GradientReducer {
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_;   // parameter -> bucket
   std::vector<int64_t> offset_of_;  // parameter -> offset in its bucket
-  std::vector<bool> received_;      // parameter -> gradient seen in this backward
-  std::vector<unsigned> hooks_;
+  std::vector<bool> received_;      // parameter -> gradient accumulated in this backward
+  // Post-accumulation hooks on each parameter's AccumulateGrad node (kept alive here).
+  std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
   size_t next_launch_ = 0;
 };
 

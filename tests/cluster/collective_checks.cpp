@@ -112,6 +112,8 @@ void check_reducers_agree(Communicator& c, const cluster::BucketOptions& options
   }
   cluster::ReferenceReducer reference(named(reference_net), c);
   cluster::BucketedReducer bucketed(named(bucketed_net), c, options);
+  // The bucketed side goes through a real optimizer's zero_grad() (it detach_()es gradients).
+  torch::optim::SGD optimizer(bucketed_net.parameters(), torch::optim::SGDOptions(0.0));
 
   for (int step = 0; step < 2; ++step) {  // a second step: the reducer resets cleanly
     local_backward(reference_net, c.rank());
@@ -119,9 +121,11 @@ void check_reducers_agree(Communicator& c, const cluster::BucketOptions& options
     for (const auto& p : reference_net.parameters()) local.push_back(p.grad().clone());
     reference.finish();
 
+    optimizer.zero_grad();
     bucketed.prepare_for_backward();
     local_backward(bucketed_net, c.rank());
     bucketed.finish();
+    optimizer.step();  // learning rate 0: exercises the step without changing the weights
 
     const auto a = reference_net.parameters();
     const auto b = bucketed_net.parameters();
