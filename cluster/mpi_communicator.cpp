@@ -1,12 +1,12 @@
 #include "cluster/mpi_communicator.h"
 
-#include <unistd.h>
 
 #include <glog/logging.h>
 
 #include <climits>
 
 #include "cluster/cluster_error.h"
+#include "cluster/process_runtime.h"
 #include "common/error.h"
 
 namespace cmaf::cluster {
@@ -26,15 +26,9 @@ MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::kMax ? MPI_MAX : MPI_SUM; }
 // MPI counts are int: large tensors go in chunks of at most this many elements.
 constexpr int64_t kMaxChunk = INT_MAX / 2;
 
-std::string hostname() {
-  char buffer[256] = {0};
-  ::gethostname(buffer, sizeof(buffer) - 1);
-  return buffer;
-}
-
 }  // namespace
 
-MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall) : host_(hostname()), stall_(stall) {
+MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall) : host_(host_name()), stall_(stall) {
   check(MPI_Comm_dup(parent, &comm_), "MPI_Comm_dup");
   check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");

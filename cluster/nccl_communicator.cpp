@@ -2,11 +2,11 @@
 
 #include <cuda_runtime.h>
 #include <nccl.h>
-#include <unistd.h>
 
 #include <cstring>
 
 #include "cluster/cluster_error.h"
+#include "cluster/process_runtime.h"
 
 namespace cmaf::cluster {
 
@@ -17,12 +17,6 @@ struct NcclCommunicator::State {
 };
 
 namespace {
-
-std::string hostname() {
-  char buffer[256] = {0};
-  ::gethostname(buffer, sizeof(buffer) - 1);
-  return buffer;
-}
 
 ncclDataType_t nccl_type(at::ScalarType type) {
   switch (type) {
@@ -63,7 +57,7 @@ ncclRedOp_t nccl_op(ReduceOp op) {
   } while (false)
 
 NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device)
-    : bootstrap_(bootstrap), rank_(bootstrap.rank()), size_(bootstrap.size()), host_(hostname()),
+    : bootstrap_(bootstrap), rank_(bootstrap.rank()), size_(bootstrap.size()), host_(host_name()),
       state_(std::make_unique<State>()) {
   state_->device = device;
   CMAF_CUDA_CHECK(cudaSetDevice(device));

@@ -1,6 +1,7 @@
 #include "cluster/parameter_sync.h"
 
 #include "cluster/cluster_error.h"
+#include "common/fingerprint.h"
 
 namespace cmaf::cluster {
 
@@ -13,15 +14,10 @@ void broadcast_tensors(const std::vector<NamedTensor>& tensors, Communicator& co
 }
 
 uint64_t tensors_fingerprint(const std::vector<NamedTensor>& tensors) {
-  uint64_t hash = 0xcbf29ce484222325ULL;
+  uint64_t hash = kFnvOffsetBasis;
   for (const NamedTensor& t : tensors) {
     const at::Tensor c = t.tensor.detach().contiguous();
-    const auto* bytes = static_cast<const unsigned char*>(c.data_ptr());
-    const size_t n = static_cast<size_t>(c.numel()) * c.element_size();
-    for (size_t i = 0; i < n; ++i) {
-      hash ^= bytes[i];
-      hash *= 0x100000001b3ULL;
-    }
+    hash = fnv1a(c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size(), hash);
   }
   return hash;
 }

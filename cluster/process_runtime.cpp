@@ -29,6 +29,12 @@ void mpi_check(int code, const char* call) {
 
 }  // namespace
 
+std::string host_name() {
+  char buffer[256] = {0};
+  ::gethostname(buffer, sizeof(buffer) - 1);
+  return buffer;
+}
+
 LaunchEnvironment read_launch_environment() {
   LaunchEnvironment e;
   if (!env("SLURM_STEP_ID").empty() && !env("PMIX_RANK").empty()) {
@@ -55,9 +61,7 @@ std::string LaunchEnvironment::describe() const {
 std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, const RuntimeOptions& options) {
   std::unique_ptr<ProcessRuntime> runtime(new ProcessRuntime());
   runtime->environment_ = read_launch_environment();
-  char host[256] = {0};
-  ::gethostname(host, sizeof(host) - 1);
-  runtime->hostname_ = host;
+  runtime->hostname_ = host_name();
   runtime->mpi_ = options.force_mpi || runtime->environment_.launcher != "none";
   if (runtime->mpi_) {
     int provided = MPI_THREAD_SINGLE;

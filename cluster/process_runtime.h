@@ -29,6 +29,9 @@ struct LaunchEnvironment {
 
 LaunchEnvironment read_launch_environment();
 
+// This machine's host name, for messages ("[rank 3 on node17] ...").
+std::string host_name();
+
 struct RuntimeOptions {
   bool force_mpi = false;  // initialise MPI even without a launcher (singleton MPI)
   int threads = 0;         // LibTorch intra-op threads; 0: hardware threads / local ranks

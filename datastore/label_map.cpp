@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "datastore/volume_checks.h"
 
 namespace cmaf::datastore {
 namespace {
@@ -126,12 +127,9 @@ std::vector<uint8_t> apply_label_map(const Volume<int32_t>& labels, const LabelM
   }
   if (!undeclared.empty()) {
     const auto& [value, where] = *undeclared.begin();
-    const auto& shape = labels.geometry.shape;
-    const auto index = static_cast<int64_t>(where.second);  // (z, y, x) as in volume_checks
     throw InputError(path, "data",
-                     str("label value ", value, " (", where.first, " voxels, first at z=",
-                         index / (shape[1] * shape[2]), " y=", (index / shape[2]) % shape[1],
-                         " x=", index % shape[2], ") is outside the declared classes 0..",
+                     str("label value ", value, " (", where.first, " voxels, first at ",
+                         voxel_position(where.second, labels.geometry), ") is outside the declared classes 0..",
                          declared - 1, (undeclared.size() > 1
                                             ? str("; ", undeclared.size(), " undeclared values in all")
                                             : std::string())));

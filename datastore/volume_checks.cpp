@@ -6,13 +6,11 @@
 
 namespace cmaf::datastore {
 
-namespace {
-std::string voxel_position(size_t flat, const VolumeGeometry& geometry) {
-  const auto index = static_cast<int64_t>(flat);
+std::string voxel_position(size_t flat_index, const VolumeGeometry& geometry) {
+  const auto index = static_cast<int64_t>(flat_index);
   const auto& s = geometry.shape;
   return str("z=", index / (s[1] * s[2]), " y=", (index / s[2]) % s[1], " x=", index % s[2]);
 }
-}  // namespace
 
 void check_finite(const std::vector<float>& voxels, const VolumeGeometry& geometry,
                   const std::string& path) {

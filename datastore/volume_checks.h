@@ -14,6 +14,9 @@ namespace cmaf::datastore {
 inline constexpr double kAffineToleranceMm = 1e-2;
 inline constexpr double kSpacingRelativeTolerance = 1e-4;
 
+// "z=3 y=100 x=20" for the flat index of a voxel, for messages.
+std::string voxel_position(size_t flat_index, const VolumeGeometry& geometry);
+
 // No NaN or Inf; reports how many and the first voxel's (z, y, x).
 void check_finite(const std::vector<float>& voxels, const VolumeGeometry& geometry,
                   const std::string& path);

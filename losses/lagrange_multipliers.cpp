@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "common/fingerprint.h"
 
 namespace cmaf::losses {
 namespace {
@@ -62,14 +63,7 @@ void LagrangeMultipliers::update(const std::vector<double>& constraint_values) {
 }
 
 uint64_t LagrangeMultipliers::fingerprint() const {
-  uint64_t hash = 0xcbf29ce484222325ULL;
-  for (uint64_t word : bits_of(values_)) {
-    for (int byte = 0; byte < 8; ++byte) {
-      hash ^= (word >> (8 * byte)) & 0xffU;
-      hash *= 0x100000001b3ULL;
-    }
-  }
-  return hash;
+  return fnv1a(values_.data(), values_.size() * sizeof(double));
 }
 
 nlohmann::json LagrangeMultipliers::to_json() const {
