@@ -19,6 +19,7 @@ int run_prep(int argc, char** argv);
 int run_inspect(int argc, char** argv);
 int run_env(int argc, char** argv);
 int run_model_info(int argc, char** argv);
+int run_bench(int argc, char** argv);
 
 // `cmaformer <args>`: dispatch, error reporting, exit codes (0 ok, 1 error, 2 usage).
 int main_entry(int argc, char** argv);

@@ -1,28 +1,17 @@
-// All-reduce benchmark in nccl-tests units, for the raw communicator and the bucketed reducer.
-//
-//   mpirun -np 2 --bind-to none build/bench/allreduce_bench [--iterations 10] [--max-mib 256]
-//
-// Part 1, raw communicator: float32 sum all-reduce of 1 KiB .. max MiB, median time, algbw =
-// bytes / time, busbw = algbw * 2 (n - 1) / n, and #wrong: elements that differ from the
-// expected sum (rank r contributes r + 1).
-// Part 2, bucketed reducer on one 25 MiB tensor and on the paper preset's 47.7 M gradients: a
-// cheap backward (rank-dependent constant gradients) timed without and with the reducer; the
-// difference is the reducer's cost (copies into and out of buckets plus communication),
-// reported as busbw over the gradient bytes, with #wrong.
+#include "core/allreduce_benchmark.h"
+
 #include <ATen/ATen.h>
-#include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "cluster/gradient_reducer.h"
-#include "cluster/process_runtime.h"
 #include "model/cmaformer.h"
 
+namespace cmaf::core {
 namespace {
 using Clock = std::chrono::steady_clock;
 
@@ -33,8 +22,8 @@ double median(std::vector<double> v) {
 
 double bus_factor(int n) { return n > 1 ? 2.0 * (n - 1) / n : 1.0; }
 
-using cmaf::cluster::Communicator;
-using cmaf::cluster::NamedTensor;
+using cluster::Communicator;
+using cluster::NamedTensor;
 
 int64_t raw_sweep(Communicator& world, int iterations, int64_t max_mib) {
   const int n = world.size();
@@ -56,7 +45,7 @@ int64_t raw_sweep(Communicator& world, int iterations, int64_t max_mib) {
       t.fill_(world.rank() + 1.0);
       world.barrier();
       const auto start = Clock::now();
-      world.all_reduce(t, cmaf::cluster::ReduceOp::kSum);
+      world.all_reduce(t, cluster::ReduceOp::kSum);
       const double s = std::chrono::duration<double>(Clock::now() - start).count();
       if (i >= 2) times.push_back(s);
       wrong += t.ne(expected).sum().item<int64_t>();
@@ -77,7 +66,7 @@ int64_t reducer_cost(Communicator& world, std::vector<NamedTensor>& parameters, 
   const int n = world.size();
   int64_t bytes = 0;
   for (const auto& p : parameters) bytes += p.tensor.numel() * 4;
-  auto backward = [&](cmaf::cluster::BucketedReducer* reducer) {
+  auto backward = [&](cluster::BucketedReducer* reducer) {
     for (auto& p : parameters) p.tensor.mutable_grad() = at::Tensor();
     world.barrier();
     const auto start = Clock::now();
@@ -93,7 +82,7 @@ int64_t reducer_cost(Communicator& world, std::vector<NamedTensor>& parameters, 
     const double s = backward(nullptr);  // before the reducer exists: no hooks
     if (i >= 1) without.push_back(s);
   }
-  cmaf::cluster::BucketedReducer reducer(parameters, world);
+  cluster::BucketedReducer reducer(parameters, world);
   int64_t wrong = 0;
   const double expected = (n + 1) / 2.0;  // mean of r + 1 over ranks
   for (int i = 0; i < iterations + 1; ++i) {
@@ -114,28 +103,15 @@ int64_t reducer_cost(Communicator& world, std::vector<NamedTensor>& parameters, 
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  using namespace cmaf;
-  int iterations = 10;
-  int64_t max_mib = 256;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--iterations") == 0) iterations = std::atoi(argv[i + 1]);
-    if (std::strcmp(argv[i], "--max-mib") == 0) max_mib = std::atoll(argv[i + 1]);
-  }
-  cluster::RuntimeOptions options;
-  options.threads = 1;
-  auto runtime = cluster::ProcessRuntime::start(&argc, &argv, options);
-  int64_t wrong = 0;
-  {
-    auto world = runtime->world_communicator();
-    wrong += raw_sweep(*world, iterations, max_mib);
-    std::vector<NamedTensor> single{{"w", at::zeros({(int64_t{25} << 20) / 4}, at::kFloat).requires_grad_()}};
-    wrong += reducer_cost(*world, single, "one 25 MiB tensor", iterations);
-    model::Cmaformer network(model::preset_config("paper"));
-    std::vector<NamedTensor> parameters;
-    for (const auto& p : network->named_parameters()) parameters.push_back({p.key(), p.value()});
-    wrong += reducer_cost(*world, parameters, "paper preset gradients", iterations);
-  }
-  runtime.reset();
-  return wrong == 0 ? 0 : 1;
+int64_t run_allreduce_benchmark(cluster::Communicator& world, const AllreduceBenchmarkOptions& options) {
+  int64_t wrong = raw_sweep(world, options.iterations, options.max_mib);
+  std::vector<NamedTensor> single{{"w", at::zeros({(int64_t{25} << 20) / 4}, at::kFloat).requires_grad_()}};
+  wrong += reducer_cost(world, single, "one 25 MiB tensor", options.iterations);
+  model::Cmaformer network(model::preset_config(options.preset));
+  std::vector<NamedTensor> parameters;
+  for (const auto& p : network->named_parameters()) parameters.push_back({p.key(), p.value()});
+  wrong += reducer_cost(world, parameters, options.preset + " preset gradients", options.iterations);
+  return wrong;
 }
+
+}  // namespace cmaf::core
