@@ -43,14 +43,14 @@ BucketedReducer::BucketedReducer(std::vector<NamedTensor> parameters, Communicat
     }
     Bucket& bucket = buckets_.back();
     const int64_t offset = bucket_bytes / static_cast<int64_t>(sizeof(float));
-    bucket.slots.push_back({k, offset});
+    bucket.parameters.push_back(k);
     bucket_of_[k] = buckets_.size() - 1;
     offset_of_[k] = offset;
     bucket_bytes += bytes;
   }
   for (Bucket& bucket : buckets_) {
     int64_t elements = 0;
-    for (const Slot& s : bucket.slots) elements += parameters_[s.parameter].tensor.numel();
+    for (size_t k : bucket.parameters) elements += parameters_[k].tensor.numel();
     bucket.buffer = at::zeros({elements}, at::kFloat);
   }
   for (size_t k = 0; k < n; ++k) {
@@ -90,7 +90,7 @@ std::vector<std::vector<std::string>> BucketedReducer::bucket_layout() const {
   std::vector<std::vector<std::string>> layout;
   for (const Bucket& bucket : buckets_) {
     layout.emplace_back();
-    for (const Slot& s : bucket.slots) layout.back().push_back(parameters_[s.parameter].name);
+    for (size_t k : bucket.parameters) layout.back().push_back(parameters_[k].name);
   }
   return layout;
 }
@@ -98,7 +98,7 @@ std::vector<std::vector<std::string>> BucketedReducer::bucket_layout() const {
 void BucketedReducer::prepare_for_backward() {
   for (Bucket& bucket : buckets_) {
     CMAF_CHECK(!bucket.work || bucket.work->completed(), "prepare_for_backward before finish()");
-    bucket.pending = static_cast<int64_t>(bucket.slots.size());
+    bucket.pending = static_cast<int64_t>(bucket.parameters.size());
     bucket.work.reset();
     bucket.buffer.zero_();
   }

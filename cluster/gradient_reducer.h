@@ -80,12 +80,8 @@ class BucketedReducer : public GradientReducer {
   std::vector<std::vector<std::string>> bucket_layout() const;
 
  private:
-  struct Slot {
-    size_t parameter;
-    int64_t offset;  // elements into the bucket buffer
-  };
   struct Bucket {
-    std::vector<Slot> slots;
+    std::vector<size_t> parameters;  // indices into parameters_, in bucket order
     at::Tensor buffer;  // fp32, all gradients of the bucket back to back
     at::Tensor wire;    // what is sent: buffer, or its bf16 copy
     int64_t pending = 0;

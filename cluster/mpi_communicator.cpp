@@ -49,12 +49,16 @@ MpiCommunicator::~MpiCommunicator() {
   if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
-void MpiCommunicator::check(int code, const char* call) const {
-  if (code == MPI_SUCCESS) return;
+std::string mpi_error_text(int code) {
   char text[MPI_MAX_ERROR_STRING] = {0};
   int length = 0;
   MPI_Error_string(code, text, &length);
-  throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", call, " failed: ", std::string(text, static_cast<size_t>(length))));
+  return std::string(text, static_cast<size_t>(length));
+}
+
+void MpiCommunicator::check(int code, const char* call) const {
+  if (code == MPI_SUCCESS) return;
+  throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", call, " failed: ", mpi_error_text(code)));
 }
 
 MpiCommunicator::CollectiveScope MpiCommunicator::begin_collective(const char* call, int64_t bytes) {

@@ -24,6 +24,9 @@ struct StallOptions {
   std::chrono::milliseconds heartbeat_period = kDefaultHeartbeatPeriod;
 };
 
+// MPI's text for an error code (MPI_Error_string).
+std::string mpi_error_text(int code);
+
 class MpiCommunicator : public Communicator {
  public:
   // MPI must be initialised (ProcessRuntime) with at least MPI_THREAD_SERIALIZED.

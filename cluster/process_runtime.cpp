@@ -20,11 +20,7 @@ std::string env(const char* name) {
 }
 
 void mpi_check(int code, const char* call) {
-  if (code == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING] = {0};
-  int length = 0;
-  MPI_Error_string(code, text, &length);
-  throw ClusterError(str(call, " failed: ", std::string(text, static_cast<size_t>(length))));
+  if (code != MPI_SUCCESS) throw ClusterError(str(call, " failed: ", mpi_error_text(code)));
 }
 
 }  // namespace
