@@ -97,4 +97,20 @@ int64_t steps_per_epoch(const ShardPlan& plan, int64_t labeled_batch) {
   return std::max<int64_t>(1, (largest + labeled_batch - 1) / std::max<int64_t>(1, labeled_batch));
 }
 
+datastore::StepRequest step_request(const StepSampler& sampler, int64_t step) {
+  datastore::StepRequest request;
+  for (const SliceRef& ref : sampler.labeled(step)) request.labeled.push_back({ref.source->file, ref.slice});
+  for (const SliceRef& ref : sampler.unlabeled(step)) request.unlabeled.push_back({ref.source->file, ref.slice});
+  return request;
+}
+
+std::vector<std::string> shard_files(const RankShard& shard) {
+  std::vector<std::string> files;
+  for (const ShardCase& c : shard.labeled) files.push_back(c.file);
+  for (const ShardCase& c : shard.unlabeled) files.push_back(c.file);
+  std::sort(files.begin(), files.end());
+  files.erase(std::unique(files.begin(), files.end()), files.end());
+  return files;
+}
+
 }  // namespace cmaf::sharding

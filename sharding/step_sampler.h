@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/random.h"
+#include "datastore/batch_loader.h"
 #include "sharding/shard_plan.h"
 
 namespace cmaf::sharding {
@@ -63,5 +64,10 @@ class StepSampler {
 // Steps per epoch for every rank: enough for the largest rank's labeled shard to be seen once
 // at this batch size, at least 1. A function of the plan only, so every rank agrees.
 int64_t steps_per_epoch(const ShardPlan& plan, int64_t labeled_batch);
+
+// The loader's view of a step: both streams as (file, slice) requests.
+datastore::StepRequest step_request(const StepSampler& sampler, int64_t step);
+// The files a rank may read: what its loader caches.
+std::vector<std::string> shard_files(const RankShard& shard);
 
 }  // namespace cmaf::sharding
