@@ -1,5 +1,6 @@
 #include "launch/cli.h"
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <vector>
@@ -102,6 +103,28 @@ void require(const po::variables_map& values, const std::string& option, const C
     throw UsageError(str("cmaformer ", info.command, ": the option --", option,
                          " is required\nusage: ", info.synopsis));
   }
+}
+
+std::vector<int> parse_int_list(const std::string& text, const std::string& option) {
+  std::vector<int> out;
+  size_t begin = 0;
+  while (begin <= text.size()) {
+    const size_t end = std::min(text.find(',', begin), text.size());
+    const std::string item = trim(text.substr(begin, end - begin));
+    size_t used = 0;
+    int value = 0;
+    try {
+      value = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || value < 1) {
+      throw UsageError(str(option, " '", text, "': '", item, "' is not a positive integer (expected e.g. 1,2)"));
+    }
+    out.push_back(value);
+    begin = end + 1;
+  }
+  return out;
 }
 
 }  // namespace cmaf::launch

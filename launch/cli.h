@@ -11,6 +11,7 @@
 #include <boost/program_options.hpp>
 
 #include <string>
+#include <vector>
 
 namespace cmaf::launch {
 
@@ -31,5 +32,8 @@ bool parse_command_line(const CommandLine& info, int argc, char** argv,
 
 // Throws UsageError naming the command and `option` when it was not given.
 void require(const po::variables_map& values, const std::string& option, const CommandLine& info);
+
+// "1,2,4" -> {1, 2, 4}; each a positive integer. Throws UsageError naming `option` otherwise.
+std::vector<int> parse_int_list(const std::string& text, const std::string& option);
 
 }  // namespace cmaf::launch

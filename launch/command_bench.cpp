@@ -3,6 +3,7 @@
 #include "cluster/process_runtime.h"
 #include "common/error.h"
 #include "core/allreduce_benchmark.h"
+#include "core/loader_benchmark.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
 
@@ -10,27 +11,53 @@ namespace cmaf::launch {
 
 int run_bench(int argc, char** argv) {
   const CommandLine info{
-      "bench", "cmaformer bench allreduce [--iterations I] [--max-mib M] [--preset P]  (under mpirun/srun)",
+      "bench",
+      "cmaformer bench allreduce [--iterations I] [--max-mib M] [--preset P]  (under mpirun/srun)\n"
+      "       cmaformer bench loader --data DIR [--preset P] [--reader-threads 1,2] [--steps N]",
       "Benchmarks that check their own results. `allreduce`: float32 sum all-reduce from 1 KiB to\n"
       "--max-mib MiB on the world communicator (time, algbw, busbw = algbw * 2(n-1)/n, #wrong),\n"
-      "then the bucketed reducer over one 25 MiB tensor and over the preset's gradients. Exit\n"
-      "status 1 if any element was wrong. Run it under mpirun or srun (alone it measures 1 rank)."};
+      "then the bucketed reducer over one 25 MiB tensor and over the preset's gradients. Run it\n"
+      "under mpirun or srun (alone it measures 1 rank).\n"
+      "`loader`: slices/s from HDF5 through augmentation into batches per reader-thread count\n"
+      "(cache off and on), then the training step time with a live loader divided by the step on\n"
+      "the same batches held in memory (target <= 1.03). One process.\n"
+      "Exit status 1 if any result was wrong."};
   std::string which;
   core::AllreduceBenchmarkOptions options;
   int threads = 1;
+  core::LoaderBenchmarkOptions loader;
+  std::string reader_threads = "1,2";
   po::options_description description("bench options");
   description.add_options()
-      ("benchmark", po::value(&which), "which benchmark: allreduce")
+      ("benchmark", po::value(&which), "which benchmark: allreduce, loader")
       ("iterations", po::value(&options.iterations)->default_value(options.iterations), "timed repetitions per size")
       ("max-mib", po::value(&options.max_mib)->default_value(options.max_mib), "largest all-reduce, MiB")
       ("preset", po::value(&options.preset)->default_value(options.preset), "model whose gradients the reducer reduces")
-      ("threads", po::value(&threads)->default_value(threads), "LibTorch threads per rank");
+      ("threads", po::value(&threads)->default_value(threads), "LibTorch threads per rank")
+      ("data", po::value(&loader.data), "loader: dataset folder")
+      ("input-size", po::value(&loader.input_size)->default_value(loader.input_size), "loader: input size, 0 = preset's")
+      ("labeled-batch", po::value(&loader.labeled_batch)->default_value(loader.labeled_batch), "loader: labeled slices per step")
+      ("unlabeled-batch", po::value(&loader.unlabeled_batch)->default_value(loader.unlabeled_batch), "loader: unlabeled slices per step")
+      ("reader-threads", po::value(&reader_threads)->default_value(reader_threads), "loader: reader thread counts to measure")
+      ("steps", po::value(&loader.throughput_steps)->default_value(loader.throughput_steps), "loader: steps per throughput window")
+      ("train-steps", po::value(&loader.train_steps)->default_value(loader.train_steps), "loader: timed training steps per pass")
+      ("loader-threads", po::value(&loader.loader_threads)->default_value(loader.loader_threads), "loader: reader threads while training")
+      ("seed", po::value(&loader.seed)->default_value(loader.seed), "loader: seed");
   po::positional_options_description positional;
   positional.add("benchmark", 1);
   po::variables_map values;
   if (!parse_command_line(info, argc, argv, description, positional, values)) return 0;
   require(values, "benchmark", info);
-  if (which != "allreduce") throw UsageError(str("cmaformer bench: unknown benchmark '", which, "', expected allreduce"));
+  if (which == "loader") {
+    require(values, "data", info);
+    loader.preset = values["preset"].defaulted() ? "quarter" : options.preset;
+    loader.torch_threads = values["threads"].defaulted() ? 2 : threads;
+    loader.reader_threads = parse_int_list(reader_threads, "--reader-threads");
+    return core::run_loader_benchmark(loader) == 0 ? 0 : 1;
+  }
+  if (which != "allreduce") {
+    throw UsageError(str("cmaformer bench: unknown benchmark '", which, "', expected allreduce or loader"));
+  }
   cluster::RuntimeOptions runtime_options;
   runtime_options.threads = threads;
   auto runtime = cluster::ProcessRuntime::start(&argc, &argv, runtime_options);

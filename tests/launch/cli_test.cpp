@@ -71,5 +71,17 @@ TEST(Cli, MalformedValuesAndOptionsAreUsageOrInputErrors) {
   EXPECT_THROW(parse({"--no-such-option"}), UsageError);
 }
 
+TEST(Cli, IntegerListsAreCheckedItemByItem) {
+  EXPECT_EQ(parse_int_list("1,2, 4", "--reader-threads"), (std::vector<int>{1, 2, 4}));
+  for (const char* bad : {"", "1,,2", "0", "2x", "-1"}) {
+    try {
+      parse_int_list(bad, "--reader-threads");
+      FAIL() << "accepted '" << bad << "'";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("--reader-threads"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace cmaf::launch
