@@ -10,6 +10,7 @@
 // Destroy every communicator before the runtime (MPI_Finalize runs in its destructor).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -53,8 +54,9 @@ class ProcessRuntime {
   const std::string& hostname() const { return hostname_; }
   const LaunchEnvironment& environment() const { return environment_; }
 
-  // The world communicator of this process: mpi when launched, local otherwise.
-  std::unique_ptr<Communicator> world_communicator() const;
+  // The world communicator of this process: mpi when launched, local otherwise. A positive
+  // `stall_limit` replaces the default limit of the MPI stall watchdog.
+  std::unique_ptr<Communicator> world_communicator(std::chrono::milliseconds stall_limit = {}) const;
 
   std::string describe() const;  // one log line
 

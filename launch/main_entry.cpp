@@ -26,6 +26,7 @@ const std::vector<Command>& commands() {
       {"prep", "turn real scans (nnU-Net raw folder, HDF5 volumes) into a dataset", run_prep},
       {"inspect", "summarise a dataset and check every file", run_inspect},
       {"model-info", "parameters, FLOPs, activation memory of a CMAformer preset", run_model_info},
+      {"train", "semi-supervised data-parallel training (alone or under mpirun/srun)", run_train},
       {"bench", "benchmarks that check their results (allreduce; run under mpirun)", run_bench},
       {"env", "print versions, threading and the measured BLAS speed", run_env},
   };

@@ -1,0 +1,184 @@
+#include "core/train_config.h"
+
+#include <set>
+
+#include "common/error.h"
+
+namespace cmaf::core {
+namespace {
+
+// One list of (INI name, member) pairs for both directions of the JSON mapping.
+template <typename Config, typename Visitor>
+void visit_fields(Config& c, Visitor&& v) {
+  v("data", c.data);
+  v("run-dir", c.run_dir);
+  v("preset", c.preset);
+  v("input-size", c.input_size);
+  v("steps", c.steps);
+  v("labeled-batch", c.labeled_batch);
+  v("unlabeled-batch", c.unlabeled_batch);
+  v("seed", c.seed);
+  v("threads", c.threads);
+  v("checkpoint-every", c.checkpoint_every);
+  v("keep-checkpoints", c.keep_checkpoints);
+  v("resume", c.resume);
+  v("pool-refresh-every", c.pool_refresh_every);
+  v("confidence-threshold", c.confidence_threshold);
+  v("optimizer", c.optimizer);
+  v("lr", c.lr);
+  v("weight-decay", c.weight_decay);
+  v("momentum", c.momentum);
+  v("schedule", c.schedule);
+  v("warmup-steps", c.warmup_steps);
+  v("poly-power", c.poly_power);
+  v("clip-grad-norm", c.clip_grad_norm);
+  v("bf16", c.bf16);
+  v("non-finite", c.non_finite);
+  v("ema-decay", c.ema_decay);
+  v("ramp-up-steps", c.ramp_up_steps);
+  v("ldc", c.use_ldc);
+  v("ldc-fixed-weight", c.ldc_fixed_weight);
+  v("dual-step", c.dual_step);
+  v("constraint-tolerance", c.constraint_tolerance);
+  v("multiplier-max", c.multiplier_max);
+  v("contrastive-weight", c.contrastive_weight);
+  v("foreground-fraction", c.foreground_fraction);
+  v("sync-batch-norm", c.sync_batch_norm);
+  v("loader-threads", c.loader_threads);
+  v("loader-queue", c.loader_queue);
+  v("cache-budget-mib", c.cache_budget_mib);
+  v("augment", c.augment.enabled);
+  v("val-every", c.val_every);
+  v("val-max-slices", c.val_max_slices);
+  v("log-every", c.log_every);
+  v("fingerprint-every", c.fingerprint_every);
+  v("stall-seconds", c.stall_seconds);
+}
+
+template <typename T>
+nlohmann::json to_json_value(const T& value) {
+  if constexpr (std::is_enum_v<T>) {
+    return to_string(value);
+  } else {
+    return value;
+  }
+}
+
+template <typename T>
+void from_json_value(const nlohmann::json& j, T& value, const std::string& origin, const std::string& key) {
+  try {
+    if constexpr (std::is_same_v<T, OptimizerKind>) {
+      value = optimizer_from_string(j.get<std::string>());
+    } else if constexpr (std::is_same_v<T, ScheduleKind>) {
+      value = schedule_from_string(j.get<std::string>());
+    } else if constexpr (std::is_same_v<T, NonFinitePolicy>) {
+      value = non_finite_from_string(j.get<std::string>());
+    } else {
+      value = j.get<T>();
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(origin, key, str("'", j.dump(), "': ", e.what()));
+  } catch (const InputError& e) {
+    throw InputError(origin, key, e.what());
+  }
+}
+
+void positive(int64_t value, const char* option) {
+  if (value < 1) throw InputError(str("--", option), "", str(value, ", expected >= 1"));
+}
+
+void non_negative(double value, const char* option) {
+  if (!(value >= 0.0)) throw InputError(str("--", option), "", str(value, ", expected >= 0"));
+}
+
+}  // namespace
+
+std::string to_string(OptimizerKind kind) { return kind == OptimizerKind::kAdamW ? "adamw" : "sgd"; }
+std::string to_string(ScheduleKind kind) { return kind == ScheduleKind::kPoly ? "poly" : "cosine"; }
+std::string to_string(NonFinitePolicy policy) { return policy == NonFinitePolicy::kSkip ? "skip" : "stop"; }
+
+OptimizerKind optimizer_from_string(const std::string& text) {
+  if (text == "adamw") return OptimizerKind::kAdamW;
+  if (text == "sgd") return OptimizerKind::kSgdNesterov;
+  throw InputError("--optimizer", "", str("'", text, "', expected adamw or sgd (Nesterov)"));
+}
+
+ScheduleKind schedule_from_string(const std::string& text) {
+  if (text == "poly") return ScheduleKind::kPoly;
+  if (text == "cosine") return ScheduleKind::kCosine;
+  throw InputError("--schedule", "", str("'", text, "', expected poly or cosine"));
+}
+
+NonFinitePolicy non_finite_from_string(const std::string& text) {
+  if (text == "skip") return NonFinitePolicy::kSkip;
+  if (text == "stop") return NonFinitePolicy::kStop;
+  throw InputError("--non-finite", "", str("'", text, "', expected skip or stop"));
+}
+
+model::CmaformerConfig TrainConfig::model() const {
+  model::CmaformerConfig config = model::preset_config(preset);
+  if (input_size > 0) config.input_size = input_size;
+  return config;
+}
+
+void TrainConfig::validate() const {
+  if (data.empty()) throw InputError("--data", "", "required: the dataset folder (cmaformer prep or synth output)");
+  if (run_dir.empty()) throw InputError("--run-dir", "", "required: the folder for checkpoints, logs and metrics");
+  const model::CmaformerConfig m = model();
+  model::check_input_size(m.input_size, m.input_size);
+  positive(steps, "steps");
+  positive(labeled_batch, "labeled-batch");
+  if (unlabeled_batch < 0) throw InputError("--unlabeled-batch", "", str(unlabeled_batch, ", expected >= 0"));
+  positive(checkpoint_every, "checkpoint-every");
+  positive(keep_checkpoints, "keep-checkpoints");
+  if (resume.empty()) throw InputError("--resume", "", "empty, expected auto, none or a checkpoint folder");
+  if (!(confidence_threshold >= 0.0 && confidence_threshold < 1.0)) {
+    throw InputError("--confidence-threshold", "", str(confidence_threshold, ", expected [0, 1)"));
+  }
+  if (!(lr > 0.0)) throw InputError("--lr", "", str(lr, ", expected > 0"));
+  non_negative(weight_decay, "weight-decay");
+  non_negative(momentum, "momentum");
+  non_negative(poly_power, "poly-power");
+  non_negative(clip_grad_norm, "clip-grad-norm");
+  if (warmup_steps < 0) throw InputError("--warmup-steps", "", str(warmup_steps, ", expected >= 0"));
+  if (!(ema_decay >= 0.0 && ema_decay < 1.0)) throw InputError("--ema-decay", "", str(ema_decay, ", expected [0, 1)"));
+  if (ramp_up_steps < 0) throw InputError("--ramp-up-steps", "", str(ramp_up_steps, ", expected >= 0"));
+  non_negative(ldc_fixed_weight, "ldc-fixed-weight");
+  non_negative(dual_step, "dual-step");
+  non_negative(constraint_tolerance, "constraint-tolerance");
+  non_negative(multiplier_max, "multiplier-max");
+  non_negative(contrastive_weight, "contrastive-weight");
+  if (!(foreground_fraction >= 0.0 && foreground_fraction <= 1.0)) {
+    throw InputError("--foreground-fraction", "", str(foreground_fraction, ", expected [0, 1]"));
+  }
+  positive(loader_threads, "loader-threads");
+  positive(loader_queue, "loader-queue");
+  if (cache_budget_mib < 0) throw InputError("--cache-budget-mib", "", str(cache_budget_mib, ", expected >= 0"));
+  if (val_every < 0 || val_max_slices < 0) throw InputError("--val-every", "--val-max-slices", "expected >= 0");
+  positive(log_every, "log-every");
+  positive(fingerprint_every, "fingerprint-every");
+  if (!(stall_seconds > 0.0)) throw InputError("--stall-seconds", "", str(stall_seconds, ", expected > 0"));
+  datastore::check_augment_options(augment);
+}
+
+nlohmann::json TrainConfig::to_json() const {
+  nlohmann::json j = nlohmann::json::object();
+  visit_fields(*this, [&](const char* key, const auto& value) { j[key] = to_json_value(value); });
+  return j;
+}
+
+TrainConfig TrainConfig::from_json(const nlohmann::json& json, const std::string& origin) {
+  if (!json.is_object()) throw InputError(origin, "", "expected a JSON object of training options");
+  TrainConfig c;
+  std::set<std::string> known;
+  visit_fields(c, [&](const char* key, auto& value) {
+    known.insert(key);
+    if (json.contains(key)) from_json_value(json.at(key), value, origin, key);
+  });
+  for (const auto& item : json.items()) {
+    if (known.count(item.key()) == 0) throw InputError(origin, item.key(), "unknown training option");
+  }
+  return c;
+}
+
+}  // namespace cmaf::core

@@ -1,0 +1,89 @@
+// Every option of `cmaformer train`, with its default and its command-line / INI name (the
+// same word: `--labeled-batch 4` or `labeled-batch = 4`). The resolved configuration is written
+// into the run folder as `config.json` and stored in every checkpoint.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "datastore/slice_augment.h"
+#include "model/model_config.h"
+
+namespace cmaf::core {
+
+inline constexpr int kRequeueExitCode = 85;  // stopped by a signal after a checkpoint: requeue me
+
+enum class OptimizerKind { kAdamW, kSgdNesterov };
+enum class ScheduleKind { kPoly, kCosine };
+enum class NonFinitePolicy { kSkip, kStop };
+
+struct TrainConfig {
+  // Data and run.
+  std::string data;     // --data
+  std::string run_dir;  // --run-dir
+  std::string preset = "quarter";
+  int64_t input_size = 0;  // 0: the preset's
+  int64_t steps = 1000;
+  int64_t labeled_batch = 4;
+  int64_t unlabeled_batch = 4;
+  uint64_t seed = 0;
+  int threads = 0;  // LibTorch threads per rank; 0: cores / local ranks
+  // Checkpoints and resume.
+  int64_t checkpoint_every = 500;
+  int64_t keep_checkpoints = 2;
+  std::string resume = "auto";  // auto | none | PATH of a checkpoint folder
+  // Pseudo-label targets. The pool (versions on disk) is not implemented yet: targets come from
+  // the EMA teacher at every step; --pool-refresh-every is accepted and recorded.
+  int64_t pool_refresh_every = 0;
+  double confidence_threshold = 0.8;  // teacher pixels below are ignored by LDC and contrastive
+  // Optimisation.
+  OptimizerKind optimizer = OptimizerKind::kAdamW;
+  double lr = 1e-3;
+  double weight_decay = 3e-5;
+  double momentum = 0.9;  // SGD
+  ScheduleKind schedule = ScheduleKind::kPoly;
+  int64_t warmup_steps = 0;
+  double poly_power = 0.9;
+  double clip_grad_norm = 0.0;  // 0: off
+  bool bf16 = false;
+  NonFinitePolicy non_finite = NonFinitePolicy::kStop;
+  // Semi-supervised method.
+  double ema_decay = 0.99;
+  int64_t ramp_up_steps = 200;
+  bool use_ldc = true;
+  double ldc_fixed_weight = 0.0;  // > 0: fixed weight instead of multipliers (ablation)
+  double dual_step = 0.1;
+  double constraint_tolerance = 0.1;
+  double multiplier_max = 10.0;
+  double contrastive_weight = 0.1;  // 0: off
+  double foreground_fraction = 0.5;
+  bool sync_batch_norm = true;
+  // Loader.
+  int loader_threads = 1;
+  int64_t loader_queue = 4;
+  int64_t cache_budget_mib = 2048;
+  datastore::AugmentOptions augment;
+  // Validation and logging.
+  int64_t val_every = 0;  // 0: at checkpoints and at the end
+  int64_t val_max_slices = 0;  // 0: every val slice
+  int64_t log_every = 10;
+  int64_t fingerprint_every = 50;
+  double stall_seconds = 300;
+
+  model::CmaformerConfig model() const;
+  // Throws InputError naming the option for anything out of range.
+  void validate() const;
+  nlohmann::json to_json() const;
+  static TrainConfig from_json(const nlohmann::json& json, const std::string& origin);
+};
+
+std::string to_string(OptimizerKind kind);
+std::string to_string(ScheduleKind kind);
+std::string to_string(NonFinitePolicy policy);
+OptimizerKind optimizer_from_string(const std::string& text);
+ScheduleKind schedule_from_string(const std::string& text);
+NonFinitePolicy non_finite_from_string(const std::string& text);
+
+}  // namespace cmaf::core

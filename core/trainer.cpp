@@ -1,0 +1,593 @@
+#include "core/trainer.h"
+
+#include <glog/logging.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "cluster/differentiable_all_reduce.h"
+#include "cluster/gradient_reducer.h"
+#include "cluster/parameter_sync.h"
+#include "common/atomic_file.h"
+#include "common/error.h"
+#include "core/checkpoint_store.h"
+#include "core/lr_schedule.h"
+#include "core/model_weights.h"
+#include "core/stop_request.h"
+#include "core/training_state.h"
+#include "core/validation.h"
+#include "datastore/batch_loader.h"
+#include "datastore/manifest.h"
+#include "losses/boundary_contrastive.h"
+#include "losses/ldc_statistics.h"
+#include "losses/ramp_up.h"
+#include "losses/supervised_loss.h"
+#include "model/batch_norm.h"
+#include "model/cmaformer.h"
+#include "model/cpu_autocast.h"
+#include "sharding/foreground_index.h"
+#include "sharding/shard_plan.h"
+#include "sharding/step_sampler.h"
+
+namespace cmaf::core {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// The per-step all-reduce (sum): flags first, then the loss terms.
+enum Slot : int64_t {
+  kBadSupervised, kBadLdc, kBadContrastive, kBadGradient, kStop,
+  kTotal, kSupervised, kCrossEntropy, kDice, kLdc, kContrastive, kConfident, kSlotCount
+};
+
+struct StepTensors {
+  torch::Tensor labeled, label, weak, strong;
+};
+
+StepTensors to_tensors(const datastore::Batch& b) {
+  const int64_t s = b.size;
+  auto image = [s](const std::vector<float>& v, int64_t n) {
+    return torch::from_blob(const_cast<float*>(v.data()), {n, 1, s, s}).clone();
+  };
+  StepTensors t;
+  t.labeled = image(b.labeled_image, b.labeled_count());
+  t.label = torch::from_blob(const_cast<uint8_t*>(b.labeled_label.data()), {b.labeled_count(), s, s}, torch::kUInt8)
+                .to(torch::kLong);
+  t.weak = image(b.weak_image, b.unlabeled_count());
+  t.strong = image(b.strong_image, b.unlabeled_count());
+  return t;
+}
+
+std::vector<cluster::NamedTensor> named(const torch::nn::Module& module, const std::string& prefix, bool buffers) {
+  std::vector<cluster::NamedTensor> out;
+  for (const auto& p : module.named_parameters()) out.push_back({prefix + p.key(), p.value()});
+  if (buffers) {
+    for (const auto& b : module.named_buffers()) out.push_back({prefix + b.key(), b.value()});
+  }
+  return out;
+}
+
+bool all_finite(const std::vector<cluster::NamedTensor>& tensors, bool gradients) {
+  for (const auto& t : tensors) {
+    const torch::Tensor v = gradients ? t.tensor.grad() : t.tensor;
+    if (v.defined() && v.is_floating_point() && !torch::isfinite(v).all().item<bool>()) return false;
+  }
+  return true;
+}
+
+class Trainer {
+ public:
+  Trainer(const TrainConfig& config, cluster::Communicator& world);
+  TrainResult run();
+
+ private:
+  void set_up_model();
+  void set_up_data();
+  void resume_or_start();
+  void load_checkpoint(const CheckpointInfo& info);
+  std::string save_checkpoint();
+  torch::Tensor train_step(const StepTensors& t, int64_t step, std::vector<double>* constraints);
+  void update_teacher(int64_t step);
+  void log_step(int64_t step, const torch::Tensor& sums, const std::vector<double>& constraints, double lr,
+                double images_per_second);
+  void validate(int64_t step);
+  void check_agreement(int64_t step);
+  void progress(int64_t step, const torch::Tensor& sums, double images_per_second);
+  void append_metrics(const nlohmann::json& line);
+
+  TrainConfig config_;
+  cluster::Communicator& world_;
+  bool coordinator_;
+  model::CmaformerConfig model_config_;
+  datastore::DatasetManifest manifest_;
+  int64_t classes_ = 0;
+  model::Cmaformer student_{nullptr};
+  model::Cmaformer teacher_{nullptr};
+  losses::ProjectionHead head_{nullptr};
+  std::vector<cluster::NamedTensor> parameters_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<cluster::BucketedReducer> reducer_;
+  TrainingState state_;
+  int64_t resumed_from_ = -1;
+  // Data.
+  sharding::ShardPlan plan_;
+  sharding::ForegroundIndex foreground_;
+  std::unique_ptr<sharding::StepSampler> sampler_;
+  std::unique_ptr<datastore::BatchLoader> loader_;
+  std::unique_ptr<Validator> validator_;
+  bool unlabeled_anywhere_ = false;
+  int64_t steps_per_epoch_ = 1;
+  std::string last_checkpoint_;
+  double last_val_mean_ = -1.0;
+};
+
+Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world)
+    : config_(config), world_(world), coordinator_(world.rank() == 0) {
+  config_.validate();
+  manifest_ = datastore::load_manifest(config_.data);
+  classes_ = static_cast<int64_t>(manifest_.classes.size());
+  model_config_ = config_.model();
+  model_config_.classes = classes_;
+  model_config_.validate();
+  if (coordinator_) {
+    fs::create_directories(fs::path(config_.run_dir) / kCheckpointsFolder);
+    nlohmann::json resolved = config_.to_json();
+    resolved["model"] = model_config_.to_json();
+    resolved["world_size"] = world_.size();
+    write_file_atomically((fs::path(config_.run_dir) / "config.json").string(), resolved.dump(2) + "\n");
+  }
+  world_.barrier();
+  set_up_model();
+  resume_or_start();
+  set_up_data();
+}
+
+void Trainer::set_up_model() {
+  torch::manual_seed(config_.seed);  // identical initial weights everywhere (then broadcast anyway)
+  student_ = model::Cmaformer(model_config_);
+  teacher_ = model::Cmaformer(model_config_);
+  if (config_.contrastive_weight > 0.0) head_ = losses::ProjectionHead(model_config_.widths[1]);
+  if (world_.size() > 1 && config_.sync_batch_norm) {
+    model::set_statistics_reducer(*student_, cluster::statistics_reducer(world_));
+  }
+  parameters_ = named(*student_, "", false);
+  if (head_) {
+    for (auto& p : named(*head_, "projection_head.", false)) parameters_.push_back(p);
+  }
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : parameters_) tensors.push_back(p.tensor);
+  if (config_.optimizer == OptimizerKind::kAdamW) {
+    optimizer_ = std::make_unique<torch::optim::AdamW>(
+        tensors, torch::optim::AdamWOptions(config_.lr).weight_decay(config_.weight_decay));
+  } else {
+    optimizer_ = std::make_unique<torch::optim::SGD>(
+        tensors,
+        torch::optim::SGDOptions(config_.lr).momentum(config_.momentum).nesterov(true).weight_decay(config_.weight_decay));
+  }
+  losses::MultiplierOptions m;
+  m.eta = config_.dual_step;
+  m.tolerances.assign(static_cast<size_t>(classes_ - 1), config_.constraint_tolerance);
+  m.lambda_max = config_.multiplier_max;
+  state_.multipliers = losses::LagrangeMultipliers(classes_ - 1, m);
+}
+
+void Trainer::resume_or_start() {
+  // The coordinator decides which checkpoint every rank loads (they may not see the same files
+  // at the same moment on a network file system).
+  int64_t chosen = -1;
+  std::string chosen_path;
+  if (coordinator_ && config_.resume != "none") {
+    std::vector<std::string> skipped;
+    std::optional<CheckpointInfo> info;
+    if (config_.resume == "auto") {
+      info = latest_valid_checkpoint(config_.run_dir, &skipped);
+    } else {
+      std::string problem;
+      info = verify_checkpoint(config_.resume, &problem);
+      if (!info) throw InputError(config_.resume, kCheckpointManifest, str("not a valid checkpoint: ", problem));
+    }
+    for (const std::string& s : skipped) LOG(WARNING) << "skipping invalid checkpoint " << s;
+    if (info) chosen = info->step;
+  }
+  if (coordinator_ && config_.resume == "none" && !list_checkpoints(config_.run_dir).empty()) {
+    throw InputError(config_.run_dir, kCheckpointsFolder,
+                     "holds checkpoints of an earlier run and --resume is none: use --resume auto to continue it, "
+                     "or another --run-dir for a new run");
+  }
+  at::Tensor decision = torch::tensor({chosen}, torch::kLong);
+  world_.broadcast(decision, 0);
+  chosen = decision.item<int64_t>();
+  if (chosen >= 0) {
+    chosen_path = config_.resume == "auto" || config_.resume == "none" ? checkpoint_folder(config_.run_dir, chosen)
+                                                                       : config_.resume;
+    std::string problem;
+    const auto info = verify_checkpoint(chosen_path, &problem);
+    if (!info) throw IoError(str("rank ", world_.rank(), " cannot read the checkpoint rank 0 chose: ", problem));
+    load_checkpoint(*info);
+    resumed_from_ = chosen;
+  }
+  // Every replica starts from rank 0's bytes (a fresh run's seeds agree already; this makes it a fact).
+  auto state = named(*student_, "", true);
+  for (auto& t : named(*teacher_, "teacher.", true)) state.push_back(t);
+  if (head_) {
+    for (auto& t : named(*head_, "projection_head.", true)) state.push_back(t);
+  }
+  if (chosen < 0) {
+    torch::NoGradGuard no_grad;
+    auto source = named(*student_, "", true);
+    auto target = named(*teacher_, "", true);
+    for (size_t i = 0; i < source.size(); ++i) target[i].tensor.copy_(source[i].tensor);
+  }
+  cluster::broadcast_tensors(state, world_);
+  for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
+  teacher_->eval();
+  reducer_ = std::make_unique<cluster::BucketedReducer>(parameters_, world_);
+}
+
+void Trainer::load_checkpoint(const CheckpointInfo& info) {
+  const fs::path dir(info.path);
+  const nlohmann::json saved = nlohmann::json::parse(std::ifstream(dir / "state.json"));
+  const TrainConfig saved_config = TrainConfig::from_json(saved.at("config"), (dir / "state.json").string());
+  if (saved_config.optimizer != config_.optimizer) {
+    throw InputError((dir / "state.json").string(), "config.optimizer",
+                     str("checkpoint trained with ", to_string(saved_config.optimizer), ", this run asks for ",
+                         to_string(config_.optimizer), " (--optimizer)"));
+  }
+  if ((saved_config.contrastive_weight > 0.0) != static_cast<bool>(head_)) {
+    throw InputError((dir / "state.json").string(), "config.contrastive-weight",
+                     "the checkpoint and this run disagree on whether the contrastive projection head exists");
+  }
+  load_weights(*student_, (dir / "model.pt").string());
+  load_weights(*teacher_, (dir / "teacher.pt").string());
+  if (head_) torch::load(head_, (dir / "projection_head.pt").string());
+  torch::load(*optimizer_, (dir / "optimizer.pt").string());
+  state_ = TrainingState::from_json(saved.at("state"), (dir / "state.json").string());
+  if (state_.multipliers.values().size() != static_cast<size_t>(classes_ - 1)) {
+    throw InputError((dir / "state.json").string(), "state.multipliers",
+                     str(state_.multipliers.values().size(), " multipliers, the dataset has ", classes_ - 1,
+                         " foreground classes"));
+  }
+  const int saved_world = saved.at("world_size").get<int>();
+  const fs::path rank_part = dir / rank_part_name(world_.rank());
+  if (saved_world == world_.size() && fs::exists(rank_part)) {
+    torch::Tensor rng;
+    torch::load(rng, rank_part.string());
+    auto generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(rng);
+  } else if (coordinator_) {
+    LOG(WARNING) << "resuming a " << saved_world << "-rank checkpoint on " << world_.size()
+                 << " ranks: shards re-planned, per-rank random streams restart from the seed";
+  }
+  if (coordinator_) LOG(INFO) << "resuming from " << info.path << " (step " << state_.step << ")";
+}
+
+void Trainer::set_up_data() {
+  sharding::ShardPlanOptions plan_options;
+  plan_options.world_size = world_.size();
+  plan_options.seed = config_.seed;
+  plan_ = sharding::plan_shards(manifest_, plan_options);
+  if (coordinator_) {
+    for (const std::string& note : plan_.notes) LOG(INFO) << "shard plan: " << note;
+  }
+  bool labeled_anywhere = false;
+  for (const auto& r : plan_.ranks) {
+    labeled_anywhere |= !r.labeled.empty();
+    unlabeled_anywhere_ |= !r.unlabeled.empty();
+  }
+  if (!labeled_anywhere) {
+    throw InputError(datastore::manifest_path(config_.data), "cases", "no labeled train case: nothing to supervise");
+  }
+  const sharding::RankShard& shard = plan_.ranks[static_cast<size_t>(world_.rank())];
+  if (config_.foreground_fraction > 0.0) foreground_ = sharding::build_foreground_index(config_.data, shard);
+  sharding::SamplerOptions s;
+  s.labeled_batch = config_.labeled_batch;
+  s.unlabeled_batch = unlabeled_anywhere_ ? config_.unlabeled_batch : 0;
+  s.foreground_fraction = config_.foreground_fraction;
+  s.seed = config_.seed;
+  sampler_ = std::make_unique<sharding::StepSampler>(shard, s, world_.rank(),
+                                                     config_.foreground_fraction > 0.0 ? &foreground_ : nullptr);
+  steps_per_epoch_ = sharding::steps_per_epoch(plan_, config_.labeled_batch);
+  datastore::LoaderOptions o;
+  o.dataset_dir = config_.data;
+  o.input_size = model_config_.input_size;
+  o.threads = config_.loader_threads;
+  o.queue_steps = config_.loader_queue;
+  o.cache_budget_bytes = config_.cache_budget_mib << 20;
+  o.shard_files = sharding::shard_files(shard);
+  o.augment = config_.augment;
+  o.seed = config_.seed ^ 0x6c6f61646572ULL;
+  o.rank = world_.rank();
+  const sharding::StepSampler* sampler = sampler_.get();
+  loader_ = std::make_unique<datastore::BatchLoader>(
+      o, [sampler](int64_t step) { return sharding::step_request(*sampler, step); }, state_.step);
+  validator_ = std::make_unique<Validator>(config_.data, manifest_, model_config_.input_size, config_.val_max_slices,
+                                           world_.rank(), world_.size());
+}
+
+torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, std::vector<double>* constraints) {
+  const int64_t bl = t.labeled.size(0);
+  const int64_t bu = t.strong.size(0);
+  torch::Tensor sums = torch::zeros({kSlotCount}, torch::kDouble);
+  torch::Tensor pseudo, confident;
+  if (bu > 0) {
+    torch::NoGradGuard no_grad;
+    model::CpuAutocast autocast(config_.bf16);
+    const auto [confidence, argmax] = torch::softmax(teacher_->forward(t.weak).to(torch::kFloat), 1).max(1);
+    pseudo = argmax;
+    confident = confidence.ge(config_.confidence_threshold).to(torch::kFloat);
+    sums[kConfident] = confident.mean().item<double>();
+  }
+  model::CmaformerOutput out;
+  {
+    model::CpuAutocast autocast(config_.bf16);
+    out = student_->forward_features(bu > 0 ? torch::cat({t.labeled, t.strong}) : t.labeled);
+  }
+  const torch::Tensor logits = out.logits.to(torch::kFloat);
+  const losses::SupervisedLoss sup = losses::supervised_loss(logits.narrow(0, 0, bl), t.label);
+  torch::Tensor ldc = torch::zeros({});
+  if (unlabeled_anywhere_ && config_.use_ldc) {
+    losses::LdcStatistics local;
+    if (bu > 0) {
+      local = losses::ldc_statistics(torch::softmax(logits.narrow(0, bl, bu), 1),
+                                     losses::one_hot_labels(pseudo, classes_), confident);
+    } else {
+      local = losses::LdcStatistics::from_stacked(torch::zeros({3, classes_ - 1}));
+    }
+    torch::Tensor global = local.stacked().detach().clone();
+    world_.all_reduce(global, cluster::ReduceOp::kSum);
+    const torch::Tensor c = losses::ldc_constraints(losses::with_global(local, losses::LdcStatistics::from_stacked(global)));
+    const torch::Tensor values = c.detach().to(torch::kDouble).contiguous();
+    constraints->assign(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
+    ldc = config_.ldc_fixed_weight > 0.0
+              ? config_.ldc_fixed_weight * c.sum()
+              : losses::lagrangian_term(c, state_.multipliers.values(), state_.multipliers.tolerances());
+  }
+  torch::Tensor contrastive = torch::zeros({});
+  if (head_) {
+    const torch::Tensor embeddings = head_->forward(out.decoder_features.to(torch::kFloat));
+    const torch::Tensor labels =
+        bu > 0 ? torch::cat({t.label, pseudo.masked_fill(confident.eq(0), -1)}) : t.label;
+    losses::ContrastiveOptions o;
+    o.seed = config_.seed ^ (static_cast<uint64_t>(step) * 1000003ULL) ^ (static_cast<uint64_t>(world_.rank()) << 48);
+    contrastive = losses::boundary_contrastive_loss(embeddings, labels, classes_, o);
+  }
+  const double ramp = losses::sigmoid_ramp_up(step, config_.ramp_up_steps);
+  // The reducer averages gradients over ranks; the LDC term's gradient is already that of the
+  // global constraint split over ranks (with_global), so it is scaled back by the world size.
+  const torch::Tensor total = sup.total + ramp * (static_cast<double>(world_.size()) * ldc +
+                                                  config_.contrastive_weight * contrastive);
+  reducer_->prepare_for_backward();
+  total.backward();
+  reducer_->finish();
+  auto bad = [](const torch::Tensor& v) { return std::isfinite(v.item<double>()) ? 0.0 : 1.0; };
+  sums[kBadSupervised] = bad(sup.total);
+  sums[kBadLdc] = bad(ldc);
+  sums[kBadContrastive] = bad(contrastive);
+  sums[kBadGradient] = all_finite(parameters_, true) ? 0.0 : 1.0;
+  sums[kStop] = stop_requested() ? 1.0 : 0.0;
+  sums[kTotal] = (sup.total + ramp * (ldc + config_.contrastive_weight * contrastive)).item<double>();
+  sums[kSupervised] = sup.total.item<double>();
+  sums[kCrossEntropy] = sup.cross_entropy.item<double>();
+  sums[kDice] = sup.dice.item<double>();
+  sums[kLdc] = ldc.item<double>();
+  sums[kContrastive] = contrastive.item<double>();
+  return sums;
+}
+
+void Trainer::update_teacher(int64_t step) {
+  // Mean-teacher decay, lower in the first steps so the teacher leaves its random start quickly.
+  const double decay = std::min(config_.ema_decay, static_cast<double>(step + 1) / static_cast<double>(step + 10));
+  torch::NoGradGuard no_grad;
+  const auto student = student_->parameters();
+  auto teacher = teacher_->parameters();
+  for (size_t i = 0; i < teacher.size(); ++i) teacher[i].mul_(decay).add_(student[i], 1.0 - decay);
+  const auto student_buffers = student_->buffers();
+  auto teacher_buffers = teacher_->buffers();
+  for (size_t i = 0; i < teacher_buffers.size(); ++i) teacher_buffers[i].copy_(student_buffers[i]);
+}
+
+TrainResult Trainer::run() {
+  TrainResult result;
+  result.resumed_from = resumed_from_;
+  install_stop_handlers();
+  if (coordinator_) {
+    LOG(INFO) << "training " << model_config_.preset << " (" << classes_ << " classes, input "
+              << model_config_.input_size << ") on " << world_.size() << " rank(s) from step " << state_.step << " to "
+              << config_.steps << ", " << steps_per_epoch_ << " steps per epoch";
+  }
+  auto window_start = Clock::now();
+  int64_t window_images = 0;
+  while (state_.step < config_.steps) {
+    const int64_t step = state_.step;
+    const StepTensors t = to_tensors(loader_->next());
+    const double lr = learning_rate(config_, step);
+    for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+    std::vector<double> constraints;
+    torch::Tensor sums = train_step(t, step, &constraints);
+    world_.all_reduce(sums, cluster::ReduceOp::kSum);
+    const auto* v = sums.data_ptr<double>();
+    const bool bad = v[kBadSupervised] + v[kBadLdc] + v[kBadContrastive] + v[kBadGradient] > 0;
+    if (bad) {
+      const std::string which = str(v[kBadSupervised] > 0 ? " supervised" : "", v[kBadLdc] > 0 ? " ldc" : "",
+                                    v[kBadContrastive] > 0 ? " contrastive" : "", v[kBadGradient] > 0 ? " gradients" : "");
+      if (config_.non_finite == NonFinitePolicy::kStop) {
+        throw Error(str("non-finite values at step ", step, " in:", which,
+                        " (on some rank); no checkpoint written. Lower --lr, enable --clip-grad-norm, or use "
+                        "--non-finite skip"));
+      }
+      if (coordinator_) LOG(WARNING) << "step " << step << ": non-finite" << which << ", step skipped";
+      ++state_.skipped_steps;
+    } else {
+      if (config_.clip_grad_norm > 0.0) {
+        std::vector<torch::Tensor> tensors;
+        for (const auto& p : parameters_) tensors.push_back(p.tensor);
+        torch::nn::utils::clip_grad_norm_(tensors, config_.clip_grad_norm);
+      }
+      optimizer_->step();
+      update_teacher(step);
+      if (!constraints.empty() && config_.ldc_fixed_weight == 0.0) state_.multipliers.update(constraints);
+    }
+    state_.step = step + 1;
+    window_images += world_.size() * (t.labeled.size(0) + t.strong.size(0));
+    if (state_.step % config_.log_every == 0 || state_.step == config_.steps) {
+      const double ips = static_cast<double>(window_images) /
+                         std::chrono::duration<double>(Clock::now() - window_start).count();
+      log_step(state_.step, sums, constraints, lr, ips);
+      window_start = Clock::now();
+      window_images = 0;
+    }
+    if (state_.step % config_.fingerprint_every == 0) check_agreement(state_.step);
+    const bool stop = v[kStop] > 0;
+    const bool at_end = state_.step == config_.steps;
+    const bool checkpoint_now = state_.step % config_.checkpoint_every == 0 || at_end || stop;
+    if ((config_.val_every > 0 && state_.step % config_.val_every == 0) || (config_.val_every == 0 && checkpoint_now)) {
+      validate(state_.step);
+    }
+    if (checkpoint_now) result.last_checkpoint = save_checkpoint();
+    if (stop) {
+      result.stopped_by_signal = true;
+      if (coordinator_) LOG(WARNING) << "stop requested (signal): checkpoint at step " << state_.step << " written";
+      break;
+    }
+  }
+  if (state_.step >= config_.steps && result.last_checkpoint.empty()) {
+    // Nothing left to train (resumed at the end): still leave a valid final state.
+    validate(state_.step);
+  }
+  check_agreement(state_.step);
+  result.final_step = state_.step;
+  result.final_val_mean_dice = last_val_mean_;
+  return result;
+}
+
+void Trainer::check_agreement(int64_t step) {
+  const uint64_t mine = state_.multipliers.fingerprint();
+  const torch::Tensor all = world_.all_gather(torch::tensor({static_cast<int64_t>(mine)}, torch::kLong));
+  std::string differing;
+  for (int64_t r = 0; r < all.numel(); ++r) {
+    if (static_cast<uint64_t>(all[r].item<int64_t>()) != mine) differing += str(" ", r);
+  }
+  if (!differing.empty()) {
+    throw InternalError(str("step ", step, ": the Lagrange multipliers of rank ", world_.rank(),
+                            " differ from those of rank(s)", differing, " (they must be bit-identical)"));
+  }
+  cluster::check_replicas_identical(parameters_, world_, str("parameters at step ", step));
+}
+
+void Trainer::validate(int64_t step) {
+  if (validator_->total_slices() == 0) return;
+  const ValidationResult r = validator_->run(*student_, world_, std::max<int64_t>(1, config_.labeled_batch));
+  last_val_mean_ = r.mean_dice;
+  if (!std::isnan(r.mean_dice) && r.mean_dice > state_.best_val_mean_dice) {
+    state_.best_val_mean_dice = r.mean_dice;
+    state_.best_step = step;
+  }
+  if (!coordinator_) return;
+  nlohmann::json dice = nlohmann::json::object();
+  for (size_t c = 0; c < r.dice.size(); ++c) {
+    dice[manifest_.classes[c + 1]] = std::isnan(r.dice[c]) ? nlohmann::json(nullptr) : nlohmann::json(r.dice[c]);
+  }
+  nlohmann::json sites = nlohmann::json::object();
+  for (const auto& [site, mean] : r.site_mean_dice) sites[site] = mean;
+  append_metrics({{"step", step}, {"val_slices", r.slices}, {"val_dice", dice}, {"val_mean_dice", r.mean_dice},
+                  {"val_site_mean_dice", sites}});
+  LOG(INFO) << "step " << step << ": val mean Dice " << r.mean_dice << " over " << r.slices << " slices";
+}
+
+void Trainer::log_step(int64_t step, const torch::Tensor& sums, const std::vector<double>& constraints, double lr,
+                       double images_per_second) {
+  if (!coordinator_) return;
+  const auto* v = sums.data_ptr<double>();
+  const double n = world_.size();
+  append_metrics({{"step", step},
+                  {"epoch", (step - 1) / steps_per_epoch_},
+                  {"lr", lr},
+                  {"ramp", losses::sigmoid_ramp_up(step - 1, config_.ramp_up_steps)},
+                  {"loss",
+                   {{"total", v[kTotal] / n},
+                    {"supervised", v[kSupervised] / n},
+                    {"cross_entropy", v[kCrossEntropy] / n},
+                    {"dice", v[kDice] / n},
+                    {"ldc", v[kLdc] / n},
+                    {"contrastive", v[kContrastive] / n}}},
+                  {"multipliers", state_.multipliers.values()},
+                  {"constraints", constraints},
+                  {"confident_fraction", v[kConfident] / n},
+                  {"images_per_s", images_per_second},
+                  {"skipped_steps", state_.skipped_steps}});
+  progress(step, sums, images_per_second);
+}
+
+void Trainer::progress(int64_t step, const torch::Tensor& sums, double images_per_second) {
+  const auto* v = sums.data_ptr<double>();
+  const double n = world_.size();
+  const double eta = images_per_second > 0
+                         ? static_cast<double>(config_.steps - step) * static_cast<double>(
+                               world_.size() * (config_.labeled_batch + config_.unlabeled_batch)) / images_per_second
+                         : 0.0;
+  std::printf("step %lld/%lld  %.2f img/s  ETA %dm%02ds  loss %.4f (sup %.4f ldc %.4f con %.4f)\n",
+              static_cast<long long>(step), static_cast<long long>(config_.steps), images_per_second,
+              static_cast<int>(eta) / 60, static_cast<int>(eta) % 60, v[kTotal] / n, v[kSupervised] / n, v[kLdc] / n,
+              v[kContrastive] / n);
+  std::fflush(stdout);
+}
+
+void Trainer::append_metrics(const nlohmann::json& line) {
+  std::ofstream out(fs::path(config_.run_dir) / "metrics.jsonl", std::ios::app);
+  out << line.dump() << "\n";
+  if (!out) throw IoError(str("cannot append to ", (fs::path(config_.run_dir) / "metrics.jsonl").string()));
+}
+
+std::string Trainer::save_checkpoint() {
+  const int64_t step = state_.step;
+  if (!all_finite(parameters_, false)) {
+    throw Error(str("step ", step, ": the weights are not finite; refusing to write a checkpoint over good ones"));
+  }
+  const std::string staging = staging_folder(config_.run_dir, step);
+  if (coordinator_) {
+    fs::remove_all(staging);
+    fs::create_directories(staging);
+  }
+  world_.barrier();
+  {
+    auto generator = at::detail::getDefaultCPUGenerator();
+    torch::Tensor rng;
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      rng = generator.get_state();
+    }
+    torch::save(rng, (fs::path(staging) / rank_part_name(world_.rank())).string());
+  }
+  world_.barrier();
+  std::string published;
+  if (coordinator_) {
+    save_weights(*student_, (fs::path(staging) / "model.pt").string());
+    save_weights(*teacher_, (fs::path(staging) / "teacher.pt").string());
+    if (head_) torch::save(head_, (fs::path(staging) / "projection_head.pt").string());
+    torch::save(*optimizer_, (fs::path(staging) / "optimizer.pt").string());
+    const nlohmann::json saved = {{"state", state_.to_json()}, {"config", config_.to_json()},
+                                  {"world_size", world_.size()}, {"model", model_config_.to_json()}};
+    write_file_atomically((fs::path(staging) / "state.json").string(), saved.dump(2) + "\n");
+    published = publish_checkpoint(config_.run_dir, step,
+                                   {{"world_size", world_.size()}, {"val_mean_dice", last_val_mean_}});
+    prune_checkpoints(config_.run_dir, config_.keep_checkpoints, state_.best_step);
+    LOG(INFO) << "checkpoint " << published;
+  }
+  world_.barrier();
+  return published.empty() ? checkpoint_folder(config_.run_dir, step) : published;
+}
+
+}  // namespace
+
+TrainResult train(const TrainConfig& config, cluster::Communicator& world) {
+  Trainer trainer(config, world);
+  return trainer.run();
+}
+
+}  // namespace cmaf::core

@@ -1,0 +1,43 @@
+// `cmaformer train`: data-parallel semi-supervised training of CMAformer (METHOD.md 2-3).
+//
+// Per step, on every rank: a labeled and an unlabeled batch from the rank's loader; the EMA
+// teacher on the weak view gives targets (argmax) and confidences; the student runs once on the
+// labeled slices and the strong view; loss = supervised + ramp(t) * (LDC Lagrangian term +
+// w_con * boundary contrastive); backward with the bucketed reducer (gradients averaged over
+// ranks); one small all-reduce carries the non-finite flags, the stop request and the loss
+// terms; clipping, optimizer step, EMA update, dual step of the multipliers from the globally
+// summed LDC statistics (bit-identical on every rank, fingerprint-checked every N steps).
+//
+// Collectives are issued in the same order on every rank. Rank 0 is the coordinator: it picks
+// the checkpoint to resume from, publishes checkpoints, writes metrics.jsonl and the progress
+// line.
+//
+// All state that must survive a restart is in TrainingState + the model, teacher, projection
+// head and optimizer archives + each rank's RNG: resuming at the same world size continues
+// bit-identically.
+//
+// Not implemented yet (stated in the README): the pseudo-label pool on disk (targets come from
+// the EMA teacher at every step), gradient accumulation.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cluster/communicator.h"
+#include "core/train_config.h"
+
+namespace cmaf::core {
+
+struct TrainResult {
+  int64_t final_step = 0;          // steps completed
+  int64_t resumed_from = -1;       // checkpoint step resumed from, -1 for a fresh run
+  bool stopped_by_signal = false;  // then exit with kRequeueExitCode
+  std::string last_checkpoint;
+  double final_val_mean_dice = -1.0;
+};
+
+// Throws on bad configuration or data (InputError), I/O failures, non-finite training under
+// the `stop` policy, and multiplier or replica mismatches between ranks.
+TrainResult train(const TrainConfig& config, cluster::Communicator& world);
+
+}  // namespace cmaf::core

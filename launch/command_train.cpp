@@ -1,0 +1,117 @@
+#include <glog/logging.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "cluster/process_runtime.h"
+#include "common/error.h"
+#include "core/train_config.h"
+#include "core/trainer.h"
+#include "launch/cli.h"
+#include "launch/commands.h"
+
+namespace cmaf::launch {
+namespace {
+
+// Per-rank log files under RUN/logs; rank 0 also logs to stderr.
+void log_to_run_folder(const std::string& run_dir, int rank) {
+  const std::filesystem::path logs = std::filesystem::path(run_dir) / "logs";
+  std::filesystem::create_directories(logs);
+  const std::string prefix = (logs / str("rank-", rank, ".log.")).string();
+  google::SetLogDestination(google::GLOG_INFO, prefix.c_str());
+  FLAGS_logtostderr = false;
+  FLAGS_alsologtostderr = rank == 0;
+  FLAGS_stderrthreshold = rank == 0 ? google::GLOG_INFO : google::GLOG_ERROR;
+}
+
+}  // namespace
+
+int run_train(int argc, char** argv) {
+  const CommandLine info{
+      "train",
+      "cmaformer train --data DIR --run-dir DIR [--preset NAME --steps N --labeled-batch B --unlabeled-batch B\n"
+      "       --checkpoint-every N --keep-checkpoints K --pool-refresh-every N --resume auto|none|PATH --seed S\n"
+      "       --threads T --config FILE ...]   (alone, or under mpirun / srun --mpi=pmix)",
+      "Semi-supervised data-parallel training of CMAformer: supervised loss on labeled slices, LDC\n"
+      "(Lagrange multipliers per organ) and boundary-aware contrastive loss on unlabeled slices with\n"
+      "an EMA teacher. Writes RUN/config.json, RUN/metrics.jsonl, RUN/checkpoints/step-N, RUN/logs.\n"
+      "SIGUSR1 or SIGTERM: every rank checkpoints at the same step and exits with status 85 (requeue).\n"
+      "Every option is also an INI key of --config (top level or a [train] section)."};
+  core::TrainConfig c;
+  std::string optimizer = core::to_string(c.optimizer);
+  std::string schedule = core::to_string(c.schedule);
+  std::string non_finite = core::to_string(c.non_finite);
+  po::options_description options("train options");
+  options.add_options()
+      ("data", po::value(&c.data), "dataset folder (cmaformer prep or synth output)")
+      ("run-dir", po::value(&c.run_dir), "run folder: config, metrics, checkpoints, logs")
+      ("preset", po::value(&c.preset)->default_value(c.preset), "model preset: paper, half, quarter, tiny")
+      ("input-size", po::value(&c.input_size)->default_value(c.input_size), "network input size, 0 = the preset's")
+      ("steps", po::value(&c.steps)->default_value(c.steps), "total optimizer steps")
+      ("labeled-batch", po::value(&c.labeled_batch)->default_value(c.labeled_batch), "labeled slices per rank and step")
+      ("unlabeled-batch", po::value(&c.unlabeled_batch)->default_value(c.unlabeled_batch), "unlabeled slices per rank and step")
+      ("seed", po::value(&c.seed)->default_value(c.seed), "seed of weights, sampling and augmentation")
+      ("threads", po::value(&c.threads)->default_value(c.threads), "LibTorch threads per rank, 0 = cores / local ranks")
+      ("checkpoint-every", po::value(&c.checkpoint_every)->default_value(c.checkpoint_every), "steps between checkpoints")
+      ("keep-checkpoints", po::value(&c.keep_checkpoints)->default_value(c.keep_checkpoints), "newest checkpoints kept (plus the best)")
+      ("pool-refresh-every", po::value(&c.pool_refresh_every)->default_value(c.pool_refresh_every), "pseudo-label pool refresh (pool not implemented: recorded only)")
+      ("resume", po::value(&c.resume)->default_value(c.resume), "auto (latest valid checkpoint), none, or a checkpoint folder")
+      ("confidence-threshold", po::value(&c.confidence_threshold)->default_value(c.confidence_threshold), "teacher confidence below which a pixel is ignored")
+      ("optimizer", po::value(&optimizer)->default_value(optimizer), "adamw or sgd (Nesterov)")
+      ("lr", po::value(&c.lr)->default_value(c.lr), "peak learning rate")
+      ("weight-decay", po::value(&c.weight_decay)->default_value(c.weight_decay), "weight decay")
+      ("momentum", po::value(&c.momentum)->default_value(c.momentum), "SGD momentum")
+      ("schedule", po::value(&schedule)->default_value(schedule), "poly or cosine, after the warm-up")
+      ("warmup-steps", po::value(&c.warmup_steps)->default_value(c.warmup_steps), "linear warm-up steps")
+      ("poly-power", po::value(&c.poly_power)->default_value(c.poly_power), "poly schedule power")
+      ("clip-grad-norm", po::value(&c.clip_grad_norm)->default_value(c.clip_grad_norm), "gradient norm clip, 0 = off")
+      ("bf16", po::value(&c.bf16)->default_value(c.bf16), "CPU bf16 autocast")
+      ("non-finite", po::value(&non_finite)->default_value(non_finite), "non-finite loss or gradients: stop or skip")
+      ("ema-decay", po::value(&c.ema_decay)->default_value(c.ema_decay), "EMA teacher decay")
+      ("ramp-up-steps", po::value(&c.ramp_up_steps)->default_value(c.ramp_up_steps), "sigmoid ramp-up of the unlabeled terms")
+      ("ldc", po::value(&c.use_ldc)->default_value(c.use_ldc), "LDC constraints on unlabeled slices")
+      ("ldc-fixed-weight", po::value(&c.ldc_fixed_weight)->default_value(c.ldc_fixed_weight), "> 0: fixed weight instead of multipliers")
+      ("dual-step", po::value(&c.dual_step)->default_value(c.dual_step), "multiplier step eta")
+      ("constraint-tolerance", po::value(&c.constraint_tolerance)->default_value(c.constraint_tolerance), "eps_c of every constraint")
+      ("multiplier-max", po::value(&c.multiplier_max)->default_value(c.multiplier_max), "upper clip of the multipliers")
+      ("contrastive-weight", po::value(&c.contrastive_weight)->default_value(c.contrastive_weight), "boundary contrastive weight, 0 = off")
+      ("foreground-fraction", po::value(&c.foreground_fraction)->default_value(c.foreground_fraction), "labeled slices forced to hold an organ")
+      ("sync-batch-norm", po::value(&c.sync_batch_norm)->default_value(c.sync_batch_norm), "batch statistics over all ranks")
+      ("loader-threads", po::value(&c.loader_threads)->default_value(c.loader_threads), "reader threads per rank")
+      ("loader-queue", po::value(&c.loader_queue)->default_value(c.loader_queue), "batches prepared ahead")
+      ("cache-budget-mib", po::value(&c.cache_budget_mib)->default_value(c.cache_budget_mib), "cache the shard in memory below this size")
+      ("augment", po::value(&c.augment.enabled)->default_value(c.augment.enabled), "random geometry and intensity")
+      ("val-every", po::value(&c.val_every)->default_value(c.val_every), "steps between validations, 0 = at checkpoints")
+      ("val-max-slices", po::value(&c.val_max_slices)->default_value(c.val_max_slices), "val slices used, 0 = all")
+      ("log-every", po::value(&c.log_every)->default_value(c.log_every), "steps between metrics lines")
+      ("fingerprint-every", po::value(&c.fingerprint_every)->default_value(c.fingerprint_every), "steps between replica checks")
+      ("stall-seconds", po::value(&c.stall_seconds)->default_value(c.stall_seconds), "a collective waiting longer aborts the job");
+  po::variables_map values;
+  if (!parse_command_line(info, argc, argv, options, {}, values)) return 0;
+  require(values, "data", info);
+  require(values, "run-dir", info);
+  c.optimizer = core::optimizer_from_string(optimizer);
+  c.schedule = core::schedule_from_string(schedule);
+  c.non_finite = core::non_finite_from_string(non_finite);
+  c.validate();
+  cluster::RuntimeOptions runtime_options;
+  runtime_options.threads = c.threads;
+  auto runtime = cluster::ProcessRuntime::start(&argc, &argv, runtime_options);
+  log_to_run_folder(c.run_dir, runtime->rank());
+  LOG(INFO) << runtime->describe();
+  core::TrainResult result;
+  {
+    auto world = runtime->world_communicator(
+        std::chrono::milliseconds(static_cast<int64_t>(c.stall_seconds * 1000.0)));
+    result = core::train(c, *world);
+  }
+  if (runtime->rank() == 0) {
+    std::cout << (result.stopped_by_signal ? "stopped (signal) at step " : "finished at step ") << result.final_step
+              << (result.resumed_from >= 0 ? str(" (resumed from step ", result.resumed_from, ")") : std::string())
+              << "; checkpoint " << result.last_checkpoint << "\n";
+  }
+  runtime.reset();
+  return result.stopped_by_signal ? core::kRequeueExitCode : 0;
+}
+
+}  // namespace cmaf::launch

@@ -1,0 +1,220 @@
+#include "core/trainer.h"
+
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "cluster/local_communicator.h"
+#include "common/error.h"
+#include "core/checkpoint_store.h"
+#include "core/model_weights.h"
+#include "datastore/synth.h"
+#include "tests/temp_dir.h"
+
+namespace cmaf::core {
+namespace {
+
+namespace fs = std::filesystem;
+
+// 10 phantom cases at 64 x 64, 4 organs: 3 labeled, 3 unlabeled, 2 val, 2 test.
+const std::string& dataset() {
+  static const std::unique_ptr<test::TempDir> dir = [] {
+    auto d = std::make_unique<test::TempDir>();
+    datastore::SynthOptions o;
+    o.out = d->file("ds");
+    o.cases = 10;
+    o.phantom = {64, 12, 4};
+    o.seed = 1;
+    o.labeled_cases = "3";
+    o.val_cases = "2";
+    o.test_cases = "2";
+    datastore::run_synth(o);
+    return d;
+  }();
+  static const std::string path = dir->file("ds");
+  return path;
+}
+
+TrainConfig small_run(const std::string& run_dir, int64_t steps) {
+  TrainConfig c;
+  c.data = dataset();
+  c.run_dir = run_dir;
+  c.preset = "tiny";
+  c.input_size = 64;
+  c.steps = steps;
+  c.labeled_batch = 4;
+  c.unlabeled_batch = 4;
+  c.checkpoint_every = steps;
+  c.log_every = 5;
+  c.lr = 3e-3;
+  c.warmup_steps = 5;
+  c.ramp_up_steps = 20;
+  return c;
+}
+
+std::vector<nlohmann::json> metrics(const std::string& run_dir) {
+  std::vector<nlohmann::json> lines;
+  std::ifstream in(fs::path(run_dir) / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+void expect_same_weights(const std::string& a, const std::string& b) {
+  model::Cmaformer x(read_weights_config(a));
+  model::Cmaformer y(read_weights_config(b));
+  load_weights(*x, a);
+  load_weights(*y, b);
+  const auto px = x->named_parameters();
+  const auto py = y->named_parameters();
+  for (const auto& p : px) EXPECT_TRUE(torch::equal(p.value(), py[p.key()])) << p.key() << " differs";
+  const auto bx = x->named_buffers();
+  const auto by = y->named_buffers();
+  for (const auto& b : bx) EXPECT_TRUE(torch::equal(b.value(), by[b.key()])) << b.key() << " differs";
+}
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { at::set_num_threads(2); }
+  cluster::LocalCommunicator world_;
+};
+
+TEST_F(TrainerTest, LossFallsAndValidationDiceRisesOnSyntheticData) {
+  test::TempDir run;
+  const TrainResult r = train(small_run(run.path(), 100), world_);
+  EXPECT_EQ(r.final_step, 100);
+  EXPECT_FALSE(r.stopped_by_signal);
+  const auto lines = metrics(run.path());
+  double first = -1, last = -1;
+  double best_class_dice = 0;
+  for (const auto& l : lines) {
+    if (l.contains("loss")) {
+      if (first < 0) first = l["loss"]["supervised"].get<double>();
+      last = l["loss"]["supervised"].get<double>();
+    }
+    if (l.contains("val_dice")) {
+      for (const auto& [name, dice] : l["val_dice"].items()) {
+        if (!dice.is_null()) best_class_dice = std::max(best_class_dice, dice.get<double>());
+      }
+    }
+  }
+  // Bars measured with this seed: supervised loss 2.6 -> 1.8, largest organ's Dice ~0.3 at 100 steps.
+  EXPECT_LT(last, 0.8 * first) << "supervised loss " << first << " -> " << last;
+  EXPECT_GT(best_class_dice, 0.15);
+  EXPECT_TRUE(fs::exists(fs::path(run.path()) / "config.json"));
+  std::string problem;
+  EXPECT_TRUE(verify_checkpoint(checkpoint_folder(run.path(), 100), &problem)) << problem;
+}
+
+TEST_F(TrainerTest, ResumingAtStepKEndsWithTheWeightsOfAnUninterruptedRun) {
+  test::TempDir a, b;
+  TrainConfig uninterrupted = small_run(a.path(), 16);
+  train(uninterrupted, world_);
+  // Run b: the same configuration, checkpoints every 8 steps; then resume a copy of its step-8
+  // checkpoint in a fresh run folder.
+  TrainConfig checkpointed = small_run(b.path(), 16);
+  checkpointed.checkpoint_every = 8;
+  train(checkpointed, world_);
+  test::TempDir c;
+  fs::create_directories(fs::path(c.path()) / kCheckpointsFolder);
+  fs::copy(checkpoint_folder(b.path(), 8), checkpoint_folder(c.path(), 8));
+  TrainConfig resumed = small_run(c.path(), 16);
+  const TrainResult r = train(resumed, world_);
+  EXPECT_EQ(r.resumed_from, 8);
+  EXPECT_EQ(r.final_step, 16);
+  for (const char* part : {"model.pt", "teacher.pt"}) {
+    expect_same_weights((fs::path(checkpoint_folder(a.path(), 16)) / part).string(),
+                        (fs::path(checkpoint_folder(c.path(), 16)) / part).string());
+  }
+  const auto state = [](const std::string& run) {
+    return nlohmann::json::parse(std::ifstream(fs::path(checkpoint_folder(run, 16)) / "state.json"))["state"];
+  };
+  EXPECT_EQ(state(a.path())["multipliers"], state(c.path())["multipliers"]);
+  EXPECT_EQ(metrics(a.path()).back(), metrics(c.path()).back());  // the final validation line
+}
+
+TEST_F(TrainerTest, ACorruptCheckpointIsReportedAndThePreviousOneUsed) {
+  test::TempDir run;
+  TrainConfig c = small_run(run.path(), 8);
+  c.checkpoint_every = 4;
+  train(c, world_);
+  const std::string newest = checkpoint_folder(run.path(), 8);
+  {
+    std::fstream f((fs::path(newest) / "model.pt").string(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(200);
+    f.put('\x5a');
+  }
+  std::vector<std::string> skipped;
+  const auto info = latest_valid_checkpoint(run.path(), &skipped);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->step, 4);
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_NE(skipped[0].find(newest), std::string::npos) << skipped[0];
+  EXPECT_NE(skipped[0].find("checksum"), std::string::npos) << skipped[0];
+  c.steps = 10;
+  const TrainResult r = train(c, world_);
+  EXPECT_EQ(r.resumed_from, 4);
+  EXPECT_EQ(r.final_step, 10);
+}
+
+TEST_F(TrainerTest, NonFiniteTrainingStopsNamingTheTermAndWritesNoCheckpoint) {
+  test::TempDir run;
+  TrainConfig c = small_run(run.path(), 6);
+  c.lr = 1e30;
+  c.warmup_steps = 0;
+  c.checkpoint_every = 1;
+  try {
+    train(c, world_);
+    FAIL() << "trained through non-finite values";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos) << e.what();
+  }
+  // Whatever step blew up, every published checkpoint holds finite weights.
+  for (const std::string& folder : list_checkpoints(run.path())) {
+    model::Cmaformer m(read_weights_config((fs::path(folder) / "model.pt").string()));
+    load_weights(*m, (fs::path(folder) / "model.pt").string());
+    for (const auto& p : m->parameters()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>()) << folder;
+  }
+}
+
+TEST_F(TrainerTest, ResumeNoneRefusesToMixWithAnEarlierRun) {
+  test::TempDir run;
+  train(small_run(run.path(), 2), world_);
+  TrainConfig again = small_run(run.path(), 2);
+  again.resume = "none";
+  EXPECT_THROW(train(again, world_), InputError);
+}
+
+TEST(TrainConfig, JsonRoundTripAndNamedErrors) {
+  TrainConfig c;
+  c.data = "d";
+  c.run_dir = "r";
+  c.optimizer = OptimizerKind::kSgdNesterov;
+  c.lr = 0.125;
+  EXPECT_EQ(TrainConfig::from_json(c.to_json(), "x").to_json(), c.to_json());
+  nlohmann::json bad = c.to_json();
+  bad["labeled-batch"] = "four";
+  try {
+    TrainConfig::from_json(bad, "config.json");
+    FAIL() << "accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("labeled-batch"), std::string::npos) << e.what();
+  }
+  bad = c.to_json();
+  bad["learning-rate"] = 1;
+  EXPECT_THROW(TrainConfig::from_json(bad, "config.json"), InputError);
+  c.steps = 0;
+  try {
+    c.validate();
+    FAIL() << "accepted --steps 0";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--steps"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace cmaf::core
