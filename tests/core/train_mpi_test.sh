@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Multi-rank training under a real mpirun (2 ranks), on a small synthetic dataset.
+#
+#   train_mpi_test.sh MPIEXEC CMAFORMER MODE [CHECKPOINT_COMPARE]
+#     resume  2k steps uninterrupted == k steps, checkpoint, resume, k more (weights, optimizer,
+#             teacher, multipliers bit-identical; multipliers fingerprint-checked across ranks)
+#     usr1    SIGUSR1 to one rank: every rank checkpoints at the same step, exit status 85;
+#             --resume auto continues from that step
+#     kill9   SIGKILL to one rank: the job ends non-zero within a bounded time; --resume auto
+#             continues from the last published checkpoint
+set -euo pipefail
+mpiexec="$1"
+bin="$2"
+mode="$3"
+compare="${4:-}"
+work="$(mktemp -d)"
+mpi_pid=""
+cleanup() {
+  if [[ -n "${mpi_pid}" ]] && kill -0 "${mpi_pid}" 2>/dev/null; then kill -9 "${mpi_pid}" 2>/dev/null || true; fi
+  rm -rf "${work}"
+}
+trap cleanup EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+"${bin}" synth --out "${work}/ds" --cases 10 --size 64 --slices 12 --classes 4 --labeled-cases 4 \
+  --val-cases 2 --test-cases 0 --seed 3 > /dev/null 2>&1
+
+command_line() {  # command_line RUN_DIR STEPS CHECKPOINT_EVERY [extra options...] -> ${cmd[@]}
+  local run="$1" steps="$2" every="$3"
+  shift 3
+  cmd=("${mpiexec}" -np 2 --oversubscribe --bind-to none "${bin}" train --data "${work}/ds" --run-dir "${run}"
+       --preset tiny --input-size 64 --steps "${steps}" --checkpoint-every "${every}" --labeled-batch 2
+       --unlabeled-batch 2 --threads 1 --lr 3e-3 --log-every 1 --fingerprint-every 2 --ramp-up-steps 4 "$@")
+}
+train() { command_line "$@"; "${cmd[@]}"; }
+start_in_background() {  # start_in_background OUT RUN_DIR STEPS CHECKPOINT_EVERY [...]: sets mpi_pid
+  local out="$1"
+  shift
+  command_line "$@"
+  "${cmd[@]}" < /dev/null > "${out}" 2>&1 &
+  mpi_pid=$!
+}
+rank_pid() {  # a rank process of the job (a child of mpirun that runs cmaformer)
+  pgrep -P "${mpi_pid}" -f "cmaformer train" | tail -1
+}
+
+without_timing() { sed -e 's/"images_per_s":[^,}]*//' "$1"; }
+
+latest() { ls -d "$1"/checkpoints/step-* 2>/dev/null | sort | tail -1; }
+
+wait_for() {  # wait_for SECONDS CONDITION...
+  local limit="$1"
+  shift
+  for ((i = 0; i < limit * 10; i++)); do
+    if "$@"; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+case "${mode}" in
+  resume)
+    train "${work}/a" 12 12 > "${work}/a.out" 2>&1 || { cat "${work}/a.out"; fail "uninterrupted run"; }
+    train "${work}/b" 12 6 > "${work}/b.out" 2>&1 || { cat "${work}/b.out"; fail "checkpointed run"; }
+    mkdir -p "${work}/c/checkpoints"
+    cp -r "${work}/b/checkpoints/step-00000006" "${work}/c/checkpoints/"
+    train "${work}/c" 12 12 > "${work}/c.out" 2>&1 || { cat "${work}/c.out"; fail "resumed run"; }
+    grep -q "resumed from step 6" "${work}/c.out" || fail "run c did not resume from step 6"
+    "${compare}" "${work}/a/checkpoints/step-00000012" "${work}/c/checkpoints/step-00000012" \
+      || fail "the resumed run's step-12 state differs from the uninterrupted run's"
+    diff <(without_timing "${work}/a/metrics.jsonl" | grep -E '"step":12[,}]') \
+         <(without_timing "${work}/c/metrics.jsonl" | grep -E '"step":12[,}]') || fail "step-12 metrics differ"
+    grep -E '"step":12[,}]' "${work}/a/metrics.jsonl" | grep -q '"multipliers":\[[0-9.e-]*,' || fail "no multipliers logged"
+    echo "resume: step-12 checkpoints of the uninterrupted and the resumed 2-rank runs are identical"
+    ;;
+  usr1)
+    start_in_background "${work}/r.out" "${work}/r" 2000 1000
+    wait_for 120 grep -qsE '"step":3[,}]' "${work}/r/metrics.jsonl" || { cat "${work}/r.out"; fail "training did not reach step 3"; }
+    rank_pid="$(rank_pid)"
+    [[ -n "${rank_pid}" ]] || fail "no rank process under mpirun ${mpi_pid}"
+    kill -USR1 "${rank_pid}"
+    rc=0
+    wait "${mpi_pid}" || rc=$?
+    mpi_pid=""
+    [[ "${rc}" == 85 ]] || { cat "${work}/r.out"; fail "exit status ${rc}, expected 85 (requeue)"; }
+    ckpt="$(latest "${work}/r")"
+    [[ -n "${ckpt}" && -f "${ckpt}/MANIFEST.json" ]] || fail "no checkpoint after the signal"
+    [[ -f "${ckpt}/rank-00000.pt" && -f "${ckpt}/rank-00001.pt" ]] || fail "a rank's part is missing in ${ckpt}"
+    step=$((10#${ckpt##*step-}))
+    ((step >= 3 && step < 2000)) || fail "checkpoint step ${step}"
+    train "${work}/r" $((step + 3)) 1000 > "${work}/r2.out" 2>&1 || { cat "${work}/r2.out"; fail "requeued run"; }
+    grep -q "finished at step $((step + 3)) (resumed from step ${step})" "${work}/r2.out" \
+      || { cat "${work}/r2.out"; fail "the requeued run did not continue from step ${step}"; }
+    echo "usr1: both ranks checkpointed at step ${step}, exit 85, resumed from ${step}"
+    ;;
+  kill9)
+    start_in_background "${work}/k.out" "${work}/k" 2000 3 --stall-seconds 20
+    wait_for 120 test -f "${work}/k/checkpoints/step-00000006/MANIFEST.json" || { cat "${work}/k.out"; fail "no checkpoint at step 6"; }
+    rank_pid="$(rank_pid)"
+    [[ -n "${rank_pid}" ]] || fail "no rank process under mpirun ${mpi_pid}"
+    start=$SECONDS
+    kill -9 "${rank_pid}"
+    rc=0
+    wait "${mpi_pid}" || rc=$?
+    mpi_pid=""
+    elapsed=$((SECONDS - start))
+    [[ "${rc}" != 0 ]] || fail "the job exited 0 after a rank was killed"
+    ((elapsed <= 60)) || fail "the job took ${elapsed} s to end after the kill"
+    ckpt="$(latest "${work}/k")"
+    step=$((10#${ckpt##*step-}))
+    train "${work}/k" $((step + 2)) 1000 > "${work}/k2.out" 2>&1 || { cat "${work}/k2.out"; fail "resumed run"; }
+    grep -q "resumed from step ${step}" "${work}/k2.out" || { cat "${work}/k2.out"; fail "did not resume from ${step}"; }
+    echo "kill9: job ended (status ${rc}) ${elapsed} s after the kill; resumed from step ${step}"
+    ;;
+  *) fail "unknown mode ${mode}" ;;
+esac
