@@ -21,6 +21,8 @@ int run_env(int argc, char** argv);
 int run_model_info(int argc, char** argv);
 int run_bench(int argc, char** argv);
 int run_train(int argc, char** argv);
+int run_metrics(int argc, char** argv);
+int run_eval(int argc, char** argv);
 
 // `cmaformer <args>`: dispatch, error reporting, exit codes (0 ok, 1 error, 2 usage).
 int main_entry(int argc, char** argv);

@@ -34,7 +34,7 @@ ProcessResult cmaformer(const std::string& args) {
 TEST(CmaformerBinary, HelpListsEverySubcommandAndEachHasItsOwnHelp) {
   const ProcessResult help = cmaformer("--help");
   EXPECT_EQ(help.exit_code, 0);
-  for (const char* command : {"synth", "prep", "inspect", "model-info", "bench", "env"}) {
+  for (const char* command : {"synth", "prep", "inspect", "model-info", "train", "eval", "metrics", "bench", "env"}) {
     EXPECT_NE(help.output.find(command), std::string::npos) << command;
     const ProcessResult sub = cmaformer(std::string(command) + " --help");
     EXPECT_EQ(sub.exit_code, 0) << command;

@@ -1,0 +1,32 @@
+// `cmaformer eval`: whole-volume evaluation of a checkpoint on a dataset split.
+//
+// Each case: slices resized to the network input in batches, softmax probabilities resized back
+// to the scan's in-plane size (bilinear, align_corners false), optionally averaged with the
+// left-right flipped input's (flip test-time augmentation), argmax; then per-class metrics
+// (core/segmentation_metrics.h) at the case's own resolution and spacing. Cases are spread over
+// ranks by voxel count (largest first onto the least loaded rank, the same plan on every rank),
+// and rank 0 gathers the results and writes OUT/metrics.{json,csv,md} and, on request, the
+// predictions as OUT/predictions/<case>.nii.gz in the case's geometry (the source scan's affine).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cluster/communicator.h"
+
+namespace cmaf::core {
+
+struct EvalOptions {
+  std::string checkpoint;  // a checkpoint folder (or a model.pt weights file)
+  std::string data;
+  std::string split = "test";
+  std::string out;
+  bool flip_tta = false;
+  bool save_predictions = false;
+  int64_t batch = 8;
+};
+
+// Returns the number of cases scored (on rank 0; others return their own share).
+int64_t evaluate(const EvalOptions& options, cluster::Communicator& world);
+
+}  // namespace cmaf::core

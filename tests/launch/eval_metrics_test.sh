@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# `cmaformer eval` and `cmaformer metrics` as users run them, on a small synthetic dataset:
+#   - a short training run gives a checkpoint;
+#   - eval alone and eval under a 2-rank mpirun score the same cases with the same numbers;
+#   - metrics on eval's saved NIfTI predictions against the dataset reproduces eval's table;
+#   - a missing prediction and a shape mismatch are errors (exit 1) naming the case / file.
+set -euo pipefail
+mpiexec="$1"
+bin="$2"
+work="$(mktemp -d)"
+trap 'rm -rf "${work}"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+"${bin}" synth --out "${work}/ds" --cases 8 --size 64 --slices 10 --classes 3 --labeled-cases 3 \
+  --test-cases 3 --seed 4 > /dev/null 2>&1
+"${bin}" train --data "${work}/ds" --run-dir "${work}/run" --preset tiny --input-size 64 --steps 6 \
+  --checkpoint-every 6 --threads 1 > /dev/null 2>&1 || fail "training"
+ckpt="${work}/run/checkpoints/step-00000006"
+
+"${bin}" eval --checkpoint "${ckpt}" --data "${work}/ds" --out "${work}/one" --save-predictions --threads 1 \
+  > "${work}/one.out" 2>&1 || { cat "${work}/one.out"; fail "eval alone"; }
+"${mpiexec}" -np 2 --oversubscribe --bind-to none "${bin}" eval --checkpoint "${ckpt}" --data "${work}/ds" \
+  --out "${work}/two" --threads 1 > "${work}/two.out" 2>&1 || { cat "${work}/two.out"; fail "eval on 2 ranks"; }
+[[ "$(ls "${work}/one/predictions" | wc -l)" == 3 ]] || fail "expected 3 predicted volumes"
+[[ "$(tail -n +2 "${work}/one/metrics.csv" | wc -l)" == 9 ]] || fail "expected 3 cases x 3 classes in metrics.csv"
+cmp "${work}/one/metrics.csv" "${work}/two/metrics.csv" || fail "1-rank and 2-rank eval disagree"
+cmp "${work}/one/metrics.md" "${work}/two/metrics.md" || fail "1-rank and 2-rank tables disagree"
+
+"${bin}" metrics --pred "${work}/one/predictions" --truth "${work}/ds" --out "${work}/m/metrics.json" \
+  > "${work}/m.out" 2>&1 || { cat "${work}/m.out"; fail "metrics"; }
+cmp "${work}/one/metrics.csv" "${work}/m/metrics.csv" || fail "metrics on the saved predictions differs from eval"
+
+first="$(ls "${work}/one/predictions" | head -1)"
+rm "${work}/one/predictions/${first}"
+rc=0
+"${bin}" metrics --pred "${work}/one/predictions" --truth "${work}/ds" --out "${work}/x.json" > "${work}/x.out" 2>&1 || rc=$?
+[[ "${rc}" == 1 ]] || fail "a missing prediction exited ${rc}, expected 1"
+grep -q "no prediction for ${first%.nii.gz}" "${work}/x.out" || { cat "${work}/x.out"; fail "the missing case is not named"; }
+[[ ! -e "${work}/x.json" ]] || fail "a failed run wrote its output"
+echo "eval and metrics: 1 rank == 2 ranks == metrics on saved predictions; missing prediction named"
