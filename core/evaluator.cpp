@@ -12,10 +12,10 @@
 #include "core/checkpoint_store.h"
 #include "core/model_weights.h"
 #include "core/segmentation_metrics.h"
+#include "core/slice_predictor.h"
 #include "datastore/case_file.h"
 #include "datastore/manifest.h"
 #include "datastore/nifti_volume.h"
-#include "datastore/slice_augment.h"
 #include "model/cmaformer.h"
 
 namespace cmaf::core {
@@ -31,37 +31,6 @@ std::string weights_path(const std::string& checkpoint) {
   }
   if (!fs::is_regular_file(checkpoint)) throw InputError(checkpoint, "", "no such checkpoint folder or weights file");
   return checkpoint;
-}
-
-// Label volume predicted for one case: D x H x W ids.
-std::vector<uint8_t> predict_case(model::CmaformerImpl& model, const datastore::CaseFile& file, int64_t batch,
-                                  bool flip_tta) {
-  const auto& shape = file.metadata().geometry.shape;
-  const int64_t d = shape[0], h = shape[1], w = shape[2];
-  const int64_t s = model.config().input_size;
-  const std::vector<float> image = file.read_image();
-  std::vector<uint8_t> out(image.size());
-  const datastore::SliceWarp resize(h, w, s, s, datastore::GeometricParams{});
-  torch::NoGradGuard no_grad;
-  for (int64_t start = 0; start < d; start += batch) {
-    const int64_t count = std::min(batch, d - start);
-    torch::Tensor x = torch::empty({count, 1, s, s});
-    for (int64_t i = 0; i < count; ++i) {
-      datastore::warp_image(image.data() + (start + i) * h * w, resize, x[i].data_ptr<float>());
-    }
-    torch::Tensor p = torch::softmax(model.forward(x), 1);
-    if (flip_tta) p = 0.5 * (p + torch::softmax(model.forward(x.flip({3})), 1).flip({3}));
-    if (h != s || w != s) {
-      namespace F = torch::nn::functional;
-      p = F::interpolate(p, F::InterpolateFuncOptions()
-                                .size(std::vector<int64_t>{h, w})
-                                .mode(torch::kBilinear)
-                                .align_corners(false));
-    }
-    const torch::Tensor labels = p.argmax(1).to(torch::kUInt8).contiguous();
-    std::copy(labels.data_ptr<uint8_t>(), labels.data_ptr<uint8_t>() + count * h * w, out.begin() + start * h * w);
-  }
-  return out;
 }
 
 nlohmann::json to_json(const ClassMetrics& m) {
@@ -150,7 +119,8 @@ int64_t evaluate(const EvalOptions& o, cluster::Communicator& world) {
     if (rank != world.rank()) continue;
     const auto start = std::chrono::steady_clock::now();
     const datastore::CaseFile file((fs::path(o.data) / c->file).string());
-    const std::vector<uint8_t> prediction = predict_case(*model, file, o.batch, o.flip_tta);
+    const std::vector<uint8_t> prediction =
+        predict_volume(*model, file.read_image(), file.metadata().geometry.shape, o.batch, o.flip_tta);
     if (o.save_predictions) {
       fs::create_directories(fs::path(o.out) / "predictions");
       datastore::write_nifti((fs::path(o.out) / "predictions" / (c->id + ".nii.gz")).string(),

@@ -571,8 +571,13 @@ std::string Trainer::save_checkpoint() {
     save_weights(*teacher_, (fs::path(staging) / "teacher.pt").string());
     if (head_) torch::save(head_, (fs::path(staging) / "projection_head.pt").string());
     torch::save(*optimizer_, (fs::path(staging) / "optimizer.pt").string());
+    nlohmann::json sites = nlohmann::json::object();
+    for (const auto& site : manifest_.sites) sites[site.name] = site.preprocessing;
+    // What inference needs to prepare a new scan like the training data (cmaformer infer).
+    const nlohmann::json dataset = {{"classes", manifest_.classes}, {"site_preprocessing", sites}};
     const nlohmann::json saved = {{"state", state_.to_json()}, {"config", config_.to_json()},
-                                  {"world_size", world_.size()}, {"model", model_config_.to_json()}};
+                                  {"world_size", world_.size()}, {"model", model_config_.to_json()},
+                                  {"dataset", dataset}};
     write_file_atomically((fs::path(staging) / "state.json").string(), saved.dump(2) + "\n");
     published = publish_checkpoint(config_.run_dir, step,
                                    {{"world_size", world_.size()}, {"val_mean_dice", last_val_mean_}});

@@ -46,6 +46,26 @@ nlohmann::json IntensityNormalization::to_json() const {
   return nullptr;
 }
 
+IntensityNormalization IntensityNormalization::from_json(const nlohmann::json& json, const std::string& origin) {
+  IntensityNormalization n;
+  try {
+    const std::string kind = json.at("kind").get<std::string>();
+    if (kind == "none") {
+      n.kind = Kind::kNone;
+      return n;
+    }
+    const char* key = kind == "ct-window" ? "window_hu" : "percentiles";
+    if (kind != "ct-window" && kind != "mr-percentile") throw std::runtime_error("unknown kind '" + kind + "'");
+    n.kind = kind == "ct-window" ? Kind::kCtWindow : Kind::kMrPercentile;
+    n.low = json.at(key).at(0).get<double>();
+    n.high = json.at(key).at(1).get<double>();
+  } catch (const std::exception& e) {
+    throw InputError(origin, "intensity", str(json.dump(), ": ", e.what(),
+                                              " (expected {\"kind\": ct-window|mr-percentile|none, ...})"));
+  }
+  return n;
+}
+
 std::string IntensityNormalization::describe() const {
   switch (kind) {
     case Kind::kCtWindow: return str("ct-window [", low, ", ", high, "] HU -> [0, 1]");

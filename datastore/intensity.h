@@ -23,6 +23,8 @@ struct IntensityNormalization {
   double high = kDefaultCtWindowHigh;
 
   nlohmann::json to_json() const;
+  // Inverse of to_json; errors name `origin` and the key.
+  static IntensityNormalization from_json(const nlohmann::json& json, const std::string& origin);
   std::string describe() const;  // "ct-window [-125, 275] HU -> [0, 1]"
 };
 

@@ -45,7 +45,8 @@ int run_metrics(int argc, char** argv) {
       "in the papers' convention (voxel units, TransUNet/SSL4MIS rules for empty masks) and the\n"
       "correct one (mm, undefined values excluded and counted), side by side. P and T: a NIfTI file,\n"
       "a folder of <case>.nii.gz files, or a dataset folder (the stored labels of its --split cases);\n"
-      "cases are matched by id, and a truth case without a prediction is an error. Writes FILE.json, FILE.csv and FILE.md (the papers' table)."};
+      "cases are matched by id (two single files form a pair), and a truth case without a prediction\n"
+      "is an error. Writes FILE.json, FILE.csv and FILE.md (the papers' table)."};
   std::string pred, truth, classes_text, spacing_text, names_text, out, split = "test";
   po::options_description options("metrics options");
   options.add_options()
@@ -61,7 +62,10 @@ int run_metrics(int argc, char** argv) {
   for (const char* required : {"pred", "truth", "out"}) require(values, required, info);
   if (std::filesystem::path(out).extension() != ".json") throw UsageError(str("--out '", out, "': expected a .json path"));
   const auto truth_sources = core::list_label_sources(truth, split);
-  const auto pred_sources = core::list_label_sources(pred, split);
+  auto pred_sources = core::list_label_sources(pred, split);
+  if (std::filesystem::is_regular_file(pred) && std::filesystem::is_regular_file(truth)) {
+    pred_sources = {{truth_sources.begin()->first, pred}};  // two files: a pair, whatever their names
+  }
   std::vector<std::string> missing;
   for (const auto& [id, where] : truth_sources) {
     if (pred_sources.count(id) == 0) missing.push_back(id);

@@ -28,6 +28,7 @@ const std::vector<Command>& commands() {
       {"model-info", "parameters, FLOPs, activation memory of a CMAformer preset", run_model_info},
       {"train", "semi-supervised data-parallel training (alone or under mpirun/srun)", run_train},
       {"eval", "whole-volume Dice and HD95 of a checkpoint on a split (alone or under mpirun)", run_eval},
+      {"infer", "segment new NIfTI scans with a checkpoint", run_infer},
       {"metrics", "Dice, HD95, ASSD of label volumes against a reference, both conventions", run_metrics},
       {"bench", "benchmarks that check their results (allreduce; run under mpirun)", run_bench},
       {"env", "print versions, threading and the measured BLAS speed", run_env},

@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
+#include "datastore/manifest.h"
 #include "tests/datastore/test_volumes.h"
 #include "tests/temp_dir.h"
 
@@ -34,7 +36,7 @@ ProcessResult cmaformer(const std::string& args) {
 TEST(CmaformerBinary, HelpListsEverySubcommandAndEachHasItsOwnHelp) {
   const ProcessResult help = cmaformer("--help");
   EXPECT_EQ(help.exit_code, 0);
-  for (const char* command : {"synth", "prep", "inspect", "model-info", "train", "eval", "metrics", "bench", "env"}) {
+  for (const char* command : {"synth", "prep", "inspect", "model-info", "train", "eval", "infer", "metrics", "bench", "env"}) {
     EXPECT_NE(help.output.find(command), std::string::npos) << command;
     const ProcessResult sub = cmaformer(std::string(command) + " --help");
     EXPECT_EQ(sub.exit_code, 0) << command;
@@ -83,6 +85,59 @@ TEST(CmaformerBinary, BadInputExitsWithOneNamesTheFileAndWritesNothing) {
   const ProcessResult inspect = cmaformer("inspect " + dir.file("raw"));
   EXPECT_EQ(inspect.exit_code, 1);
   EXPECT_NE(inspect.output.find("manifest.json: cannot be opened"), std::string::npos) << inspect.output;
+}
+
+TEST(CmaformerBinary, InferOnTheRawScanReproducesEvalsPredictionOfThePreparedCase) {
+  test::TempDir dir;
+  test::write_nnunet_folder(dir.file("raw"), 4, 3, 6, 32);
+  ASSERT_EQ(cmaformer("prep --input " + dir.file("raw") + " --out " + dir.file("ds") +
+                      " --test-cases 1 --labeled-cases 2 --seed 2").exit_code, 0);
+  const ProcessResult train = cmaformer("train --data " + dir.file("ds") + " --run-dir " + dir.file("run") +
+                                        " --preset tiny --input-size 32 --steps 2 --checkpoint-every 2 --threads 1");
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  const std::string ckpt = dir.file("run/checkpoints/step-00000002");
+  const ProcessResult eval = cmaformer("eval --checkpoint " + ckpt + " --data " + dir.file("ds") + " --out " +
+                                       dir.file("eval") + " --save-predictions --threads 1");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  std::string test_case;
+  for (const auto& c : datastore::load_manifest(dir.file("ds")).cases) {
+    if (c.split == datastore::Split::kTest) test_case = c.id;
+  }
+  // prep names cases after the source; the raw scan is imagesTr/<id>_0000.nii.gz.
+  const std::string scan = dir.file("raw/imagesTr/" + test_case + "_0000.nii.gz");
+  ASSERT_TRUE(fs::exists(scan)) << scan;
+  const ProcessResult infer = cmaformer("infer --checkpoint " + ckpt + " --input " + scan + " --output " +
+                                        dir.file("seg.nii.gz") + " --threads 1");
+  ASSERT_EQ(infer.exit_code, 0) << infer.output;
+  const ProcessResult compare = cmaformer("metrics --pred " + dir.file("seg.nii.gz") + " --truth " +
+                                          dir.file("eval/predictions/" + test_case + ".nii.gz") + " --classes 1,2 --out " +
+                                          dir.file("same.json"));
+  ASSERT_EQ(compare.exit_code, 0) << compare.output;
+  std::ifstream csv(dir.file("same.csv"));
+  std::string line;
+  std::getline(csv, line);
+  int rows = 0, agreeing = 0;
+  while (std::getline(csv, line)) {
+    ++rows;
+    // Columns: case,site,class,label,prediction_voxels,truth_voxels,dice,...
+    std::vector<std::string> cells;
+    std::stringstream in(line);
+    for (std::string cell; std::getline(in, cell, ',');) cells.push_back(cell);
+    EXPECT_EQ(cells[4], cells[5]) << line;
+    EXPECT_TRUE(cells[6] == "1" || cells[6] == "NA") << line;
+    agreeing += cells[6] == "1";
+  }
+  EXPECT_EQ(rows, 2);
+  EXPECT_GT(agreeing, 0) << "both predictions empty: the comparison proves nothing";
+  const ProcessResult folder = cmaformer("infer --checkpoint " + ckpt + " --input " + dir.file("raw/imagesTr") +
+                                         " --output " + dir.file("segs") + " --threads 1");
+  ASSERT_EQ(folder.exit_code, 0) << folder.output;
+  EXPECT_TRUE(fs::exists(dir.file("segs/" + test_case + ".nii.gz")));
+  const ProcessResult bad = cmaformer("infer --checkpoint " + dir.file("run") + " --input " + scan + " --output " +
+                                      dir.file("x.nii.gz"));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find(dir.file("run")), std::string::npos) << bad.output;
+  EXPECT_FALSE(fs::exists(dir.file("x.nii.gz")));
 }
 
 }  // namespace
