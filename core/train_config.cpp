@@ -48,6 +48,8 @@ void visit_fields(Config& c, Visitor&& v) {
   v("loader-queue", c.loader_queue);
   v("cache-budget-mib", c.cache_budget_mib);
   v("augment", c.augment.enabled);
+  v("intensity-probability", c.augment.intensity_probability);
+  v("strong-intensity-probability", c.augment.strong_intensity_probability);
   v("val-every", c.val_every);
   v("val-max-slices", c.val_max_slices);
   v("log-every", c.log_every);

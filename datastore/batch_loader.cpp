@@ -208,7 +208,7 @@ Batch BatchLoader::build(int64_t step, ReaderState& reader) {
     read("labeled", i, request.labeled[i], true);
     DeterministicRng rng = sample_rng(options_.seed, options_.rank, kLabeledStream, step, i);
     const GeometricParams geometry = draw_geometry(options_.augment, rng);
-    const IntensityParams intensity = draw_intensity(options_.augment, rng);
+    const IntensityParams intensity = draw_intensity(options_.augment, options_.augment.intensity_probability, rng);
     const SliceWarp warp(h, w, s, s, geometry);
     float* out_image = batch.labeled_image.data() + i * static_cast<size_t>(n);
     warp_image(image.data(), warp, out_image);
@@ -219,7 +219,8 @@ Batch BatchLoader::build(int64_t step, ReaderState& reader) {
     read("unlabeled", i, request.unlabeled[i], false);
     DeterministicRng rng = sample_rng(options_.seed, options_.rank, kUnlabeledStream, step, i);
     const GeometricParams geometry = draw_geometry(options_.augment, rng);
-    const IntensityParams intensity = draw_intensity(options_.augment, rng);
+    const IntensityParams intensity =
+        draw_intensity(options_.augment, options_.augment.strong_intensity_probability, rng);
     float* weak = batch.weak_image.data() + i * static_cast<size_t>(n);
     float* strong = batch.strong_image.data() + i * static_cast<size_t>(n);
     warp_image(image.data(), SliceWarp(h, w, s, s, geometry), weak);

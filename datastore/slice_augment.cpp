@@ -29,6 +29,7 @@ void check_augment_options(const AugmentOptions& o) {
   check_probability(o.rotation_probability, "augment.rotation-probability");
   check_probability(o.scale_probability, "augment.scale-probability");
   check_probability(o.intensity_probability, "augment.intensity-probability");
+  check_probability(o.strong_intensity_probability, "augment.strong-intensity-probability");
   if (!(o.max_rotation_degrees >= 0.0 && o.max_rotation_degrees <= 180.0)) {
     throw InputError("augment.max-rotation-degrees", "", str(o.max_rotation_degrees, ", expected [0, 180]"));
   }
@@ -62,7 +63,7 @@ GeometricParams draw_geometry(const AugmentOptions& o, DeterministicRng& rng) {
   return p;
 }
 
-IntensityParams draw_intensity(const AugmentOptions& o, DeterministicRng& rng) {
+IntensityParams draw_intensity(const AugmentOptions& o, double probability, DeterministicRng& rng) {
   IntensityParams p;
   const double u[4] = {rng.uniform(), rng.uniform(), rng.uniform(), rng.uniform()};
   const double brightness = rng.uniform(-o.max_brightness, o.max_brightness);
@@ -72,7 +73,7 @@ IntensityParams draw_intensity(const AugmentOptions& o, DeterministicRng& rng) {
   const double noise = rng.uniform(0.0, o.max_noise_std);
   p.noise_seed = rng.next_u64();
   if (!o.enabled) return p;
-  const double q = o.intensity_probability;
+  const double q = probability;
   if (u[0] < q) p.brightness = brightness;
   if (u[1] < q) p.contrast = contrast;
   if (u[2] < q) p.gamma = gamma;

@@ -29,7 +29,11 @@ struct AugmentOptions {
   double scale_probability = 0.5;
   double min_scale = 0.85;
   double max_scale = 1.15;
-  double intensity_probability = 0.8;  // each of brightness, contrast, gamma, noise
+  // Each of brightness, contrast, gamma, noise is applied with this probability: mild on labeled
+  // slices (nnU-Net applies each with 0.1-0.3; intensity is the main cue between organs in CT),
+  // strong on the student's view of unlabeled slices.
+  double intensity_probability = 0.15;
+  double strong_intensity_probability = 0.8;
   double max_brightness = 0.1;         // additive, in preprocessed units ([0, 1] for CT)
   double max_contrast = 0.25;          // multiplicative about the slice mean: 1 +- this
   double min_gamma = 0.7;              // on [0, 1]-clamped values
@@ -57,7 +61,8 @@ struct IntensityParams {
 };
 
 GeometricParams draw_geometry(const AugmentOptions& options, DeterministicRng& rng);
-IntensityParams draw_intensity(const AugmentOptions& options, DeterministicRng& rng);
+// `probability`: options.intensity_probability or options.strong_intensity_probability.
+IntensityParams draw_intensity(const AugmentOptions& options, double probability, DeterministicRng& rng);
 
 // Output pixel (y, x) of an out_h x out_w slice -> continuous source position (pixel centres at
 // integers) of an src_h x src_w slice.

@@ -81,6 +81,8 @@ int run_train(int argc, char** argv) {
       ("loader-queue", po::value(&c.loader_queue)->default_value(c.loader_queue), "batches prepared ahead")
       ("cache-budget-mib", po::value(&c.cache_budget_mib)->default_value(c.cache_budget_mib), "cache the shard in memory below this size")
       ("augment", po::value(&c.augment.enabled)->default_value(c.augment.enabled), "random geometry and intensity")
+      ("intensity-probability", po::value(&c.augment.intensity_probability)->default_value(c.augment.intensity_probability), "each intensity jitter on labeled slices")
+      ("strong-intensity-probability", po::value(&c.augment.strong_intensity_probability)->default_value(c.augment.strong_intensity_probability), "each intensity jitter on the student's unlabeled view")
       ("val-every", po::value(&c.val_every)->default_value(c.val_every), "steps between validations, 0 = at checkpoints")
       ("val-max-slices", po::value(&c.val_max_slices)->default_value(c.val_max_slices), "val slices used, 0 = all")
       ("log-every", po::value(&c.log_every)->default_value(c.log_every), "steps between metrics lines")

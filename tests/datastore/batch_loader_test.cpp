@@ -119,7 +119,7 @@ TEST(BatchLoader, StepsAreIdenticalWhateverTheThreadsCacheOrResumePoint) {
 
 TEST(BatchLoader, WeakAndStrongViewsShareTheGeometry) {
   LoaderOptions o = options(dataset());
-  o.augment.intensity_probability = 0.0;  // strong = weak + intensity: without it they are equal
+  o.augment.strong_intensity_probability = 0.0;  // strong = weak + intensity: without it they are equal
   BatchLoader loader(o, source_of(dataset()), 0);
   for (int k = 0; k < 4; ++k) {
     const Batch b = loader.next();

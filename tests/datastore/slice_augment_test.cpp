@@ -155,12 +155,12 @@ TEST(SliceAugment, DisabledAugmentationIsTheIdentityButConsumesTheSameRandomness
   off.enabled = false;
   DeterministicRng a(4), b(4);
   const GeometricParams g = draw_geometry(off, a);
-  const IntensityParams i = draw_intensity(off, a);
+  const IntensityParams i = draw_intensity(off, 1.0, a);
   EXPECT_EQ(g.rot90, 0);
   EXPECT_EQ(g.scale, 1.0);
   EXPECT_EQ(i.gamma, 1.0);
   draw_geometry(AugmentOptions{}, b);
-  draw_intensity(AugmentOptions{}, b);
+  draw_intensity(AugmentOptions{}, 1.0, b);
   EXPECT_EQ(a.next_u64(), b.next_u64());
 }
 
