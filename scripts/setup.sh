@@ -22,6 +22,7 @@ packages=(
   libgtest-dev libgmock-dev
   libnifti2-dev zlib1g-dev
   nlohmann-json3-dev
+  slurmctld slurmd slurm-client munge   # the one-node Slurm of scripts/local-slurm.sh (tests)
 )
 
 if [[ "${CMAF_SKIP_APT:-0}" != "1" ]]; then

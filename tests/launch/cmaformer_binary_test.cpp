@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "datastore/manifest.h"
+#include "datastore/nifti_volume.h"
 #include "tests/datastore/test_volumes.h"
 #include "tests/temp_dir.h"
 
@@ -109,6 +110,14 @@ TEST(CmaformerBinary, InferOnTheRawScanReproducesEvalsPredictionOfThePreparedCas
   const ProcessResult infer = cmaformer("infer --checkpoint " + ckpt + " --input " + scan + " --output " +
                                         dir.file("seg.nii.gz") + " --threads 1");
   ASSERT_EQ(infer.exit_code, 0) << infer.output;
+  // The label volume lies on the scan: same dimensions, spacing and affine.
+  const datastore::NiftiHeader in = datastore::read_nifti_header(scan);
+  const datastore::NiftiHeader out = datastore::read_nifti_header(dir.file("seg.nii.gz"));
+  EXPECT_EQ(out.geometry.shape, in.geometry.shape);
+  EXPECT_EQ(out.geometry.spacing, in.geometry.spacing);
+  EXPECT_LT(datastore::affine_max_difference(out.geometry.affine, in.geometry.affine), 1e-4);
+  EXPECT_EQ(out.geometry.qform_code, in.geometry.qform_code);
+  EXPECT_EQ(out.geometry.sform_code, in.geometry.sform_code);
   const ProcessResult compare = cmaformer("metrics --pred " + dir.file("seg.nii.gz") + " --truth " +
                                           dir.file("eval/predictions/" + test_case + ".nii.gz") + " --classes 1,2 --out " +
                                           dir.file("same.json"));

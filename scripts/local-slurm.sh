@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# A real one-node Slurm on this machine, for the Slurm tests and for trying the templates:
+#
+#   scripts/local-slurm.sh start [DIR]   write DIR/slurm.conf (this node's CPUs and memory,
+#                                        select/cons_tres, proctrack/linuxproc), a munge key,
+#                                        start munged, slurmctld and slurmd, wait until the node
+#                                        is idle; prints the SLURM_CONF line to export
+#   scripts/local-slurm.sh stop [DIR]    stop the daemons by their pid files
+#   scripts/local-slurm.sh env [DIR]     print "export SLURM_CONF=..." for the clients
+#
+# DIR defaults to /tmp/cmaf-slurm. Needs root (Debian's slurmctld, slurmd, slurm-client, munge:
+# scripts/setup.sh installs them). Everything lives under DIR: a second instance with another
+# DIR on other ports is possible by setting CMAF_SLURM_PORT (default 6817; slurmd uses +1).
+set -euo pipefail
+action="${1:-}"
+dir="${2:-${CMAF_SLURM_DIR:-/tmp/cmaf-slurm}}"
+port="${CMAF_SLURM_PORT:-6817}"
+node="$(hostname -s)"
+
+die() { echo "local-slurm: $*" >&2; exit 1; }
+
+stop_pid() {  # stop_pid FILE NAME
+  local file="$1" name="$2"
+  [[ -f "${file}" ]] || return 0
+  local pid
+  pid="$(cat "${file}")"
+  if [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null; then
+    kill "${pid}" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "${pid}" 2>/dev/null || true
+  fi
+  rm -f "${file}"
+  echo "local-slurm: stopped ${name}"
+}
+
+write_config() {
+  local cpus mem_mb
+  cpus="$(nproc)"
+  mem_mb="$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)"
+  mkdir -p "${dir}/state" "${dir}/spool" "${dir}/munge"
+  cat > "${dir}/slurm.conf" <<CONF
+# Written by scripts/local-slurm.sh: one node, everything under ${dir}.
+ClusterName=cmaf-local
+SlurmctldHost=${node}
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=${port}
+SlurmdPort=$((port + 1))
+AuthType=auth/munge
+# cred_expire: a requeued job may only start after its old credential expired (default 120 s).
+AuthInfo=socket=${dir}/munge/munge.socket,cred_expire=10
+CredType=cred/munge
+StateSaveLocation=${dir}/state
+SlurmdSpoolDir=${dir}/spool
+SlurmctldPidFile=${dir}/slurmctld.pid
+SlurmdPidFile=${dir}/slurmd.pid
+SlurmctldLogFile=${dir}/slurmctld.log
+SlurmdLogFile=${dir}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+MpiDefault=none
+ReturnToService=2
+JobRequeue=1
+KillWait=30
+MinJobAge=600
+NodeName=${node} CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+CONF
+}
+
+start_munge() {
+  # munged insists: the key private to munge, the socket's folder open to every user.
+  mkdir -p "${dir}/munge-key"
+  if [[ ! -f "${dir}/munge-key/munge.key" ]]; then
+    dd if=/dev/urandom of="${dir}/munge-key/munge.key" bs=1024 count=1 status=none
+  fi
+  chown -R munge:munge "${dir}/munge" "${dir}/munge-key"
+  chmod 755 "${dir}" "${dir}/munge"
+  chmod 700 "${dir}/munge-key"
+  chmod 400 "${dir}/munge-key/munge.key"
+  runuser -u munge -- /usr/sbin/munged --key-file="${dir}/munge-key/munge.key" \
+    --socket="${dir}/munge/munge.socket" --pid-file="${dir}/munge/munged.pid" \
+    --log-file="${dir}/munge/munged.log" --seed-file="${dir}/munge/munged.seed"
+}
+
+case "${action}" in
+  start)
+    [[ "$(id -u)" == 0 ]] || die "needs root (Slurm runs as SlurmUser=root here)"
+    command -v slurmctld > /dev/null || die "slurmctld not installed (scripts/setup.sh installs it)"
+    if [[ -f "${dir}/slurmctld.pid" ]] && kill -0 "$(cat "${dir}/slurmctld.pid")" 2>/dev/null; then
+      die "already running under ${dir} (stop it first)"
+    fi
+    write_config
+    start_munge
+    export SLURM_CONF="${dir}/slurm.conf"
+    /usr/sbin/slurmctld -f "${dir}/slurm.conf" -c  # -c: no jobs from an earlier instance
+    /usr/sbin/slurmd -f "${dir}/slurm.conf"
+    for _ in $(seq 300); do
+      state="$(sinfo -h -n "${node}" -o %T 2>/dev/null || true)"
+      [[ "${state}" == idle* ]] && break
+      sleep 0.2
+    done
+    [[ "${state:-}" == idle* ]] || {
+      tail -20 "${dir}/slurmctld.log" "${dir}/slurmd.log" >&2 || true
+      die "node ${node} not idle after 60 s (state '${state:-none}'); logs above"
+    }
+    echo "local-slurm: node ${node} idle ($(nproc) CPUs); export SLURM_CONF=${dir}/slurm.conf"
+    ;;
+  stop)
+    stop_pid "${dir}/slurmd.pid" slurmd
+    stop_pid "${dir}/slurmctld.pid" slurmctld
+    stop_pid "${dir}/munge/munged.pid" munged
+    ;;
+  env)
+    echo "export SLURM_CONF=${dir}/slurm.conf"
+    ;;
+  *)
+    die "usage: local-slurm.sh start|stop|env [DIR]"
+    ;;
+esac

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The sbatch templates of slurm/ submitted to the real one-node Slurm of scripts/local-slurm.sh.
+#
+#   slurm_jobs_test.sh start|stop SLURM_DIR
+#   slurm_jobs_test.sh train|preempt SLURM_DIR CMAFORMER REPO
+#     train    2-rank CPU training job completes with its checkpoint; then the eval job on that
+#              checkpoint and the all-reduce benchmark job
+#     preempt  the preemptible job is signalled (scancel --signal=USR1 --batch), checkpoints,
+#              requeues itself, resumes from that checkpoint and finishes: the step count proves
+#              it did not restart from zero
+# Exit 77 (ctest: skipped) when not root or Slurm is not installed.
+set -euo pipefail
+mode="$1"
+slurm_dir="$2"
+export CMAF_SLURM_PORT=16817  # not the default 6817: a user's own local Slurm may hold it
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+if [[ "$(id -u)" != 0 ]] || ! command -v slurmctld > /dev/null; then
+  echo "skipped: needs root and Debian's slurmctld/slurmd/munge (scripts/setup.sh installs them)"
+  exit 77
+fi
+case "${mode}" in
+  start) exec "${here}/scripts/local-slurm.sh" start "${slurm_dir}" ;;
+  stop) exec "${here}/scripts/local-slurm.sh" stop "${slurm_dir}" ;;
+esac
+
+bin="$3"
+export SLURM_CONF="${slurm_dir}/slurm.conf"
+[[ -f "${SLURM_CONF}" ]] || fail "no local Slurm under ${slurm_dir} (the start fixture failed?)"
+work="$(mktemp -d "${slurm_dir}/job-XXXXXX")"
+trap 'scancel --quiet --name=cmaf-test-${mode} 2>/dev/null || true; rm -rf "${work}"' EXIT
+
+"${bin}" synth --out "${work}/ds" --cases 8 --size 64 --slices 10 --classes 3 --labeled-cases 3 \
+  --val-cases 1 --test-cases 2 --seed 5 > /dev/null 2>&1
+
+job_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
+job_field() { scontrol show job "$1" 2>/dev/null | grep -o "$2=[^ ]*" | head -1 | cut -d= -f2; }
+
+wait_done() {  # wait_done JOB SECONDS: until the job completed, failed or was cancelled
+  local job="$1" limit="$2" state=""
+  for ((i = 0; i < limit; i++)); do
+    state="$(job_state "${job}")"
+    case "${state}" in COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY) echo "${state}"; return 0 ;; esac
+    sleep 1
+  done
+  echo "TIMEOUT_WAITING(${state})"
+}
+
+submit() {  # submit TEMPLATE NAME VAR=VALUE...: prints the job id
+  local template="$1" name="$2"
+  shift 2
+  local exports="ALL,CMAF_BIN=${bin}"
+  for kv in "$@"; do exports="${exports},${kv}"; done
+  sbatch --parsable --job-name="${name}" --chdir="${work}" --export="${exports}" "${here}/slurm/${template}"
+}
+
+case "${mode}" in
+  train)
+    job="$(submit train_cpu.sbatch cmaf-test-train CMAF_DATA="${work}/ds" CMAF_RUN_DIR="${work}/run" \
+      CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 8 --checkpoint-every 4")"
+    state="$(wait_done "${job}" 240)"
+    cat "${work}/cmaf-test-train-${job}.out" | grep -v '^[IW]2' || true
+    [[ "${state}" == COMPLETED && "$(job_field "${job}" ExitCode)" == 0:0 ]] || fail "training job ${job}: ${state}"
+    [[ -f "${work}/run/checkpoints/step-00000008/MANIFEST.json" ]] || fail "no step-8 checkpoint"
+    [[ -f "${work}/run/checkpoints/step-00000008/rank-00001.pt" ]] || fail "the job did not run 2 ranks"
+    job="$(submit eval.sbatch cmaf-test-train CMAF_CHECKPOINT="${work}/run/checkpoints/step-00000008" \
+      CMAF_DATA="${work}/ds" CMAF_OUT="${work}/eval")"
+    state="$(wait_done "${job}" 120)"
+    [[ "${state}" == COMPLETED ]] || { cat "${work}"/*"-${job}.out"; fail "eval job ${job}: ${state}"; }
+    [[ -f "${work}/eval/metrics.md" ]] || fail "the eval job wrote no metrics"
+    job="$(submit bench_allreduce.sbatch cmaf-test-train CMAF_BENCH_ARGS="--iterations 1 --max-mib 1 --preset tiny")"
+    state="$(wait_done "${job}" 120)"
+    [[ "${state}" == COMPLETED ]] || { cat "${work}"/*"-${job}.out"; fail "benchmark job ${job}: ${state}"; }
+    grep -q "#wrong" "${work}/cmaf-test-train-${job}.out" || fail "the benchmark printed no checked results"
+    echo "train, eval and benchmark jobs completed"
+    ;;
+  preempt)
+    job="$(submit train_preemptible.sbatch cmaf-test-preempt CMAF_DATA="${work}/ds" CMAF_RUN_DIR="${work}/run" \
+      CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 40 --checkpoint-every 1000 --log-every 1")"
+    out="${work}/cmaf-test-preempt-${job}.out"
+    for ((i = 0; i < 240; i++)); do grep -qsE '"step":3[,}]' "${work}/run/metrics.jsonl" && break; sleep 0.5; done
+    grep -qsE '"step":3[,}]' "${work}/run/metrics.jsonl" || { cat "${out}"; fail "training did not reach step 3"; }
+    scancel --signal=USR1 --batch "${job}"
+    # The requeued job starts once its old credential expired (cred_expire=10 in local-slurm.sh).
+    state="$(wait_done "${job}" 300)"
+    grep -v '^[IW]2\|^step' "${out}" || true
+    [[ "${state}" == COMPLETED ]] || fail "preemptible job ${job}: ${state}"
+    [[ "$(job_field "${job}" Restarts)" == 1 ]] || fail "the job was not requeued once"
+    resumed="$(grep -o 'finished at step 40 (resumed from step [0-9]*)' "${out}" | grep -o '[0-9]*)$' | tr -d ')')"
+    [[ -n "${resumed}" ]] || fail "the requeued run did not resume from a checkpoint"
+    ((resumed >= 3 && resumed < 40)) || fail "resumed from step ${resumed}"
+    [[ -d "${work}/run/checkpoints/step-$(printf %08d "${resumed}")" ]] || fail "no checkpoint of step ${resumed}"
+    echo "preempt: signalled, checkpointed at step ${resumed}, requeued, resumed, finished at step 40"
+    ;;
+  *) fail "unknown mode ${mode}" ;;
+esac
