@@ -40,7 +40,11 @@ LdcStatistics with_global(const LdcStatistics& local, const LdcStatistics& globa
 }
 
 at::Tensor ldc_constraints(const LdcStatistics& s) {
-  return 1.0 - (2.0 * s.intersection + kDiceSmooth) / (s.prediction + s.target + kDiceSmooth);
+  const at::Tensor c = 1.0 - (2.0 * s.intersection + kDiceSmooth) / (s.prediction + s.target + kDiceSmooth);
+  // A class the targets do not hold anywhere in the (global) batch has no constraint: with Q = 0
+  // the Dice is ~0 as soon as the student gives the class any mass, so C would sit at 1, the
+  // multiplier at its maximum, and the student would be pushed to predict background everywhere.
+  return at::where(s.target.detach() > 0, c, at::zeros_like(c));
 }
 
 at::Tensor lagrangian_term(const at::Tensor& constraints, const std::vector<double>& multipliers,

@@ -1,7 +1,7 @@
 // Lagrange Duality Consistency constraints (METHOD.md section 2), from additive statistics.
 //
 // For each foreground class c, over the confident unlabeled pixels of the GLOBAL batch:
-//   C_c = 1 - Dice(p_c, q_c) = 1 - (2 I_c + s) / (P_c + Q_c + s)
+//   C_c = 1 - Dice(p_c, q_c) = 1 - (2 I_c + s) / (P_c + Q_c + s)   (0 when Q_c = 0: inactive)
 //   I_c = sum m * p_c * q_c,  P_c = sum m * p_c,  Q_c = sum m * q_c   (m = confidence mask)
 // I, P and Q are sums, so summing each rank's statistics gives exactly the global ones. This
 // file knows nothing of MPI: the caller all-reduces `LdcStatistics::stacked()` and rebuilds.
@@ -34,7 +34,8 @@ LdcStatistics ldc_statistics(const at::Tensor& probabilities, const at::Tensor& 
 
 LdcStatistics with_global(const LdcStatistics& local, const LdcStatistics& global);
 
-// C_c for the foreground classes, [K-1], differentiable.
+// C_c for the foreground classes, [K-1], differentiable; 0 (inactive, no gradient) for a class
+// with no target mass Q_c in the batch.
 at::Tensor ldc_constraints(const LdcStatistics& statistics);
 
 // sum_c lambda_c * (C_c - eps_c): the term added to the loss. lambda and eps are constants.

@@ -46,6 +46,17 @@ TEST(LdcStatistics, ConstraintIsOneMinusDiceAndZeroConfidenceGivesNoNan) {
   EXPECT_NEAR(ldc_constraints(none).abs().max().item<double>(), 0.0, 1e-12);
 }
 
+TEST(LdcStatistics, AClassAbsentFromTheTargetsHasNoConstraint) {
+  // The student puts mass on class 1 where the confident targets say background only: without
+  // the rule, C_1 = 1 - s / (P + s) ~ 1 and the multiplier would push every prediction to background.
+  const at::Tensor p = torch::full({1, 2, 4, 4}, 0.5, torch::kDouble).requires_grad_();
+  const at::Tensor q = torch::cat({torch::ones({1, 1, 4, 4}, torch::kDouble), torch::zeros({1, 1, 4, 4}, torch::kDouble)}, 1);
+  const at::Tensor c = ldc_constraints(ldc_statistics(p, q, torch::ones({1, 4, 4}, torch::kDouble)));
+  EXPECT_EQ(c.item<double>(), 0.0);
+  c.sum().backward();
+  EXPECT_EQ(p.grad().abs().sum().item<double>(), 0.0);
+}
+
 TEST(LdcStatistics, GradientMatchesFiniteDifferences) {
   const Batch b = random_batch(1, 3);
   const at::Tensor logits = torch::randn({1, 4, 6, 6}, torch::kDouble);
