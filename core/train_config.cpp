@@ -24,6 +24,7 @@ void visit_fields(Config& c, Visitor&& v) {
   v("resume", c.resume);
   v("pool-refresh-every", c.pool_refresh_every);
   v("confidence-threshold", c.confidence_threshold);
+  v("pool-thresholds", c.pool_thresholds);
   v("optimizer", c.optimizer);
   v("lr", c.lr);
   v("weight-decay", c.weight_decay);
@@ -136,6 +137,10 @@ void TrainConfig::validate() const {
   if (resume.empty()) throw InputError("--resume", "", "empty, expected auto, none or a checkpoint folder");
   if (!(confidence_threshold >= 0.0 && confidence_threshold < 1.0)) {
     throw InputError("--confidence-threshold", "", str(confidence_threshold, ", expected [0, 1)"));
+  }
+  if (pool_refresh_every < 0) throw InputError("--pool-refresh-every", "", str(pool_refresh_every, ", expected >= 0"));
+  if (pool_thresholds != "fixed" && pool_thresholds != "adaptive") {
+    throw InputError("--pool-thresholds", "", str("'", pool_thresholds, "', expected fixed or adaptive"));
   }
   if (!(lr > 0.0)) throw InputError("--lr", "", str(lr, ", expected > 0"));
   non_negative(weight_decay, "weight-decay");

@@ -34,10 +34,12 @@ struct TrainConfig {
   int64_t checkpoint_every = 500;
   int64_t keep_checkpoints = 2;
   std::string resume = "auto";  // auto | none | PATH of a checkpoint folder
-  // Pseudo-label targets. The pool (versions on disk) is not implemented yet: targets come from
-  // the EMA teacher at every step; --pool-refresh-every is accepted and recorded.
+  // Pseudo-label targets: with --pool-refresh-every R > 0 the pool (core/pseudo_label_pool.h) is
+  // refreshed by the EMA teacher at the start and every R steps and supplies the targets; with 0
+  // the EMA teacher labels the weak view at every step.
   int64_t pool_refresh_every = 0;
-  double confidence_threshold = 0.8;  // teacher pixels below are ignored by LDC and contrastive
+  double confidence_threshold = 0.8;  // below it a target pixel is ignored by LDC and contrastive
+  std::string pool_thresholds = "fixed";  // fixed | adaptive (per-class, from acceptance)
   // Optimisation.
   OptimizerKind optimizer = OptimizerKind::kAdamW;
   double lr = 1e-3;

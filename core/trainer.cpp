@@ -17,6 +17,7 @@
 #include "core/checkpoint_store.h"
 #include "core/lr_schedule.h"
 #include "core/model_weights.h"
+#include "core/pseudo_label_pool.h"
 #include "core/stop_request.h"
 #include "core/training_state.h"
 #include "core/validation.h"
@@ -47,6 +48,8 @@ enum Slot : int64_t {
 
 struct StepTensors {
   torch::Tensor labeled, label, weak, strong;
+  std::vector<std::pair<std::string, int64_t>> unlabeled_slices;  // (case file, slice)
+  std::vector<datastore::GeometricParams> geometry;                // of each unlabeled sample
 };
 
 StepTensors to_tensors(const datastore::Batch& b) {
@@ -60,6 +63,8 @@ StepTensors to_tensors(const datastore::Batch& b) {
                 .to(torch::kLong);
   t.weak = image(b.weak_image, b.unlabeled_count());
   t.strong = image(b.strong_image, b.unlabeled_count());
+  for (const auto& r : b.unlabeled_refs) t.unlabeled_slices.emplace_back(r.file, r.slice);
+  t.geometry = b.unlabeled_geometry;
   return t;
 }
 
@@ -88,6 +93,7 @@ class Trainer {
  private:
   void set_up_model();
   void set_up_data();
+  void refresh_pool(int64_t step);
   void resume_or_start();
   void load_checkpoint(const CheckpointInfo& info);
   std::string save_checkpoint();
@@ -120,6 +126,8 @@ class Trainer {
   std::unique_ptr<sharding::StepSampler> sampler_;
   std::unique_ptr<datastore::BatchLoader> loader_;
   std::unique_ptr<Validator> validator_;
+  std::unique_ptr<PseudoLabelPool> pool_;
+  int64_t last_pool_refresh_ = -1;
   bool unlabeled_anywhere_ = false;
   int64_t steps_per_epoch_ = 1;
   std::string last_checkpoint_;
@@ -137,6 +145,9 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world)
   if (coordinator_) {
     fs::create_directories(fs::path(config_.run_dir) / kCheckpointsFolder);
     nlohmann::json resolved = config_.to_json();
+    // Absolute paths, so plot, eval and a resume from another folder find the data.
+    resolved["data"] = fs::absolute(config_.data).lexically_normal().string();
+    resolved["run-dir"] = fs::absolute(config_.run_dir).lexically_normal().string();
     resolved["model"] = model_config_.to_json();
     resolved["world_size"] = world_.size();
     write_file_atomically((fs::path(config_.run_dir) / "config.json").string(), resolved.dump(2) + "\n");
@@ -145,6 +156,32 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world)
   set_up_model();
   resume_or_start();
   set_up_data();
+  if (config_.pool_refresh_every > 0 && unlabeled_anywhere_) {
+    PoolOptions o;
+    o.run_dir = config_.run_dir;
+    o.dataset_dir = config_.data;
+    o.input_size = model_config_.input_size;
+    o.classes = classes_;
+    o.base_threshold = config_.confidence_threshold;
+    o.mode = threshold_mode_from_string(config_.pool_thresholds);
+    o.batch = std::max<int64_t>(1, config_.labeled_batch + config_.unlabeled_batch);
+    pool_ = std::make_unique<PseudoLabelPool>(o, world_);
+    if (resumed_from_ >= 0 && state_.pool_version > 0) {
+      pool_->load(state_.pool_version, plan_.ranks[static_cast<size_t>(world_.rank())]);
+    } else {
+      refresh_pool(state_.step);
+      last_pool_refresh_ = state_.step;
+    }
+  }
+}
+
+void Trainer::refresh_pool(int64_t step) {
+  const nlohmann::json published = pool_->refresh(*teacher_, plan_.ranks[static_cast<size_t>(world_.rank())], step);
+  state_.pool_version = pool_->version();
+  if (coordinator_) {
+    append_metrics({{"step", step}, {"pool", published}});
+    LOG(INFO) << "step " << step << ": pseudo-label pool version " << pool_->version() << " published";
+  }
 }
 
 void Trainer::set_up_model() {
@@ -315,7 +352,12 @@ torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, std::vecto
   const int64_t bu = t.strong.size(0);
   torch::Tensor sums = torch::zeros({kSlotCount}, torch::kDouble);
   torch::Tensor pseudo, confident;
-  if (bu > 0) {
+  if (bu > 0 && pool_) {
+    const PoolTargets targets = pool_->targets(t.unlabeled_slices, t.geometry);
+    pseudo = targets.labels.clamp_min(0);
+    confident = targets.confidence;
+    sums[kConfident] = confident.mean().item<double>();
+  } else if (bu > 0) {
     torch::NoGradGuard no_grad;
     model::CpuAutocast autocast(config_.bf16);
     const auto [confidence, argmax] = torch::softmax(teacher_->forward(t.weak).to(torch::kFloat), 1).max(1);
@@ -405,6 +447,11 @@ TrainResult Trainer::run() {
   int64_t window_images = 0;
   while (state_.step < config_.steps) {
     const int64_t step = state_.step;
+    if (pool_ && step > 0 && step % config_.pool_refresh_every == 0 && pool_->version() > 0 &&
+        last_pool_refresh_ != step) {
+      refresh_pool(step);
+      last_pool_refresh_ = step;
+    }
     const StepTensors t = to_tensors(loader_->next());
     const double lr = learning_rate(config_, step);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);

@@ -16,8 +16,9 @@
 // head and optimizer archives + each rank's RNG: resuming at the same world size continues
 // bit-identically.
 //
-// Not implemented yet (stated in the README): the pseudo-label pool on disk (targets come from
-// the EMA teacher at every step), gradient accumulation.
+// With --pool-refresh-every R > 0 the targets come from the pseudo-label pool (refreshed by the
+// EMA teacher at the start and every R steps) instead of a teacher forward at every step.
+// Not implemented yet (stated in the README): gradient accumulation.
 #pragma once
 
 #include <cstdint>

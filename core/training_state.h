@@ -18,7 +18,7 @@ struct TrainingState {
   losses::LagrangeMultipliers multipliers{1, losses::MultiplierOptions{}};
   double best_val_mean_dice = -1.0;
   int64_t best_step = -1;
-  int64_t pool_version = 0;  // the pseudo-label pool is not implemented yet: always 0
+  int64_t pool_version = 0;  // the published pseudo-label pool version in use (0: no pool)
 
   nlohmann::json to_json() const;
   static TrainingState from_json(const nlohmann::json& json, const std::string& origin);

@@ -27,6 +27,7 @@ const std::vector<Command>& commands() {
       {"inspect", "summarise a dataset and check every file", run_inspect},
       {"model-info", "parameters, FLOPs, activation memory of a CMAformer preset", run_model_info},
       {"train", "semi-supervised data-parallel training (alone or under mpirun/srun)", run_train},
+      {"plot", "PNG curves and prediction overlays of a training run (gnuplot)", run_plot},
       {"eval", "whole-volume Dice and HD95 of a checkpoint on a split (alone or under mpirun)", run_eval},
       {"infer", "segment new NIfTI scans with a checkpoint", run_infer},
       {"metrics", "Dice, HD95, ASSD of label volumes against a reference, both conventions", run_metrics},

@@ -23,6 +23,7 @@ packages=(
   libnifti2-dev zlib1g-dev
   nlohmann-json3-dev
   slurmctld slurmd slurm-client munge   # the one-node Slurm of scripts/local-slurm.sh (tests)
+  gnuplot-nox                       # cmaformer plot
 )
 
 if [[ "${CMAF_SKIP_APT:-0}" != "1" ]]; then

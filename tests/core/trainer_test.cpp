@@ -13,6 +13,7 @@
 #include "core/checkpoint_store.h"
 #include "core/model_weights.h"
 #include "datastore/synth.h"
+#include "tests/datastore/test_volumes.h"
 #include "tests/temp_dir.h"
 
 namespace cmaf::core {
@@ -135,6 +136,45 @@ TEST_F(TrainerTest, ResumingAtStepKEndsWithTheWeightsOfAnUninterruptedRun) {
   };
   EXPECT_EQ(state(a.path())["multipliers"], state(c.path())["multipliers"]);
   EXPECT_EQ(metrics(a.path()).back(), metrics(c.path()).back());  // the final validation line
+}
+
+TEST_F(TrainerTest, PoolVersionsArePublishedAndAResumeReadsTheVersionItsCheckpointNames) {
+  test::TempDir a, b;
+  TrainConfig uninterrupted = small_run(a.path(), 12);
+  uninterrupted.pool_refresh_every = 4;
+  train(uninterrupted, world_);
+  TrainConfig checkpointed = uninterrupted;
+  checkpointed.run_dir = b.path();
+  checkpointed.checkpoint_every = 6;
+  train(checkpointed, world_);
+  // Refreshes at steps 0, 4, 8: versions 1-3. CURRENT names the newest; the step-6 checkpoint
+  // names version 2, which is kept for it even though only the newest two are kept otherwise.
+  const fs::path pool = fs::path(b.path()) / "pool";
+  EXPECT_EQ(std::stoi(test::read_bytes((pool / "CURRENT").string())), 3);
+  const auto state6 = nlohmann::json::parse(std::ifstream(fs::path(checkpoint_folder(b.path(), 6)) / "state.json"));
+  EXPECT_EQ(state6["state"]["pool_version"], 2);
+  EXPECT_TRUE(fs::exists(pool / "v000002" / "POOL.json"));
+  EXPECT_TRUE(fs::exists(pool / "v000003" / "rank-00000.h5"));
+  EXPECT_FALSE(fs::exists(pool / "v000001"));  // neither newest nor named by a checkpoint
+  const auto published = nlohmann::json::parse(std::ifstream(pool / "v000003" / "POOL.json"));
+  EXPECT_EQ(published["step"], 8);
+  EXPECT_EQ(published["thresholds"].size(), 5u);
+  // Resume from step 6 (drop the newer checkpoint): it must load version 2, refresh at step 8
+  // like the uninterrupted run, and end with the same weights.
+  fs::remove_all(checkpoint_folder(b.path(), 12));
+  const TrainResult r = train(checkpointed, world_);
+  EXPECT_EQ(r.resumed_from, 6);
+  expect_same_weights((fs::path(checkpoint_folder(a.path(), 12)) / "model.pt").string(),
+                      (fs::path(checkpoint_folder(b.path(), 12)) / "model.pt").string());
+  // A checkpoint whose pool version is gone cannot resume silently with other targets.
+  fs::remove_all(pool / "v000002");
+  fs::remove_all(checkpoint_folder(b.path(), 12));
+  try {
+    train(checkpointed, world_);
+    FAIL() << "resumed without the checkpoint's pool version";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("v000002"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(TrainerTest, ACorruptCheckpointIsReportedAndThePreviousOneUsed) {

@@ -3,7 +3,8 @@
 #   - a short training run gives a checkpoint;
 #   - eval alone and eval under a 2-rank mpirun score the same cases with the same numbers;
 #   - metrics on eval's saved NIfTI predictions against the dataset reproduces eval's table;
-#   - a missing prediction and a shape mismatch are errors (exit 1) naming the case / file.
+#   - a missing prediction is an error (exit 1) naming the case;
+#   - plot renders the run's figures as PNG files.
 set -euo pipefail
 mpiexec="$1"
 bin="$2"
@@ -13,7 +14,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 "${bin}" synth --out "${work}/ds" --cases 8 --size 64 --slices 10 --classes 3 --labeled-cases 3 \
-  --test-cases 3 --seed 4 > /dev/null 2>&1
+  --test-cases 3 --val-cases 1 --seed 4 > /dev/null 2>&1
 "${bin}" train --data "${work}/ds" --run-dir "${work}/run" --preset tiny --input-size 64 --steps 6 \
   --checkpoint-every 6 --threads 1 > /dev/null 2>&1 || fail "training"
 ckpt="${work}/run/checkpoints/step-00000006"
@@ -38,4 +39,12 @@ rc=0
 [[ "${rc}" == 1 ]] || fail "a missing prediction exited ${rc}, expected 1"
 grep -q "no prediction for ${first%.nii.gz}" "${work}/x.out" || { cat "${work}/x.out"; fail "the missing case is not named"; }
 [[ ! -e "${work}/x.json" ]] || fail "a failed run wrote its output"
-echo "eval and metrics: 1 rank == 2 ranks == metrics on saved predictions; missing prediction named"
+command -v gnuplot > /dev/null || fail "gnuplot missing (scripts/setup.sh installs gnuplot-nox)"
+"${bin}" plot "${work}/run" --overlay-slices 2 > "${work}/plot.out" 2>&1 || { cat "${work}/plot.out"; fail "plot"; }
+  for png in losses multipliers val_dice teacher overlays; do
+    [[ "$(head -c 4 "${work}/run/plots/${png}.png" | od -An -c | tr -d ' ')" == '211PNG' ]] || fail "${png}.png is not a PNG"
+  done
+else
+  echo "gnuplot not installed: plot not checked"
+fi
+echo "eval and metrics: 1 rank == 2 ranks == metrics on saved predictions; missing prediction named; plots"

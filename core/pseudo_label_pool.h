@@ -1,0 +1,85 @@
+// The pseudo-label pool: for every slice of the unlabeled training cases, the EMA teacher's label
+// and confidence from the last refresh, with per-class confidence thresholds.
+//
+//   RUN/pool/v000003/rank-00001.h5   one rank's cases: /<case>/label, /<case>/confidence
+//                                    (uint8, D x S x S at the network input; confidence x 255)
+//   RUN/pool/v000003/POOL.json       version, step, thresholds, per-class and per-site statistics,
+//                                    case -> file
+//   RUN/pool/CURRENT                 the published version (written atomically, last)
+//
+// Protocol (a collective; every rank calls refresh() at the same step): each rank labels its
+// shard's unlabeled slices with the teacher and writes its file atomically; per-class counts are
+// all-reduced; the coordinator (rank 0) sets the thresholds, writes POOL.json, then CURRENT, and
+// retires versions that are neither among the newest two nor named by a checkpoint. A reader
+// only ever opens a version that CURRENT (or a checkpoint) names, so it never sees a half-written
+// one. Thresholds: `fixed` uses the base threshold for every class; `adaptive` lowers it for
+// classes the teacher is rarely confident about: tau_c = base * (0.5 + 0.5 * a_c / max a), a_c
+// the share of class-c pixels at or above the base threshold (FlexMatch-like).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cluster/communicator.h"
+#include "datastore/slice_augment.h"
+#include "model/cmaformer.h"
+#include "sharding/shard_plan.h"
+
+namespace cmaf::core {
+
+enum class ThresholdMode { kFixed, kAdaptive };
+
+struct PoolOptions {
+  std::string run_dir;
+  std::string dataset_dir;
+  int64_t input_size = 0;
+  int64_t classes = 0;
+  double base_threshold = 0.8;
+  ThresholdMode mode = ThresholdMode::kFixed;
+  int64_t batch = 8;
+};
+
+struct PoolTargets {
+  at::Tensor labels;      // [B, S, S] int64, -1 where not confident enough
+  at::Tensor confidence;  // [B, S, S] float in [0, 1]: 1 where accepted, else 0
+};
+
+class PseudoLabelPool {
+ public:
+  PseudoLabelPool(PoolOptions options, cluster::Communicator& world);
+
+  int64_t version() const { return version_; }
+  // Collective. Labels this rank's unlabeled cases with `teacher`, publishes version + 1 and
+  // loads it. Returns the POOL.json written (on every rank).
+  nlohmann::json refresh(model::CmaformerImpl& teacher, const sharding::RankShard& shard, int64_t step);
+  // Loads a published version (resume). Throws IoError naming the folder when it is gone.
+  void load(int64_t version, const sharding::RankShard& shard);
+  // Targets for a batch's unlabeled slices, warped with each sample's geometry like its views.
+  PoolTargets targets(const std::vector<std::pair<std::string, int64_t>>& slices,
+                      const std::vector<datastore::GeometricParams>& geometry) const;
+
+ private:
+  struct CaseLabels {
+    int64_t slices = 0;
+    std::vector<uint8_t> label;       // D x S x S
+    std::vector<uint8_t> confidence;  // D x S x S, x 255
+  };
+  std::string version_folder(int64_t version) const;
+  void retire_old_versions() const;
+
+  PoolOptions options_;
+  cluster::Communicator& world_;
+  int64_t version_ = 0;
+  std::vector<double> thresholds_;             // per class (index = label id)
+  std::map<std::string, CaseLabels> cases_;    // by case file (this rank's shard)
+};
+
+std::string to_string(ThresholdMode mode);
+ThresholdMode threshold_mode_from_string(const std::string& text);
+
+}  // namespace cmaf::core
