@@ -41,10 +41,7 @@ grep -q "no prediction for ${first%.nii.gz}" "${work}/x.out" || { cat "${work}/x
 [[ ! -e "${work}/x.json" ]] || fail "a failed run wrote its output"
 command -v gnuplot > /dev/null || fail "gnuplot missing (scripts/setup.sh installs gnuplot-nox)"
 "${bin}" plot "${work}/run" --overlay-slices 2 > "${work}/plot.out" 2>&1 || { cat "${work}/plot.out"; fail "plot"; }
-  for png in losses multipliers val_dice teacher overlays; do
-    [[ "$(head -c 4 "${work}/run/plots/${png}.png" | od -An -c | tr -d ' ')" == '211PNG' ]] || fail "${png}.png is not a PNG"
-  done
-else
-  echo "gnuplot not installed: plot not checked"
-fi
+for png in losses multipliers val_dice teacher overlays; do
+  [[ "$(head -c 4 "${work}/run/plots/${png}.png" | od -An -c | tr -d ' ')" == '211PNG' ]] || fail "${png}.png is not a PNG"
+done
 echo "eval and metrics: 1 rank == 2 ranks == metrics on saved predictions; missing prediction named; plots"
