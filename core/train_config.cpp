@@ -1,5 +1,6 @@
 #include "core/train_config.h"
 
+#include <cmath>
 #include <set>
 
 #include "common/error.h"
@@ -44,6 +45,7 @@ void visit_fields(Config& c, Visitor&& v) {
   v("multiplier-max", c.multiplier_max);
   v("contrastive-weight", c.contrastive_weight);
   v("foreground-fraction", c.foreground_fraction);
+  v("site-weights", c.site_weights);
   v("sync-batch-norm", c.sync_batch_norm);
   v("loader-threads", c.loader_threads);
   v("loader-queue", c.loader_queue);
@@ -158,6 +160,7 @@ void TrainConfig::validate() const {
   if (!(foreground_fraction >= 0.0 && foreground_fraction <= 1.0)) {
     throw InputError("--foreground-fraction", "", str(foreground_fraction, ", expected [0, 1]"));
   }
+  parsed_site_weights();
   positive(loader_threads, "loader-threads");
   positive(loader_queue, "loader-queue");
   if (cache_budget_mib < 0) throw InputError("--cache-budget-mib", "", str(cache_budget_mib, ", expected >= 0"));
@@ -166,6 +169,32 @@ void TrainConfig::validate() const {
   positive(fingerprint_every, "fingerprint-every");
   if (!(stall_seconds > 0.0)) throw InputError("--stall-seconds", "", str(stall_seconds, ", expected > 0"));
   datastore::check_augment_options(augment);
+}
+
+std::map<std::string, double> TrainConfig::parsed_site_weights() const {
+  std::map<std::string, double> out;
+  size_t begin = 0;
+  while (!site_weights.empty() && begin <= site_weights.size()) {
+    const size_t end = std::min(site_weights.find(',', begin), site_weights.size());
+    const std::string item = site_weights.substr(begin, end - begin);
+    const size_t colon = item.rfind(':');
+    double weight = -1.0;
+    if (colon != std::string::npos && colon > 0) {
+      try {
+        size_t used = 0;
+        weight = std::stod(item.substr(colon + 1), &used);
+        if (used != item.size() - colon - 1) weight = -1.0;
+      } catch (const std::exception&) {
+        weight = -1.0;
+      }
+    }
+    if (!(weight > 0.0) || !std::isfinite(weight)) {
+      throw InputError("--site-weights", "", str("'", item, "' in '", site_weights, "': expected SITE:WEIGHT with WEIGHT > 0"));
+    }
+    out[item.substr(0, colon)] = weight;
+    begin = end + 1;
+  }
+  return out;
 }
 
 nlohmann::json TrainConfig::to_json() const {

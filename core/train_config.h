@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "datastore/slice_augment.h"
@@ -61,6 +62,9 @@ struct TrainConfig {
   double multiplier_max = 10.0;
   double contrastive_weight = 0.1;  // 0: off
   double foreground_fraction = 0.5;
+  // Multi-institution pooling: "siteA:3,siteB:1" multiplies the sampling weight of each site's
+  // cases (default 1), so a small hospital is not drowned by a large one.
+  std::string site_weights;
   bool sync_batch_norm = true;
   // Loader.
   int loader_threads = 1;
@@ -77,6 +81,8 @@ struct TrainConfig {
   model::CmaformerConfig model() const;
   // Throws InputError naming the option for anything out of range.
   void validate() const;
+  // site_weights parsed; throws InputError naming --site-weights for malformed text.
+  std::map<std::string, double> parsed_site_weights() const;
   nlohmann::json to_json() const;
   static TrainConfig from_json(const nlohmann::json& json, const std::string& origin);
 };

@@ -16,7 +16,7 @@
 #include "common/error.h"
 #include "core/checkpoint_store.h"
 #include "core/lr_schedule.h"
-#include "core/model_weights.h"
+#include "core/training_checkpoint.h"
 #include "core/pseudo_label_pool.h"
 #include "core/stop_request.h"
 #include "core/training_state.h"
@@ -95,7 +95,7 @@ class Trainer {
   void set_up_data();
   void refresh_pool(int64_t step);
   void resume_or_start();
-  void load_checkpoint(const CheckpointInfo& info);
+  TrainingParts parts();
   std::string save_checkpoint();
   torch::Tensor train_step(const StepTensors& t, int64_t step, std::vector<double>* constraints);
   void update_teacher(int64_t step);
@@ -245,7 +245,7 @@ void Trainer::resume_or_start() {
     std::string problem;
     const auto info = verify_checkpoint(chosen_path, &problem);
     if (!info) throw IoError(str("rank ", world_.rank(), " cannot read the checkpoint rank 0 chose: ", problem));
-    load_checkpoint(*info);
+    load_training_checkpoint(parts(), *info, config_, classes_, world_);
     resumed_from_ = chosen;
   }
   // Every replica starts from rank 0's bytes (a fresh run's seeds agree already; this makes it a fact).
@@ -264,44 +264,6 @@ void Trainer::resume_or_start() {
   for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
   teacher_->eval();
   reducer_ = std::make_unique<cluster::BucketedReducer>(parameters_, world_);
-}
-
-void Trainer::load_checkpoint(const CheckpointInfo& info) {
-  const fs::path dir(info.path);
-  const nlohmann::json saved = nlohmann::json::parse(std::ifstream(dir / "state.json"));
-  const TrainConfig saved_config = TrainConfig::from_json(saved.at("config"), (dir / "state.json").string());
-  if (saved_config.optimizer != config_.optimizer) {
-    throw InputError((dir / "state.json").string(), "config.optimizer",
-                     str("checkpoint trained with ", to_string(saved_config.optimizer), ", this run asks for ",
-                         to_string(config_.optimizer), " (--optimizer)"));
-  }
-  if ((saved_config.contrastive_weight > 0.0) != static_cast<bool>(head_)) {
-    throw InputError((dir / "state.json").string(), "config.contrastive-weight",
-                     "the checkpoint and this run disagree on whether the contrastive projection head exists");
-  }
-  load_weights(*student_, (dir / "model.pt").string());
-  load_weights(*teacher_, (dir / "teacher.pt").string());
-  if (head_) torch::load(head_, (dir / "projection_head.pt").string());
-  torch::load(*optimizer_, (dir / "optimizer.pt").string());
-  state_ = TrainingState::from_json(saved.at("state"), (dir / "state.json").string());
-  if (state_.multipliers.values().size() != static_cast<size_t>(classes_ - 1)) {
-    throw InputError((dir / "state.json").string(), "state.multipliers",
-                     str(state_.multipliers.values().size(), " multipliers, the dataset has ", classes_ - 1,
-                         " foreground classes"));
-  }
-  const int saved_world = saved.at("world_size").get<int>();
-  const fs::path rank_part = dir / rank_part_name(world_.rank());
-  if (saved_world == world_.size() && fs::exists(rank_part)) {
-    torch::Tensor rng;
-    torch::load(rng, rank_part.string());
-    auto generator = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(rng);
-  } else if (coordinator_) {
-    LOG(WARNING) << "resuming a " << saved_world << "-rank checkpoint on " << world_.size()
-                 << " ranks: shards re-planned, per-rank random streams restart from the seed";
-  }
-  if (coordinator_) LOG(INFO) << "resuming from " << info.path << " (step " << state_.step << ")";
 }
 
 void Trainer::set_up_data() {
@@ -323,6 +285,12 @@ void Trainer::set_up_data() {
   const sharding::RankShard& shard = plan_.ranks[static_cast<size_t>(world_.rank())];
   if (config_.foreground_fraction > 0.0) foreground_ = sharding::build_foreground_index(config_.data, shard);
   sharding::SamplerOptions s;
+  s.site_weights = config_.parsed_site_weights();
+  for (const auto& [site, weight] : s.site_weights) {
+    if (manifest_.find_site(site) == nullptr) {
+      throw InputError("--site-weights", site, str("no site '", site, "' in ", datastore::manifest_path(config_.data)));
+    }
+  }
   s.labeled_batch = config_.labeled_batch;
   s.unlabeled_batch = unlabeled_anywhere_ ? config_.unlabeled_batch : 0;
   s.foreground_fraction = config_.foreground_fraction;
@@ -591,48 +559,21 @@ void Trainer::append_metrics(const nlohmann::json& line) {
   if (!out) throw IoError(str("cannot append to ", (fs::path(config_.run_dir) / "metrics.jsonl").string()));
 }
 
+TrainingParts Trainer::parts() {
+  return {*student_, *teacher_, head_ ? head_.get() : nullptr, *optimizer_, state_};
+}
+
 std::string Trainer::save_checkpoint() {
-  const int64_t step = state_.step;
   if (!all_finite(parameters_, false)) {
-    throw Error(str("step ", step, ": the weights are not finite; refusing to write a checkpoint over good ones"));
+    throw Error(str("step ", state_.step, ": the weights are not finite; refusing to write a checkpoint over good ones"));
   }
-  const std::string staging = staging_folder(config_.run_dir, step);
-  if (coordinator_) {
-    fs::remove_all(staging);
-    fs::create_directories(staging);
-  }
-  world_.barrier();
-  {
-    auto generator = at::detail::getDefaultCPUGenerator();
-    torch::Tensor rng;
-    {
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      rng = generator.get_state();
-    }
-    torch::save(rng, (fs::path(staging) / rank_part_name(world_.rank())).string());
-  }
-  world_.barrier();
-  std::string published;
-  if (coordinator_) {
-    save_weights(*student_, (fs::path(staging) / "model.pt").string());
-    save_weights(*teacher_, (fs::path(staging) / "teacher.pt").string());
-    if (head_) torch::save(head_, (fs::path(staging) / "projection_head.pt").string());
-    torch::save(*optimizer_, (fs::path(staging) / "optimizer.pt").string());
-    nlohmann::json sites = nlohmann::json::object();
-    for (const auto& site : manifest_.sites) sites[site.name] = site.preprocessing;
-    // What inference needs to prepare a new scan like the training data (cmaformer infer).
-    const nlohmann::json dataset = {{"classes", manifest_.classes}, {"site_preprocessing", sites}};
-    const nlohmann::json saved = {{"state", state_.to_json()}, {"config", config_.to_json()},
-                                  {"world_size", world_.size()}, {"model", model_config_.to_json()},
-                                  {"dataset", dataset}};
-    write_file_atomically((fs::path(staging) / "state.json").string(), saved.dump(2) + "\n");
-    published = publish_checkpoint(config_.run_dir, step,
-                                   {{"world_size", world_.size()}, {"val_mean_dice", last_val_mean_}});
-    prune_checkpoints(config_.run_dir, config_.keep_checkpoints, state_.best_step);
-    LOG(INFO) << "checkpoint " << published;
-  }
-  world_.barrier();
-  return published.empty() ? checkpoint_folder(config_.run_dir, step) : published;
+  nlohmann::json sites = nlohmann::json::object();
+  for (const auto& site : manifest_.sites) sites[site.name] = site.preprocessing;
+  // What inference needs to prepare a new scan like the training data (cmaformer infer).
+  const nlohmann::json described = {{"model", model_config_.to_json()},
+                                    {"dataset", {{"classes", manifest_.classes}, {"site_preprocessing", sites}}}};
+  return save_training_checkpoint(parts(), config_, described,
+                                  {{"world_size", world_.size()}, {"val_mean_dice", last_val_mean_}}, world_);
 }
 
 }  // namespace

@@ -77,6 +77,7 @@ int run_train(int argc, char** argv) {
       ("multiplier-max", po::value(&c.multiplier_max)->default_value(c.multiplier_max), "upper clip of the multipliers")
       ("contrastive-weight", po::value(&c.contrastive_weight)->default_value(c.contrastive_weight), "boundary contrastive weight, 0 = off")
       ("foreground-fraction", po::value(&c.foreground_fraction)->default_value(c.foreground_fraction), "labeled slices forced to hold an organ")
+      ("site-weights", po::value(&c.site_weights), "per-site sampling weights, e.g. hospitalA:3,hospitalB:1 (default 1)")
       ("sync-batch-norm", po::value(&c.sync_batch_norm)->default_value(c.sync_batch_norm), "batch statistics over all ranks")
       ("loader-threads", po::value(&c.loader_threads)->default_value(c.loader_threads), "reader threads per rank")
       ("loader-queue", po::value(&c.loader_queue)->default_value(c.loader_queue), "batches prepared ahead")

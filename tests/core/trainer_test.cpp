@@ -235,6 +235,20 @@ TEST_F(TrainerTest, ResumeNoneRefusesToMixWithAnEarlierRun) {
   EXPECT_THROW(train(again, world_), InputError);
 }
 
+TEST_F(TrainerTest, SiteWeightsMustNameSitesOfTheDataset) {
+  test::TempDir run;
+  TrainConfig c = small_run(run.path(), 2);
+  c.site_weights = "nowhere:2";
+  try {
+    train(c, world_);
+    FAIL() << "accepted an unknown site";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("nowhere"), std::string::npos) << e.what();
+  }
+  c.site_weights = "site0:2";
+  EXPECT_EQ(train(c, world_).final_step, 2);
+}
+
 TEST(TrainConfig, JsonRoundTripAndNamedErrors) {
   TrainConfig c;
   c.data = "d";
@@ -253,6 +267,13 @@ TEST(TrainConfig, JsonRoundTripAndNamedErrors) {
   bad = c.to_json();
   bad["learning-rate"] = 1;
   EXPECT_THROW(TrainConfig::from_json(bad, "config.json"), InputError);
+  c.site_weights = "a:2,b:0.5";
+  EXPECT_EQ(c.parsed_site_weights(), (std::map<std::string, double>{{"a", 2.0}, {"b", 0.5}}));
+  for (const char* bad : {"a", "a:0", "a:x", ":2", "a:2,"}) {
+    c.site_weights = bad;
+    EXPECT_THROW(c.validate(), InputError) << bad;
+  }
+  c.site_weights = "";
   c.steps = 0;
   try {
     c.validate();
