@@ -95,12 +95,12 @@ std::vector<std::vector<std::string>> BucketedReducer::bucket_layout() const {
   return layout;
 }
 
-void BucketedReducer::prepare_for_backward() {
+void BucketedReducer::prepare_for_micro_backward(bool first, bool last) {
   for (Bucket& bucket : buckets_) {
     CMAF_CHECK(!bucket.work || bucket.work->completed(), "prepare_for_backward before finish()");
     bucket.pending = static_cast<int64_t>(bucket.parameters.size());
     bucket.work.reset();
-    bucket.buffer.zero_();
+    if (first) bucket.buffer.zero_();
   }
   for (size_t k = 0; k < parameters_.size(); ++k) {
     at::Tensor& grad = parameters_[k].tensor.mutable_grad();
@@ -109,6 +109,7 @@ void BucketedReducer::prepare_for_backward() {
   }
   std::fill(received_.begin(), received_.end(), false);
   next_launch_ = 0;
+  local_only_ = !last;
 }
 
 void BucketedReducer::on_gradient_ready(size_t parameter) {
@@ -119,6 +120,7 @@ void BucketedReducer::on_gradient_ready(size_t parameter) {
              "the gradient of ", parameters_[parameter].name,
              " is no longer a view of its bucket (was .grad replaced between prepare_for_backward() and backward?)");
   received_[parameter] = true;
+  if (local_only_) return;  // accumulating: the last micro-batch's backward communicates
   if (--buckets_[bucket_of_[parameter]].pending == 0) launch_ready_buckets();
 }
 

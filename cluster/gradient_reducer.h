@@ -45,6 +45,13 @@ class GradientReducer {
  public:
   virtual ~GradientReducer() = default;
   virtual void prepare_for_backward() {}
+  // Gradient accumulation over micro-batches: call before each micro-batch's backward instead of
+  // prepare_for_backward(); `first` starts from zero gradients, and only the `last` backward
+  // communicates (finish() after it). Gradients of the micro-batches add up in place. The default
+  // suits reducers that reduce everything in finish(): the caller zeroes .grad before the first.
+  virtual void prepare_for_micro_backward(bool first, bool last) {
+    if (first && last) prepare_for_backward();
+  }
   virtual void finish() = 0;
 };
 
@@ -72,7 +79,8 @@ class BucketedReducer : public GradientReducer {
   BucketedReducer(const BucketedReducer&) = delete;
   BucketedReducer& operator=(const BucketedReducer&) = delete;
 
-  void prepare_for_backward() override;
+  void prepare_for_backward() override { prepare_for_micro_backward(true, true); }
+  void prepare_for_micro_backward(bool first, bool last) override;
   void finish() override;
 
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
@@ -102,6 +110,7 @@ class BucketedReducer : public GradientReducer {
   // Post-accumulation hooks on each parameter's AccumulateGrad node (kept alive here).
   std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
   size_t next_launch_ = 0;
+  bool local_only_ = false;         // an accumulation backward: no bucket is launched
 };
 
 }  // namespace cmaf::cluster

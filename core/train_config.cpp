@@ -34,6 +34,7 @@ void visit_fields(Config& c, Visitor&& v) {
   v("warmup-steps", c.warmup_steps);
   v("poly-power", c.poly_power);
   v("clip-grad-norm", c.clip_grad_norm);
+  v("accumulate-steps", c.accumulate_steps);
   v("bf16", c.bf16);
   v("non-finite", c.non_finite);
   v("ema-decay", c.ema_decay);
@@ -133,6 +134,7 @@ void TrainConfig::validate() const {
   model::check_input_size(m.input_size, m.input_size);
   positive(steps, "steps");
   positive(labeled_batch, "labeled-batch");
+  positive(accumulate_steps, "accumulate-steps");
   if (unlabeled_batch < 0) throw InputError("--unlabeled-batch", "", str(unlabeled_batch, ", expected >= 0"));
   positive(checkpoint_every, "checkpoint-every");
   positive(keep_checkpoints, "keep-checkpoints");

@@ -50,6 +50,7 @@ struct TrainConfig {
   int64_t warmup_steps = 0;
   double poly_power = 0.9;
   double clip_grad_norm = 0.0;  // 0: off
+  int64_t accumulate_steps = 1;  // micro-batches per optimizer step
   bool bf16 = false;
   NonFinitePolicy non_finite = NonFinitePolicy::kStop;
   // Semi-supervised method.

@@ -97,7 +97,9 @@ class Trainer {
   void resume_or_start();
   TrainingParts parts();
   std::string save_checkpoint();
-  torch::Tensor train_step(const StepTensors& t, int64_t step, std::vector<double>* constraints);
+  // One micro-batch of optimizer step `step`: forward, losses, backward through the reducer (it
+  // communicates after the last micro-batch). Returns the per-step slots, loss terms / A.
+  torch::Tensor train_step(const StepTensors& t, int64_t step, int64_t micro, std::vector<double>* constraints);
   void update_teacher(int64_t step);
   void log_step(int64_t step, const torch::Tensor& sums, const std::vector<double>& constraints, double lr,
                 double images_per_second);
@@ -310,12 +312,13 @@ void Trainer::set_up_data() {
   o.rank = world_.rank();
   const sharding::StepSampler* sampler = sampler_.get();
   loader_ = std::make_unique<datastore::BatchLoader>(
-      o, [sampler](int64_t step) { return sharding::step_request(*sampler, step); }, state_.step);
+      o, [sampler](int64_t step) { return sharding::step_request(*sampler, step); },
+      state_.step * config_.accumulate_steps);  // A loader steps (micro-batches) per optimizer step
   validator_ = std::make_unique<Validator>(config_.data, manifest_, model_config_.input_size, config_.val_max_slices,
                                            world_.rank(), world_.size());
 }
 
-torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, std::vector<double>* constraints) {
+torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, int64_t micro, std::vector<double>* constraints) {
   const int64_t bl = t.labeled.size(0);
   const int64_t bu = t.strong.size(0);
   torch::Tensor sums = torch::zeros({kSlotCount}, torch::kDouble);
@@ -364,29 +367,34 @@ torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, std::vecto
     const torch::Tensor labels =
         bu > 0 ? torch::cat({t.label, pseudo.masked_fill(confident.eq(0), -1)}) : t.label;
     losses::ContrastiveOptions o;
-    o.seed = config_.seed ^ (static_cast<uint64_t>(step) * 1000003ULL) ^ (static_cast<uint64_t>(world_.rank()) << 48);
+    o.seed = config_.seed ^ (static_cast<uint64_t>(step) * 1000003ULL) ^ (static_cast<uint64_t>(world_.rank()) << 48) ^
+             (static_cast<uint64_t>(micro) << 32);
     contrastive = losses::boundary_contrastive_loss(embeddings, labels, classes_, o);
   }
   const double ramp = losses::sigmoid_ramp_up(step, config_.ramp_up_steps);
   // The reducer averages gradients over ranks; the LDC term's gradient is already that of the
   // global constraint split over ranks (with_global), so it is scaled back by the world size.
+  // Gradient accumulation: each of the A micro-batches contributes 1/A of the step's loss.
+  const double a = static_cast<double>(config_.accumulate_steps);
+  const bool last = micro == config_.accumulate_steps - 1;
   const torch::Tensor total = sup.total + ramp * (static_cast<double>(world_.size()) * ldc +
                                                   config_.contrastive_weight * contrastive);
-  reducer_->prepare_for_backward();
-  total.backward();
-  reducer_->finish();
+  reducer_->prepare_for_micro_backward(micro == 0, last);
+  (total / a).backward();
+  if (last) reducer_->finish();
   auto bad = [](const torch::Tensor& v) { return std::isfinite(v.item<double>()) ? 0.0 : 1.0; };
   sums[kBadSupervised] = bad(sup.total);
   sums[kBadLdc] = bad(ldc);
   sums[kBadContrastive] = bad(contrastive);
-  sums[kBadGradient] = all_finite(parameters_, true) ? 0.0 : 1.0;
-  sums[kStop] = stop_requested() ? 1.0 : 0.0;
-  sums[kTotal] = (sup.total + ramp * (ldc + config_.contrastive_weight * contrastive)).item<double>();
-  sums[kSupervised] = sup.total.item<double>();
-  sums[kCrossEntropy] = sup.cross_entropy.item<double>();
-  sums[kDice] = sup.dice.item<double>();
-  sums[kLdc] = ldc.item<double>();
-  sums[kContrastive] = contrastive.item<double>();
+  sums[kBadGradient] = last && !all_finite(parameters_, true) ? 1.0 : 0.0;
+  sums[kStop] = last && stop_requested() ? 1.0 : 0.0;
+  sums[kTotal] = (sup.total + ramp * (ldc + config_.contrastive_weight * contrastive)).item<double>() / a;
+  sums[kSupervised] = sup.total.item<double>() / a;
+  sums[kCrossEntropy] = sup.cross_entropy.item<double>() / a;
+  sums[kDice] = sup.dice.item<double>() / a;
+  sums[kLdc] = ldc.item<double>() / a;
+  sums[kContrastive] = contrastive.item<double>() / a;
+  sums[kConfident] = sums[kConfident].item<double>() / a;
   return sums;
 }
 
@@ -420,11 +428,19 @@ TrainResult Trainer::run() {
       refresh_pool(step);
       last_pool_refresh_ = step;
     }
-    const StepTensors t = to_tensors(loader_->next());
     const double lr = learning_rate(config_, step);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
-    std::vector<double> constraints;
-    torch::Tensor sums = train_step(t, step, &constraints);
+    std::vector<double> constraints;  // mean over the micro-batches
+    torch::Tensor sums = torch::zeros({kSlotCount}, torch::kDouble);
+    for (int64_t micro = 0; micro < config_.accumulate_steps; ++micro) {
+      const StepTensors t = to_tensors(loader_->next());
+      std::vector<double> micro_constraints;
+      sums += train_step(t, step, micro, &micro_constraints);
+      constraints.resize(micro_constraints.size(), 0.0);
+      for (size_t c = 0; c < micro_constraints.size(); ++c) {
+        constraints[c] += micro_constraints[c] / static_cast<double>(config_.accumulate_steps);
+      }
+      }
     world_.all_reduce(sums, cluster::ReduceOp::kSum);
     const auto* v = sums.data_ptr<double>();
     const bool bad = v[kBadSupervised] + v[kBadLdc] + v[kBadContrastive] + v[kBadGradient] > 0;
@@ -449,7 +465,6 @@ TrainResult Trainer::run() {
       if (!constraints.empty() && config_.ldc_fixed_weight == 0.0) state_.multipliers.update(constraints);
     }
     state_.step = step + 1;
-    window_images += world_.size() * (t.labeled.size(0) + t.strong.size(0));
     if (state_.step % config_.log_every == 0 || state_.step == config_.steps) {
       const double ips = static_cast<double>(window_images) /
                          std::chrono::duration<double>(Clock::now() - window_start).count();
@@ -521,7 +536,7 @@ void Trainer::log_step(int64_t step, const torch::Tensor& sums, const std::vecto
   const auto* v = sums.data_ptr<double>();
   const double n = world_.size();
   append_metrics({{"step", step},
-                  {"epoch", (step - 1) / steps_per_epoch_},
+                  {"epoch", (step - 1) * config_.accumulate_steps / steps_per_epoch_},
                   {"lr", lr},
                   {"ramp", losses::sigmoid_ramp_up(step - 1, config_.ramp_up_steps)},
                   {"loss",
@@ -544,7 +559,8 @@ void Trainer::progress(int64_t step, const torch::Tensor& sums, double images_pe
   const double n = world_.size();
   const double eta = images_per_second > 0
                          ? static_cast<double>(config_.steps - step) * static_cast<double>(
-                               world_.size() * (config_.labeled_batch + config_.unlabeled_batch)) / images_per_second
+                               world_.size() * (config_.labeled_batch + config_.unlabeled_batch) *
+                               config_.accumulate_steps) / images_per_second
                          : 0.0;
   std::printf("step %lld/%lld  %.2f img/s  ETA %dm%02ds  loss %.4f (sup %.4f ldc %.4f con %.4f)\n",
               static_cast<long long>(step), static_cast<long long>(config_.steps), images_per_second,

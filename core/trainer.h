@@ -18,7 +18,8 @@
 //
 // With --pool-refresh-every R > 0 the targets come from the pseudo-label pool (refreshed by the
 // EMA teacher at the start and every R steps) instead of a teacher forward at every step.
-// Not implemented yet (stated in the README): gradient accumulation.
+// --accumulate-steps A: each optimizer step sums the gradients of A micro-batches (1/A of the
+// loss each) and communicates once, after the last one's backward.
 #pragma once
 
 #include <cstdint>

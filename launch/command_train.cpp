@@ -66,6 +66,7 @@ int run_train(int argc, char** argv) {
       ("warmup-steps", po::value(&c.warmup_steps)->default_value(c.warmup_steps), "linear warm-up steps")
       ("poly-power", po::value(&c.poly_power)->default_value(c.poly_power), "poly schedule power")
       ("clip-grad-norm", po::value(&c.clip_grad_norm)->default_value(c.clip_grad_norm), "gradient norm clip, 0 = off")
+      ("accumulate-steps", po::value(&c.accumulate_steps)->default_value(c.accumulate_steps), "micro-batches per optimizer step (gradient accumulation)")
       ("bf16", po::value(&c.bf16)->default_value(c.bf16), "CPU bf16 autocast")
       ("non-finite", po::value(&non_finite)->default_value(non_finite), "non-finite loss or gradients: stop or skip")
       ("ema-decay", po::value(&c.ema_decay)->default_value(c.ema_decay), "EMA teacher decay")

@@ -91,11 +91,12 @@ std::vector<NamedTensor> named(torch::nn::Module& module) {
 
 // Different data on every rank, from a generator of its own: ranks may be threads of one
 // process, which must not share the global generator.
-void local_backward(SmallNet& net, int rank) {
-  at::Generator generator = at::detail::createCPUGenerator(100 + static_cast<uint64_t>(rank));
+// `micro` > 0: another micro-batch, its gradient added to the present one.
+void local_backward(SmallNet& net, int rank, int micro = 0) {
+  at::Generator generator = at::detail::createCPUGenerator(100 + static_cast<uint64_t>(rank) + 1000 * micro);
   const at::Tensor x = at::randn({4, 1, 8, 8}, generator);
   const at::Tensor y = at::randint(0, 3, {4}, generator);
-  net.zero_grad();
+  if (micro == 0) net.zero_grad();
   torch::nn::functional::cross_entropy(net.forward(x), y).backward();
 }
 
@@ -134,6 +135,34 @@ void check_reducers_agree(Communicator& c, const cluster::BucketOptions& options
       // And it is the mean of the ranks' local gradients.
       const at::Tensor mean = c.all_gather(local[k]).mean(0);
       EXPECT_TRUE(torch::allclose(a[k].grad(), mean, 1e-5, 1e-7)) << "parameter " << k;
+    }
+  }
+}
+
+void check_accumulation_agrees(Communicator& c, const cluster::BucketOptions& options) {
+  SmallNet reference_net;
+  SmallNet bucketed_net;
+  {
+    torch::NoGradGuard no_grad;
+    const auto from = reference_net.parameters();
+    const auto to = bucketed_net.parameters();
+    for (size_t k = 0; k < from.size(); ++k) to[k].copy_(from[k]);
+  }
+  cluster::ReferenceReducer reference(named(reference_net), c);
+  cluster::BucketedReducer bucketed(named(bucketed_net), c, options);
+  for (int step = 0; step < 2; ++step) {
+    // Three micro-batches: gradients summed locally, averaged over ranks once.
+    for (int micro = 0; micro < 3; ++micro) local_backward(reference_net, c.rank(), micro);
+    reference.finish();
+    for (int micro = 0; micro < 3; ++micro) {
+      bucketed.prepare_for_micro_backward(micro == 0, micro == 2);
+      local_backward(bucketed_net, c.rank(), micro == 0 ? 0 : micro);
+    }
+    bucketed.finish();
+    const auto a = reference_net.parameters();
+    const auto b = bucketed_net.parameters();
+    for (size_t k = 0; k < a.size(); ++k) {
+      EXPECT_TRUE(torch::equal(a[k].grad(), b[k].grad())) << "parameter " << k << " step " << step;
     }
   }
 }

@@ -16,6 +16,9 @@ void check_async_order(cluster::Communicator& c);
 // Reference and bucketed reducers give bit-identical averaged gradients, equal to the mean of
 // the ranks' local gradients.
 void check_reducers_agree(cluster::Communicator& c, const cluster::BucketOptions& options);
+// Gradient accumulation: three micro-batches through the bucketed reducer (only the last one
+// communicates) give the reference reducer's average of the summed gradients, bit for bit.
+void check_accumulation_agrees(cluster::Communicator& c, const cluster::BucketOptions& options);
 void check_parameter_sync(cluster::Communicator& c);
 // The backend's all-reduce equals the local backend's rank-ordered reduction of the same seeded
 // tensors (gathered here): bit-identical for 2 ranks, within fp32 rounding for more.

@@ -27,6 +27,13 @@ TEST_P(Ranks, ReducersAgreeWithManyTensorsPerBucket) {
   run_as_threads(GetParam(), [](cluster::Communicator& c) { check_reducers_agree(c, {}); });
 }
 
+TEST_P(Ranks, GradientAccumulationAgreesWithTheReference) {
+  cluster::BucketOptions small;
+  small.first_bucket_bytes = 256;
+  small.bucket_bytes = 1024;
+  run_as_threads(GetParam(), [&](cluster::Communicator& c) { check_accumulation_agrees(c, small); });
+}
+
 INSTANTIATE_TEST_SUITE_P(WorldSizes, Ranks, ::testing::Values(1, 2, 3));
 
 TEST(BucketedReducer, LayoutIsReverseRegistrationOrderWithTheFirstBucketCap) {

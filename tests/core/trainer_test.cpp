@@ -144,6 +144,26 @@ TEST_F(TrainerTest, ResumingAtStepKEndsWithTheWeightsOfAnUninterruptedRun) {
   EXPECT_EQ(metrics(a.path()).back(), metrics(c.path()).back());  // the final validation line
 }
 
+TEST_F(TrainerTest, GradientAccumulationTrainsAndResumesExactly) {
+  test::TempDir a, b;
+  TrainConfig uninterrupted = small_run(a.path(), 6);
+  uninterrupted.accumulate_steps = 2;
+  const TrainResult whole = train(uninterrupted, world_);
+  EXPECT_EQ(whole.final_step, 6);
+  TrainConfig checkpointed = uninterrupted;
+  checkpointed.run_dir = b.path();
+  checkpointed.checkpoint_every = 3;
+  train(checkpointed, world_);
+  fs::remove_all(checkpoint_folder(b.path(), 6));
+  EXPECT_EQ(train(checkpointed, world_).resumed_from, 3);
+  expect_same_weights((fs::path(checkpoint_folder(a.path(), 6)) / "model.pt").string(),
+                      (fs::path(checkpoint_folder(b.path(), 6)) / "model.pt").string());
+  // Two micro-batches per step: the loss logged is their mean, not their sum.
+  for (const auto& line : metrics(a.path())) {
+    if (line.contains("loss")) EXPECT_LT(line["loss"]["supervised"].get<double>(), 5.0);
+  }
+}
+
 TEST_F(TrainerTest, PoolVersionsArePublishedAndAResumeReadsTheVersionItsCheckpointNames) {
   test::TempDir a, b;
   TrainConfig uninterrupted = small_run(a.path(), 12);
