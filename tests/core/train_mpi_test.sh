@@ -8,6 +8,10 @@
 #             --resume auto continues from that step
 #     kill9   SIGKILL to one rank: the job ends non-zero within a bounded time; --resume auto
 #             continues from the last published checkpoint
+#     killsave  SIGKILL to a rank while a checkpoint is half written (a test-only delay between
+#             its files): the previous checkpoint is intact and --resume auto uses it
+#     usr1twice SIGUSR1, then another while the checkpoint is being written: one valid
+#             checkpoint, exit 85, resume from it
 set -euo pipefail
 mpiexec="$1"
 bin="$2"
@@ -112,6 +116,35 @@ case "${mode}" in
     train "${work}/k" $((step + 2)) 1000 > "${work}/k2.out" 2>&1 || { cat "${work}/k2.out"; fail "resumed run"; }
     grep -q "resumed from step ${step}" "${work}/k2.out" || { cat "${work}/k2.out"; fail "did not resume from ${step}"; }
     echo "kill9: job ended (status ${rc}) ${elapsed} s after the kill; resumed from step ${step}"
+    ;;
+  killsave)
+    CMAF_CHECKPOINT_SAVE_DELAY_MS=4000 start_in_background "${work}/s.out" "${work}/s" 2000 4
+    wait_for 120 test -f "${work}/s/checkpoints/step-00000004/MANIFEST.json" || { cat "${work}/s.out"; fail "no step-4 checkpoint"; }
+    wait_for 60 test -f "${work}/s/checkpoints/.staging-step-00000008/model.pt" || fail "the step-8 save did not start"
+    kill -9 "$(rank_pid)"
+    wait "${mpi_pid}" || true
+    mpi_pid=""
+    [[ ! -d "${work}/s/checkpoints/step-00000008" ]] || fail "a half-written checkpoint was published"
+    train "${work}/s" 6 1000 > "${work}/s2.out" 2>&1 || { cat "${work}/s2.out"; fail "resume after the killed save"; }
+    grep -q "finished at step 6 (resumed from step 4)" "${work}/s2.out" || { cat "${work}/s2.out"; fail "did not resume from step 4"; }
+    echo "killsave: the save killed half-way left step 4 intact; resumed from it"
+    ;;
+  usr1twice)
+    CMAF_CHECKPOINT_SAVE_DELAY_MS=3000 start_in_background "${work}/t.out" "${work}/t" 2000 1000
+    wait_for 120 grep -qsE '"step":3[,}]' "${work}/t/metrics.jsonl" || { cat "${work}/t.out"; fail "training did not reach step 3"; }
+    victim="$(rank_pid)"
+    kill -USR1 "${victim}"
+    wait_for 60 compgen -G "${work}/t/checkpoints/.staging-step-*/model.pt" > /dev/null || fail "the save did not start"
+    kill -USR1 "${victim}"  # during the save
+    rc=0
+    wait "${mpi_pid}" || rc=$?
+    mpi_pid=""
+    [[ "${rc}" == 85 ]] || { cat "${work}/t.out"; fail "exit status ${rc}, expected 85"; }
+    ckpt="$(latest "${work}/t")"
+    step=$((10#${ckpt##*step-}))
+    train "${work}/t" $((step + 2)) 1000 > "${work}/t2.out" 2>&1 || { cat "${work}/t2.out"; fail "resume"; }
+    grep -q "resumed from step ${step}" "${work}/t2.out" || { cat "${work}/t2.out"; fail "did not resume from ${step}"; }
+    echo "usr1twice: a second signal during the save changed nothing; resumed from step ${step}"
     ;;
   *) fail "unknown mode ${mode}" ;;
 esac
