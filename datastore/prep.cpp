@@ -141,6 +141,19 @@ PrepReport run_prep(const PrepOptions& o) {
   const LabelMap map = parse_label_map(o.label_map, source_class_names(o, source), o.class_names);
   std::vector<PlannedCase> planned = validate_headers(o, source);
   assign_splits(o, planned);
+  if (o.shard_count < 1 || o.shard_index < 0 || o.shard_index >= o.shard_count) {
+    throw InputError("--shard", "", str(o.shard_index, "/", o.shard_count, ", expected i/n with 0 <= i < n"));
+  }
+  if (o.shard_count > 1) {
+    std::vector<PlannedCase> mine;
+    for (size_t i = 0; i < planned.size(); ++i) {
+      if (static_cast<int>(i % static_cast<size_t>(o.shard_count)) == o.shard_index) mine.push_back(planned[i]);
+    }
+    LOG(INFO) << "prep: shard " << o.shard_index << "/" << o.shard_count << ": " << mine.size() << " of "
+              << planned.size() << " cases";
+    planned = std::move(mine);
+    if (planned.empty()) throw InputError("--shard", "", str(o.shard_index, "/", o.shard_count, " holds no case"));
+  }
 
   DatasetWriter writer(o.out, map.classes);
   for (const PlannedCase& p : planned) writer.check_case_id_free(p.id, p.source.image_path);
@@ -194,6 +207,52 @@ PrepReport run_prep(const PrepOptions& o) {
   report.bytes_written = writer.bytes_written();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
+}
+
+std::pair<int, int> parse_shard(const std::string& text, const std::string& option) {
+  const size_t slash = text.find('/');
+  int index = -1;
+  int count = 0;
+  try {
+    size_t a = 0, b = 0;
+    index = std::stoi(text.substr(0, slash), &a);
+    count = std::stoi(text.substr(slash + 1), &b);
+    if (slash == std::string::npos || a != slash || b != text.size() - slash - 1) index = -1;
+  } catch (const std::exception&) {
+    index = -1;
+  }
+  if (index < 0 || count < 1 || index >= count) {
+    throw UsageError(str(option, " '", text, "': expected i/n with 0 <= i < n (e.g. $SLURM_ARRAY_TASK_ID/4)"));
+  }
+  return {index, count};
+}
+
+int64_t merge_datasets(const std::vector<std::string>& parts, const std::string& out) {
+  if (parts.empty()) throw UsageError("cmaformer merge: no part dataset given");
+  std::vector<DatasetManifest> manifests;
+  for (const std::string& part : parts) manifests.push_back(load_manifest(part));
+  for (size_t k = 1; k < manifests.size(); ++k) {
+    if (manifests[k].classes != manifests[0].classes) {
+      throw InputError(manifest_path(parts[k]), "classes", str("differ from those of ", manifest_path(parts[0])));
+    }
+  }
+  DatasetWriter writer(out, manifests[0].classes);
+  for (size_t k = 0; k < parts.size(); ++k) {
+    for (const ManifestCase& c : manifests[k].cases) writer.check_case_id_free(c.id, parts[k]);
+  }
+  int64_t merged = 0;
+  for (size_t k = 0; k < parts.size(); ++k) {
+    for (const SiteRecord& site : manifests[k].sites) writer.add_site(site);
+    for (const ManifestCase& c : manifests[k].cases) {
+      const CaseFile file((fs::path(parts[k]) / c.file).string());
+      const std::vector<uint8_t> label =
+          file.has_label() ? file.read_label(LabelUse::kEvaluation) : std::vector<uint8_t>{};
+      writer.add_case(file.metadata(), file.read_image(), label, c.split);
+      ++merged;
+    }
+  }
+  writer.commit();
+  return merged;
 }
 
 }  // namespace cmaf::datastore

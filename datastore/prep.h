@@ -8,6 +8,8 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "datastore/intensity.h"
 #include "datastore/split_plan.h"
@@ -29,6 +31,11 @@ struct PrepOptions {
   std::array<double, 3> spacing{1, 1, 1};  // h5 inputs without a spacing attribute (z, y, x)
   std::string images_ts = "test";        // test | unlabeled | skip (nnU-Net imagesTs)
   SplitRequest splits;
+  // Job arrays: convert only the cases whose index (in the source's sorted order) is
+  // shard_index modulo shard_count, after the splits of ALL cases are planned, into a part
+  // dataset; merge_datasets() joins the parts into the dataset one run would have made.
+  int shard_index = 0;
+  int shard_count = 1;
 };
 
 struct PrepReport {
@@ -41,5 +48,13 @@ struct PrepReport {
 };
 
 PrepReport run_prep(const PrepOptions& options);
+
+// "i/n" -> (i, n) with 0 <= i < n. Throws UsageError naming `option` otherwise.
+std::pair<int, int> parse_shard(const std::string& text, const std::string& option);
+
+// Joins part datasets (prep --shard outputs) into `out` (created, or appended to): classes and
+// per-site preprocessing must agree; case files are copied and the manifest is rebuilt, all under
+// the dataset lock and rolled back on any error. Returns the number of cases merged.
+int64_t merge_datasets(const std::vector<std::string>& parts, const std::string& out);
 
 }  // namespace cmaf::datastore

@@ -1,5 +1,6 @@
 #include <iostream>
 #include <sstream>
+#include <tuple>
 
 #include "common/error.h"
 #include "datastore/prep.h"
@@ -35,7 +36,7 @@ int run_prep(int argc, char** argv) {
       "  cmaformer prep --input ../shared/data/btcv --out data/synapse8 \\\n"
       "    --label-map btcv13-to-synapse8 --test-cases 6 --labeled-cases 2 --seed 1"};
   datastore::PrepOptions o;
-  std::string test_cases, val_cases, labeled_cases, spacing;
+  std::string test_cases, val_cases, labeled_cases, spacing, shard;
   double labeled_fraction = -1.0;
   uint64_t seed = 0;
   po::options_description options("prep options");
@@ -60,7 +61,9 @@ int run_prep(int argc, char** argv) {
       ("val-cases", po::value(&val_cases), "validation cases: a count or ids")
       ("labeled-cases", po::value(&labeled_cases), "labeled train cases: a count or ids (default all)")
       ("labeled-fraction", po::value(&labeled_fraction), "labeled share of train cases, instead of --labeled-cases")
-      ("seed", po::value(&seed)->default_value(seed), "seed for drawn splits");
+      ("seed", po::value(&seed)->default_value(seed), "seed for drawn splits")
+      ("shard", po::value(&shard), "job arrays: i/n converts every n-th case from the i-th into a part dataset "
+                                   "(splits planned over all cases); join the parts with cmaformer merge");
   po::variables_map values;
   if (!parse_command_line(info, argc, argv, options, {}, values)) return 0;
   require(values, "input", info);
@@ -71,6 +74,7 @@ int run_prep(int argc, char** argv) {
   o.splits.labeled = datastore::parse_case_selection(labeled_cases, "--labeled-cases");
   if (values.count("labeled-fraction") > 0) o.splits.labeled_fraction = labeled_fraction;
   if (!spacing.empty()) o.spacing = parse_spacing(spacing);
+  if (!shard.empty()) std::tie(o.shard_index, o.shard_count) = datastore::parse_shard(shard, "--shard");
 
   const datastore::PrepReport r = datastore::run_prep(o);
   const double mb = static_cast<double>(r.bytes_read) / 1e6;

@@ -25,6 +25,7 @@ int run_metrics(int argc, char** argv);
 int run_eval(int argc, char** argv);
 int run_infer(int argc, char** argv);
 int run_plot(int argc, char** argv);
+int run_merge(int argc, char** argv);
 
 // `cmaformer <args>`: dispatch, error reporting, exit codes (0 ok, 1 error, 2 usage).
 int main_entry(int argc, char** argv);

@@ -24,6 +24,7 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"synth", "write a synthetic phantom dataset (the embedded default data)", run_synth},
       {"prep", "turn real scans (nnU-Net raw folder, HDF5 volumes) into a dataset", run_prep},
+      {"merge", "join the part datasets of a prep job array (prep --shard i/n)", run_merge},
       {"inspect", "summarise a dataset and check every file", run_inspect},
       {"model-info", "parameters, FLOPs, activation memory of a CMAformer preset", run_model_info},
       {"train", "semi-supervised data-parallel training (alone or under mpirun/srun)", run_train},

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "common/error.h"
 #include "datastore/case_file.h"
 #include "datastore/inspect.h"
 #include "datastore/manifest.h"
@@ -155,6 +156,53 @@ TEST(Prep, TransUNetH5VolumesAreRead) {
   EXPECT_EQ(m.cases[0].class_voxels[8], 1);
   EXPECT_EQ(m.cases[0].spacing, (std::array<double, 3>{2.5, 0.7, 0.7}));
   EXPECT_EQ(CaseFile(o.out + "/cases/case0001.h5").read_image(), image);  // normalisation none
+}
+
+TEST(Prep, ShardsOfAJobArrayMergeIntoTheDatasetOfOneRun) {
+  test::TempDir dir;
+  const std::string src = dir.file("raw");
+  test::write_nnunet_folder(src, 7, 3);
+  PrepOptions whole = options_for(src, dir.file("whole"));
+  whole.splits.test = parse_case_selection("2", "--test-cases");
+  whole.splits.labeled = parse_case_selection("2", "--labeled-cases");
+  whole.splits.seed = 3;
+  run_prep(whole);
+  std::vector<std::string> parts;
+  for (int i = 0; i < 3; ++i) {
+    PrepOptions part = whole;
+    part.out = dir.file("part" + std::to_string(i));
+    part.shard_index = i;
+    part.shard_count = 3;
+    EXPECT_EQ(run_prep(part).cases, i == 0 ? 3 : 2);
+    parts.push_back(part.out);
+  }
+  EXPECT_EQ(merge_datasets(parts, dir.file("merged")), 7);
+  const DatasetManifest a = load_manifest(dir.file("whole"));
+  const DatasetManifest b = load_manifest(dir.file("merged"));
+  ASSERT_EQ(a.cases.size(), b.cases.size());
+  EXPECT_EQ(a.classes, b.classes);
+  EXPECT_EQ(a.sites.size(), b.sites.size());
+  for (const ManifestCase& c : a.cases) {
+    const ManifestCase* m = b.find_case(c.id);
+    ASSERT_NE(m, nullptr) << c.id;
+    EXPECT_EQ(m->split, c.split) << c.id;
+    EXPECT_EQ(m->labeled, c.labeled) << c.id;
+    EXPECT_EQ(m->class_voxels, c.class_voxels) << c.id;
+    const CaseFile x(dir.file("whole/" + c.file));
+    const CaseFile y(dir.file("merged/" + m->file));
+    EXPECT_EQ(x.read_image(), y.read_image()) << c.id;
+    EXPECT_EQ(x.metadata().label_role, y.metadata().label_role) << c.id;
+  }
+  // A part of another label map cannot join.
+  PrepOptions other = whole;
+  other.out = dir.file("other");
+  other.label_map = "1:1";
+  run_prep(other);
+  EXPECT_THROW(merge_datasets({parts[0], dir.file("other")}, dir.file("bad")), InputError);
+  EXPECT_FALSE(fs::exists(dir.file("bad/manifest.json")));
+  EXPECT_THROW(parse_shard("3/3", "--shard"), UsageError);
+  EXPECT_THROW(parse_shard("1", "--shard"), UsageError);
+  EXPECT_EQ(parse_shard("2/4", "--shard"), (std::pair<int, int>{2, 4}));
 }
 
 }  // namespace

@@ -2,9 +2,12 @@
 # The sbatch templates of slurm/ submitted to the real one-node Slurm of scripts/local-slurm.sh.
 #
 #   slurm_jobs_test.sh start|stop SLURM_DIR
-#   slurm_jobs_test.sh train|preempt SLURM_DIR CMAFORMER REPO
+#   slurm_jobs_test.sh train|preempt SLURM_DIR CMAFORMER
+#   slurm_jobs_test.sh preparray SLURM_DIR CMAFORMER MAKE_NNUNET_FOLDER
 #     train    2-rank CPU training job completes with its checkpoint; then the eval job on that
 #              checkpoint and the all-reduce benchmark job
+#     preparray  prep as a 3-task job array, then the dependent merge job: the dataset equals
+#              one prep run's (cases, splits)
 #     preempt  the preemptible job is signalled (scancel --signal=USR1 --batch), checkpoints,
 #              requeues itself, resumes from that checkpoint and finishes: the step count proves
 #              it did not restart from zero
@@ -34,7 +37,7 @@ trap 'scancel --quiet --name=cmaf-test-${mode} 2>/dev/null || true; rm -rf "${wo
 "${bin}" synth --out "${work}/ds" --cases 8 --size 64 --slices 10 --classes 3 --labeled-cases 3 \
   --val-cases 1 --test-cases 2 --seed 5 > /dev/null 2>&1
 
-job_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
+job_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -1 | cut -d= -f2; }
 job_field() { scontrol show job "$1" 2>/dev/null | grep -o "$2=[^ ]*" | head -1 | cut -d= -f2; }
 
 wait_done() {  # wait_done JOB SECONDS: until the job completed, failed or was cancelled
@@ -92,6 +95,30 @@ case "${mode}" in
     ((resumed >= 3 && resumed < 40)) || fail "resumed from step ${resumed}"
     [[ -d "${work}/run/checkpoints/step-$(printf %08d "${resumed}")" ]] || fail "no checkpoint of step ${resumed}"
     echo "preempt: signalled, checkpointed at step ${resumed}, requeued, resumed, finished at step 40"
+    ;;
+  preparray)
+    "$4" "${work}/raw" 7 3
+    prep_args="--test-cases 2 --labeled-cases 2 --seed 3"
+    "${bin}" prep --input "${work}/raw" --out "${work}/one-run" ${prep_args} > /dev/null 2>&1 || fail "single prep"
+    array="$(sbatch --parsable --job-name=cmaf-test-preparray --array=0-2 --chdir="${work}" \
+      --export="ALL,CMAF_BIN=${bin},CMAF_INPUT=${work}/raw,CMAF_OUT=${work}/prepared,CMAF_PREP_ARGS=${prep_args}" \
+      "${here}/slurm/prep_array.sbatch")"
+    merge="$(sbatch --parsable --job-name=cmaf-test-preparray --dependency="afterok:${array}" --chdir="${work}" \
+      --export="ALL,CMAF_BIN=${bin},CMAF_OUT=${work}/prepared" "${here}/slurm/prep_merge.sbatch")"
+    state="$(wait_done "${merge}" 240)"
+    [[ "${state}" == COMPLETED ]] || { cat "${work}"/*.out; fail "merge job ${merge}: ${state}"; }
+    for t in 0 1 2; do
+      [[ "$(job_state "${array}_${t}")" == COMPLETED ]] || fail "array task ${t}: $(job_state "${array}_${t}")"
+    done
+    [[ ! -d "${work}/prepared.parts" ]] || fail "the parts were not removed after the merge"
+    # One line per case, "id labeled split", from the manifest (no JSON tool needed).
+    summary() {
+      tr -d ' \n' < "$1/manifest.json" | grep -o '{"class_slices[^}]*}' \
+        | sed -E 's/.*"id":"([^"]*)".*"labeled":([a-z]*).*"split":"([a-z]*)".*/\1 \2 \3/' | sort
+    }
+    [[ "$(summary "${work}/prepared" | wc -l)" == 7 ]] || fail "the merged dataset does not list 7 cases"
+    diff <(summary "${work}/one-run") <(summary "${work}/prepared") || fail "the merged dataset differs from one prep run"
+    echo "preparray: 3 array tasks + merge = one prep run (7 cases)"
     ;;
   *) fail "unknown mode ${mode}" ;;
 esac
