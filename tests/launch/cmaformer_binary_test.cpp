@@ -37,7 +37,7 @@ ProcessResult cmaformer(const std::string& args) {
 TEST(CmaformerBinary, HelpListsEverySubcommandAndEachHasItsOwnHelp) {
   const ProcessResult help = cmaformer("--help");
   EXPECT_EQ(help.exit_code, 0);
-  for (const char* command : {"synth", "prep", "inspect", "model-info", "train", "eval", "infer", "metrics", "bench", "env"}) {
+  for (const char* command : {"synth", "prep", "merge", "inspect", "model-info", "train", "plot", "eval", "infer", "metrics", "bench", "env"}) {
     EXPECT_NE(help.output.find(command), std::string::npos) << command;
     const ProcessResult sub = cmaformer(std::string(command) + " --help");
     EXPECT_EQ(sub.exit_code, 0) << command;
