@@ -127,9 +127,8 @@ void warp_image(const float* src, const SliceWarp& warp, float* out) {
       double sx = 0.0;
       warp.source(y, x, &sy, &sx);
       float value = 0.0F;
-      // Inside the source footprint [-0.5, size - 0.5]: bilinear with edge clamping (PyTorch's
-      // align_corners = false); outside: 0.
-      if (sx >= -0.5 && sx <= static_cast<double>(w) - 0.5 && sy >= -0.5 && sy <= static_cast<double>(h) - 0.5) {
+      // Bilinear with edge clamping inside the footprint (PyTorch's align_corners = false).
+      if (warp.inside(sy, sx)) {
         const double cx = std::clamp(sx, 0.0, static_cast<double>(w - 1));
         const double cy = std::clamp(sy, 0.0, static_cast<double>(h - 1));
         const auto x0 = static_cast<int64_t>(cx);
@@ -156,7 +155,7 @@ void warp_label(const uint8_t* src, const SliceWarp& warp, uint8_t* out) {
       double sx = 0.0;
       warp.source(y, x, &sy, &sx);
       uint8_t value = 0;
-      if (sx >= -0.5 && sx <= static_cast<double>(w) - 0.5 && sy >= -0.5 && sy <= static_cast<double>(h) - 0.5) {
+      if (warp.inside(sy, sx)) {
         const int64_t nx = std::clamp<int64_t>(static_cast<int64_t>(std::floor(sx + 0.5)), 0, w - 1);
         const int64_t ny = std::clamp<int64_t>(static_cast<int64_t>(std::floor(sy + 0.5)), 0, h - 1);
         value = src[ny * w + nx];

@@ -75,6 +75,10 @@ class SliceWarp {
   int64_t out_w() const { return out_w_; }
   // Source (sy, sx) of output (y, x).
   void source(int64_t y, int64_t x, double* sy, double* sx) const;
+  // Inside the source slice's footprint [-0.5, size - 0.5] (outside, image and label read 0).
+  bool inside(double sy, double sx) const {
+    return sx >= -0.5 && sx <= static_cast<double>(src_w_) - 0.5 && sy >= -0.5 && sy <= static_cast<double>(src_h_) - 0.5;
+  }
 
  private:
   int64_t src_h_, src_w_, out_h_, out_w_;

@@ -91,6 +91,13 @@ std::vector<NamedTensor> named(torch::nn::Module& module) {
 
 // Different data on every rank, from a generator of its own: ranks may be threads of one
 // process, which must not share the global generator.
+void copy_parameters(SmallNet& from, SmallNet& to) {
+  torch::NoGradGuard no_grad;
+  const auto source = from.parameters();
+  const auto target = to.parameters();
+  for (size_t k = 0; k < source.size(); ++k) target[k].copy_(source[k]);
+}
+
 // `micro` > 0: another micro-batch, its gradient added to the present one.
 void local_backward(SmallNet& net, int rank, int micro = 0) {
   at::Generator generator = at::detail::createCPUGenerator(100 + static_cast<uint64_t>(rank) + 1000 * micro);
@@ -105,12 +112,7 @@ void local_backward(SmallNet& net, int rank, int micro = 0) {
 void check_reducers_agree(Communicator& c, const cluster::BucketOptions& options) {
   SmallNet reference_net;
   SmallNet bucketed_net;
-  {
-    torch::NoGradGuard no_grad;
-    const auto from = reference_net.parameters();
-    const auto to = bucketed_net.parameters();
-    for (size_t k = 0; k < from.size(); ++k) to[k].copy_(from[k]);
-  }
+  copy_parameters(reference_net, bucketed_net);
   cluster::ReferenceReducer reference(named(reference_net), c);
   cluster::BucketedReducer bucketed(named(bucketed_net), c, options);
   // The bucketed side goes through a real optimizer's zero_grad() (it detach_()es gradients).
@@ -142,12 +144,7 @@ void check_reducers_agree(Communicator& c, const cluster::BucketOptions& options
 void check_accumulation_agrees(Communicator& c, const cluster::BucketOptions& options) {
   SmallNet reference_net;
   SmallNet bucketed_net;
-  {
-    torch::NoGradGuard no_grad;
-    const auto from = reference_net.parameters();
-    const auto to = bucketed_net.parameters();
-    for (size_t k = 0; k < from.size(); ++k) to[k].copy_(from[k]);
-  }
+  copy_parameters(reference_net, bucketed_net);
   cluster::ReferenceReducer reference(named(reference_net), c);
   cluster::BucketedReducer bucketed(named(bucketed_net), c, options);
   for (int step = 0; step < 2; ++step) {
