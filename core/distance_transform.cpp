@@ -12,17 +12,16 @@ constexpr double kInfinity = std::numeric_limits<double>::infinity();
 
 // One line: out[p] = min_q f[q] + ((p - q) s)^2 over the q with finite f. `v` and `z` are
 // scratch of n and n + 1 entries.
-void envelope_1d(const double* f, int64_t n, int64_t stride, double s, double* out, std::vector<int64_t>& v,
-                 std::vector<double>& z) {
+void envelope_1d(const double* f, int64_t n, double s, double* out, std::vector<int64_t>& v, std::vector<double>& z) {
   const double s2 = s * s;
   int64_t k = -1;
   for (int64_t q = 0; q < n; ++q) {
-    const double fq = f[q * stride];
+    const double fq = f[q];
     if (fq == kInfinity) continue;
     const double qd = static_cast<double>(q);
     while (k >= 0) {
       const double r = static_cast<double>(v[static_cast<size_t>(k)]);
-      const double fr = f[v[static_cast<size_t>(k)] * stride];
+      const double fr = f[v[static_cast<size_t>(k)]];
       // Where the parabola from q overtakes the one from r.
       const double cross = ((fq + s2 * qd * qd) - (fr + s2 * r * r)) / (2.0 * s2 * (qd - r));
       if (cross <= z[static_cast<size_t>(k)]) {
@@ -37,13 +36,13 @@ void envelope_1d(const double* f, int64_t n, int64_t stride, double s, double* o
       z[0] = -kInfinity;
     } else {
       const double r = static_cast<double>(v[static_cast<size_t>(k - 1)]);
-      const double fr = f[v[static_cast<size_t>(k - 1)] * stride];
+      const double fr = f[v[static_cast<size_t>(k - 1)]];
       z[static_cast<size_t>(k)] = ((fq + s2 * qd * qd) - (fr + s2 * r * r)) / (2.0 * s2 * (qd - r));
     }
     z[static_cast<size_t>(k + 1)] = kInfinity;
   }
   if (k < 0) {
-    for (int64_t p = 0; p < n; ++p) out[p * stride] = kInfinity;
+    for (int64_t p = 0; p < n; ++p) out[p] = kInfinity;
     return;
   }
   int64_t j = 0;
@@ -52,7 +51,7 @@ void envelope_1d(const double* f, int64_t n, int64_t stride, double s, double* o
     while (z[static_cast<size_t>(j + 1)] < pd) ++j;
     const int64_t q = v[static_cast<size_t>(j)];
     const double step = static_cast<double>(p - q) * s;
-    out[p * stride] = f[q * stride] + step * step;
+    out[p] = f[q] + step * step;
   }
 }
 
@@ -74,7 +73,7 @@ std::vector<double> squared_distance_transform(const std::vector<uint8_t>& featu
     for (int64_t l = 0; l < count; ++l) {
       const int64_t start = start_of(l);
       for (int64_t i = 0; i < n; ++i) line[static_cast<size_t>(i)] = g[static_cast<size_t>(start + i * stride)];
-      envelope_1d(line.data(), n, 1, s, out.data(), v, z);
+      envelope_1d(line.data(), n, s, out.data(), v, z);
       for (int64_t i = 0; i < n; ++i) g[static_cast<size_t>(start + i * stride)] = out[static_cast<size_t>(i)];
     }
   };

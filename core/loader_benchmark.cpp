@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "common/error.h"
+#include "core/batch_tensors.h"
 #include "datastore/batch_loader.h"
 #include "datastore/manifest.h"
 #include "model/cmaformer.h"
@@ -28,21 +29,6 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-struct Tensors {
-  torch::Tensor labeled, label, strong;
-};
-
-Tensors to_tensors(const datastore::Batch& b) {
-  const int64_t s = b.size;
-  Tensors t;
-  // from_blob does not own the batch's memory: clone into tensors that do.
-  t.labeled = torch::from_blob(const_cast<float*>(b.labeled_image.data()), {b.labeled_count(), 1, s, s}).clone();
-  t.label = torch::from_blob(const_cast<uint8_t*>(b.labeled_label.data()), {b.labeled_count(), s, s}, torch::kUInt8)
-                .to(torch::kLong);
-  t.strong = torch::from_blob(const_cast<float*>(b.strong_image.data()), {b.unlabeled_count(), 1, s, s}).clone();
-  return t;
-}
-
 class StepRunner {
  public:
   StepRunner(const model::CmaformerConfig& config)
@@ -51,7 +37,7 @@ class StepRunner {
   }
 
   // One training step on `t`; returns false if the loss was not finite.
-  bool step(const Tensors& t) {
+  bool step(const StepTensors& t) {
     optimizer_.zero_grad();
     const int64_t bl = t.labeled.size(0);
     const torch::Tensor logits = model_->forward(torch::cat({t.labeled, t.strong}));
@@ -146,7 +132,7 @@ int64_t run_loader_benchmark(const LoaderBenchmarkOptions& o) {
   datastore::LoaderOptions options = base;
   options.threads = o.loader_threads;
   const int64_t passes = 2;
-  std::vector<std::vector<Tensors>> held(static_cast<size_t>(passes));
+  std::vector<std::vector<StepTensors>> held(static_cast<size_t>(passes));
   {
     datastore::BatchLoader preload(options, source, 0);
     for (auto& pass : held) {

@@ -14,6 +14,7 @@
 #include "cluster/parameter_sync.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "core/batch_tensors.h"
 #include "core/checkpoint_store.h"
 #include "core/lr_schedule.h"
 #include "core/training_checkpoint.h"
@@ -45,28 +46,6 @@ enum Slot : int64_t {
   kBadSupervised, kBadLdc, kBadContrastive, kBadGradient, kStop,
   kTotal, kSupervised, kCrossEntropy, kDice, kLdc, kContrastive, kConfident, kSlotCount
 };
-
-struct StepTensors {
-  torch::Tensor labeled, label, weak, strong;
-  std::vector<std::pair<std::string, int64_t>> unlabeled_slices;  // (case file, slice)
-  std::vector<datastore::GeometricParams> geometry;                // of each unlabeled sample
-};
-
-StepTensors to_tensors(const datastore::Batch& b) {
-  const int64_t s = b.size;
-  auto image = [s](const std::vector<float>& v, int64_t n) {
-    return torch::from_blob(const_cast<float*>(v.data()), {n, 1, s, s}).clone();
-  };
-  StepTensors t;
-  t.labeled = image(b.labeled_image, b.labeled_count());
-  t.label = torch::from_blob(const_cast<uint8_t*>(b.labeled_label.data()), {b.labeled_count(), s, s}, torch::kUInt8)
-                .to(torch::kLong);
-  t.weak = image(b.weak_image, b.unlabeled_count());
-  t.strong = image(b.strong_image, b.unlabeled_count());
-  for (const auto& r : b.unlabeled_refs) t.unlabeled_slices.emplace_back(r.file, r.slice);
-  t.geometry = b.unlabeled_geometry;
-  return t;
-}
 
 std::vector<cluster::NamedTensor> named(const torch::nn::Module& module, const std::string& prefix, bool buffers) {
   std::vector<cluster::NamedTensor> out;
@@ -423,8 +402,7 @@ TrainResult Trainer::run() {
   int64_t window_images = 0;
   while (state_.step < config_.steps) {
     const int64_t step = state_.step;
-    if (pool_ && step > 0 && step % config_.pool_refresh_every == 0 && pool_->version() > 0 &&
-        last_pool_refresh_ != step) {
+    if (pool_ && step > 0 && step % config_.pool_refresh_every == 0 && last_pool_refresh_ != step) {
       refresh_pool(step);
       last_pool_refresh_ = step;
     }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <vector>
 
 #include "common/error.h"
@@ -103,6 +104,17 @@ void require(const po::variables_map& values, const std::string& option, const C
     throw UsageError(str("cmaformer ", info.command, ": the option --", option,
                          " is required\nusage: ", info.synopsis));
   }
+}
+
+std::array<double, 3> parse_spacing(const std::string& text) {
+  std::array<double, 3> spacing{};
+  std::istringstream in(text);
+  char c1 = 0, c2 = 0;
+  if (!(in >> spacing[0] >> c1 >> spacing[1] >> c2 >> spacing[2]) || c1 != ',' || c2 != ',' ||
+      !in.eof() || spacing[0] <= 0 || spacing[1] <= 0 || spacing[2] <= 0) {
+    throw InputError("--spacing", "", str("'", text, "', expected z,y,x in mm, each > 0"));
+  }
+  return spacing;
 }
 
 std::vector<int> parse_int_list(const std::string& text, const std::string& option) {

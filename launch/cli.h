@@ -10,6 +10,7 @@
 
 #include <boost/program_options.hpp>
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ bool parse_command_line(const CommandLine& info, int argc, char** argv,
 
 // Throws UsageError naming the command and `option` when it was not given.
 void require(const po::variables_map& values, const std::string& option, const CommandLine& info);
+
+// "z,y,x" in mm, each > 0. Throws InputError naming --spacing otherwise.
+std::array<double, 3> parse_spacing(const std::string& text);
 
 // "1,2,4" -> {1, 2, 4}; each a positive integer. Throws UsageError naming `option` otherwise.
 std::vector<int> parse_int_list(const std::string& text, const std::string& option);

@@ -12,31 +12,6 @@
 #include "launch/commands.h"
 
 namespace cmaf::launch {
-namespace {
-
-std::array<double, 3> parse_spacing(const std::string& text) {
-  std::array<double, 3> out{};
-  std::stringstream in(text);
-  std::string item;
-  size_t i = 0;
-  while (std::getline(in, item, ',')) {
-    if (i == 3) break;
-    try {
-      out[i] = std::stod(item);
-    } catch (const std::exception&) {
-      out[i] = -1.0;
-    }
-    if (!(out[i] > 0.0)) break;
-    ++i;
-  }
-  if (i != 3 || in.rdbuf()->in_avail() > 0) {
-    throw UsageError(str("--spacing '", text, "': expected three positive numbers z,y,x in mm"));
-  }
-  return out;
-}
-
-}  // namespace
-
 int run_metrics(int argc, char** argv) {
   const CommandLine info{
       "metrics",

@@ -1,5 +1,4 @@
 #include <iostream>
-#include <sstream>
 #include <tuple>
 
 #include "common/error.h"
@@ -8,21 +7,6 @@
 #include "launch/commands.h"
 
 namespace cmaf::launch {
-namespace {
-
-std::array<double, 3> parse_spacing(const std::string& text) {
-  std::array<double, 3> spacing{};
-  std::istringstream in(text);
-  char c1 = 0, c2 = 0;
-  if (!(in >> spacing[0] >> c1 >> spacing[1] >> c2 >> spacing[2]) || c1 != ',' || c2 != ',' ||
-      !in.eof() || spacing[0] <= 0 || spacing[1] <= 0 || spacing[2] <= 0) {
-    throw InputError("--spacing", "", str("'", text, "', expected z,y,x in mm, each > 0"));
-  }
-  return spacing;
-}
-
-}  // namespace
-
 int run_prep(int argc, char** argv) {
   const CommandLine info{
       "prep",

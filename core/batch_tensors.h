@@ -1,0 +1,27 @@
+// A loader batch as LibTorch tensors that own their memory (the trainer and the loader
+// benchmark train on these).
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "datastore/batch_loader.h"
+
+namespace cmaf::core {
+
+struct StepTensors {
+  torch::Tensor labeled;  // [Bl, 1, S, S] float
+  torch::Tensor label;    // [Bl, S, S] int64
+  torch::Tensor weak;     // [Bu, 1, S, S]
+  torch::Tensor strong;   // [Bu, 1, S, S]
+  std::vector<std::pair<std::string, int64_t>> unlabeled_slices;  // (case file, slice)
+  std::vector<datastore::GeometricParams> geometry;                // of each unlabeled sample
+};
+
+StepTensors to_tensors(const datastore::Batch& batch);
+
+}  // namespace cmaf::core
