@@ -53,47 +53,74 @@ at::Tensor boundary_contrastive_loss(const at::Tensor& embeddings, const at::Ten
   CMAF_CHECK(labels.dim() == 3 && labels.size(0) == embeddings.size(0) &&
                  labels.size(1) == embeddings.size(2) && labels.size(2) == embeddings.size(3),
              "labels ", labels.sizes(), " vs embeddings ", embeddings.sizes());
+  // Every embedding the loss uses is picked out of e by one matrix product (prototypes) and one
+  // index_select (anchors and band negatives), so backward scatters into a [P, D] gradient twice
+  // per call rather than three times per class (each a fresh 30+ MB buffer at 8 x 128 x 128).
   const at::Tensor e = widened(embeddings).permute({0, 2, 3, 1}).reshape({-1, embeddings.size(1)});  // [P, D]
   const at::Tensor y = labels.reshape({-1});
   const at::Tensor band = boundary_band(labels, classes).reshape({-1});
+  const at::Tensor not_band = band.logical_not();
 
   // Prototypes of the classes present: mean interior embedding (all pixels if no interior).
   std::vector<int64_t> present;
-  std::vector<at::Tensor> prototypes;
+  std::vector<at::Tensor> weights;  // per present class: [P] averaging weights
   for (int64_t c = 0; c < classes; ++c) {
     const at::Tensor members = y.eq(c);
-    if (!members.any().item<bool>()) continue;
-    const at::Tensor interior = members.logical_and(band.logical_not());
-    const at::Tensor chosen = interior.any().item<bool>() ? interior : members;
-    const at::Tensor mean = e.index({chosen}).mean(0);
-    prototypes.push_back(mean / mean.norm().clamp_min(1e-12));
+    const int64_t count = members.sum().item<int64_t>();
+    if (count == 0) continue;
+    const at::Tensor interior = members.logical_and(not_band);
+    const int64_t interior_count = interior.sum().item<int64_t>();
+    const at::Tensor chosen = interior_count > 0 ? interior : members;
+    weights.push_back(chosen.to(e.scalar_type()) / static_cast<double>(interior_count > 0 ? interior_count : count));
     present.push_back(c);
   }
   const at::Tensor zero = e.sum() * 0.0;  // keeps the graph when there is nothing to contrast
   if (present.size() < 2) return zero;
-  const at::Tensor prototype_matrix = at::stack(prototypes);  // [C_present, D]
+  const at::Tensor means = at::matmul(at::stack(weights), e);  // [C_present, D]
+  const at::Tensor prototype_matrix = means / means.norm(2, 1, /*keepdim=*/true).clamp_min(1e-12);
 
+  // Sample anchors and band negatives per class (the same draws, in the same order, as one
+  // selection per class), then gather them all at once.
   DeterministicRng rng(options.seed);
-  at::Tensor total = zero;
-  int64_t anchors_used = 0;
+  std::vector<size_t> classes_used;
+  std::vector<int64_t> anchor_counts, negative_counts;
+  std::vector<at::Tensor> picks;
   for (size_t k = 0; k < present.size(); ++k) {
     const int64_t c = present[k];
     const at::Tensor boundary = y.eq(c).logical_and(band).nonzero().reshape({-1});
     if (boundary.numel() == 0) continue;
-    const at::Tensor anchors = e.index_select(0, sample(boundary, options.max_anchors_per_class, rng));
+    const at::Tensor anchors = sample(boundary, options.max_anchors_per_class, rng);
     const at::Tensor others = band.logical_and(y.ne(c)).logical_and(y.ge(0)).nonzero().reshape({-1});
-    const at::Tensor band_negatives = e.index_select(0, sample(others, options.max_band_negatives, rng));
+    const at::Tensor negatives = sample(others, options.max_band_negatives, rng);
+    classes_used.push_back(k);
+    anchor_counts.push_back(anchors.numel());
+    negative_counts.push_back(negatives.numel());
+    picks.push_back(anchors);
+    picks.push_back(negatives);
+  }
+  if (classes_used.empty()) return zero;
+  const at::Tensor picked = e.index_select(0, at::cat(picks));
+
+  at::Tensor total = zero;
+  int64_t anchors_used = 0;
+  int64_t offset = 0;
+  for (size_t i = 0; i < classes_used.size(); ++i) {
+    const auto k = static_cast<int64_t>(classes_used[i]);
+    const at::Tensor anchors = picked.slice(0, offset, offset + anchor_counts[i]);
+    offset += anchor_counts[i];
+    const at::Tensor band_negatives = picked.slice(0, offset, offset + negative_counts[i]);
+    offset += negative_counts[i];
     // Candidates: own prototype first (the positive), other prototypes, band pixels of others.
-    std::vector<at::Tensor> candidates{prototype_matrix.slice(0, static_cast<int64_t>(k), static_cast<int64_t>(k) + 1)};
-    if (k > 0) candidates.push_back(prototype_matrix.slice(0, 0, static_cast<int64_t>(k)));
-    if (k + 1 < present.size()) candidates.push_back(prototype_matrix.slice(0, static_cast<int64_t>(k) + 1));
+    std::vector<at::Tensor> candidates{prototype_matrix.slice(0, k, k + 1)};
+    if (k > 0) candidates.push_back(prototype_matrix.slice(0, 0, k));
+    if (k + 1 < static_cast<int64_t>(present.size())) candidates.push_back(prototype_matrix.slice(0, k + 1));
     candidates.push_back(band_negatives);
     const at::Tensor logits = at::matmul(anchors, at::cat(candidates).t()) / options.temperature;
     const at::Tensor target = at::zeros({anchors.size(0)}, at::kLong);
     total = total + at::cross_entropy_loss(logits, target, {}, at::Reduction::Sum);
     anchors_used += anchors.size(0);
   }
-  return anchors_used == 0 ? zero : total / static_cast<double>(anchors_used);
+  return total / static_cast<double>(anchors_used);
 }
 
 }  // namespace cmaf::losses
