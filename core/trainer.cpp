@@ -109,7 +109,7 @@ class Trainer {
   std::unique_ptr<Validator> validator_;
   std::unique_ptr<PseudoLabelPool> pool_;
   int64_t last_pool_refresh_ = -1;
-  bool unlabeled_anywhere_ = false;
+  bool unlabeled_anywhere_ = false;  // unlabeled slices exist and --unlabeled-batch > 0
   int64_t steps_per_epoch_ = 1;
   std::string last_checkpoint_;
   double last_val_mean_ = -1.0;
@@ -260,6 +260,8 @@ void Trainer::set_up_data() {
     labeled_anywhere |= !r.labeled.empty();
     unlabeled_anywhere_ |= !r.unlabeled.empty();
   }
+  // --unlabeled-batch 0 trains supervised only: no unlabeled stream, no LDC, no pool refreshes.
+  unlabeled_anywhere_ = unlabeled_anywhere_ && config_.unlabeled_batch > 0;
   if (!labeled_anywhere) {
     throw InputError(datastore::manifest_path(config_.data), "cases", "no labeled train case: nothing to supervise");
   }
@@ -412,13 +414,14 @@ TrainResult Trainer::run() {
     torch::Tensor sums = torch::zeros({kSlotCount}, torch::kDouble);
     for (int64_t micro = 0; micro < config_.accumulate_steps; ++micro) {
       const StepTensors t = to_tensors(loader_->next());
+      window_images += (t.labeled.size(0) + (t.strong.defined() ? t.strong.size(0) : 0)) * world_.size();
       std::vector<double> micro_constraints;
       sums += train_step(t, step, micro, &micro_constraints);
       constraints.resize(micro_constraints.size(), 0.0);
       for (size_t c = 0; c < micro_constraints.size(); ++c) {
         constraints[c] += micro_constraints[c] / static_cast<double>(config_.accumulate_steps);
       }
-      }
+    }
     world_.all_reduce(sums, cluster::ReduceOp::kSum);
     const auto* v = sums.data_ptr<double>();
     const bool bad = v[kBadSupervised] + v[kBadLdc] + v[kBadContrastive] + v[kBadGradient] > 0;

@@ -99,6 +99,7 @@ TEST_F(TrainerTest, LossFallsAndValidationDiceRisesOnSyntheticData) {
   double best_class_dice = 0;
   for (const auto& l : lines) {
     if (l.contains("loss")) {
+      EXPECT_GT(l["images_per_s"].get<double>(), 0.0) << "step " << l["step"];
       if (first < 0) first = l["loss"]["supervised"].get<double>();
       last = l["loss"]["supervised"].get<double>();
     }
