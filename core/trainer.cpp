@@ -17,8 +17,9 @@
 #include "core/batch_tensors.h"
 #include "core/checkpoint_store.h"
 #include "core/lr_schedule.h"
-#include "core/training_checkpoint.h"
+#include "core/progress_line.h"
 #include "core/pseudo_label_pool.h"
+#include "core/training_checkpoint.h"
 #include "core/stop_request.h"
 #include "core/training_state.h"
 #include "core/validation.h"
@@ -81,10 +82,10 @@ class Trainer {
   torch::Tensor train_step(const StepTensors& t, int64_t step, int64_t micro, std::vector<double>* constraints);
   void update_teacher(int64_t step);
   void log_step(int64_t step, const torch::Tensor& sums, const std::vector<double>& constraints, double lr,
-                double images_per_second);
+                double images_per_second, double steps_per_second);
   void validate(int64_t step);
   void check_agreement(int64_t step);
-  void progress(int64_t step, const torch::Tensor& sums, double images_per_second);
+  void progress(int64_t step, const torch::Tensor& sums, double images_per_second, double steps_per_second);
   void append_metrics(const nlohmann::json& line);
 
   TrainConfig config_;
@@ -110,6 +111,7 @@ class Trainer {
   std::unique_ptr<PseudoLabelPool> pool_;
   int64_t last_pool_refresh_ = -1;
   bool unlabeled_anywhere_ = false;  // unlabeled slices exist and --unlabeled-batch > 0
+  ProgressLine progress_line_ = ProgressLine::for_stdout();
   int64_t steps_per_epoch_ = 1;
   std::string last_checkpoint_;
   double last_val_mean_ = -1.0;
@@ -402,6 +404,7 @@ TrainResult Trainer::run() {
   }
   auto window_start = Clock::now();
   int64_t window_images = 0;
+  int64_t window_steps = 0;
   while (state_.step < config_.steps) {
     const int64_t step = state_.step;
     if (pool_ && step > 0 && step % config_.pool_refresh_every == 0 && last_pool_refresh_ != step) {
@@ -446,12 +449,14 @@ TrainResult Trainer::run() {
       if (!constraints.empty() && config_.ldc_fixed_weight == 0.0) state_.multipliers.update(constraints);
     }
     state_.step = step + 1;
+    ++window_steps;
     if (state_.step % config_.log_every == 0 || state_.step == config_.steps) {
-      const double ips = static_cast<double>(window_images) /
-                         std::chrono::duration<double>(Clock::now() - window_start).count();
-      log_step(state_.step, sums, constraints, lr, ips);
+      const double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
+      log_step(state_.step, sums, constraints, lr, static_cast<double>(window_images) / seconds,
+               static_cast<double>(window_steps) / seconds);
       window_start = Clock::now();
       window_images = 0;
+      window_steps = 0;
     }
     if (state_.step % config_.fingerprint_every == 0) check_agreement(state_.step);
     const bool stop = v[kStop] > 0;
@@ -463,6 +468,7 @@ TrainResult Trainer::run() {
     if (checkpoint_now) result.last_checkpoint = save_checkpoint();
     if (stop) {
       result.stopped_by_signal = true;
+      progress_line_.finish();
       if (coordinator_) LOG(WARNING) << "stop requested (signal): checkpoint at step " << state_.step << " written";
       break;
     }
@@ -512,7 +518,7 @@ void Trainer::validate(int64_t step) {
 }
 
 void Trainer::log_step(int64_t step, const torch::Tensor& sums, const std::vector<double>& constraints, double lr,
-                       double images_per_second) {
+                       double images_per_second, double steps_per_second) {
   if (!coordinator_) return;
   const auto* v = sums.data_ptr<double>();
   const double n = world_.size();
@@ -532,22 +538,18 @@ void Trainer::log_step(int64_t step, const torch::Tensor& sums, const std::vecto
                   {"confident_fraction", v[kConfident] / n},
                   {"images_per_s", images_per_second},
                   {"skipped_steps", state_.skipped_steps}});
-  progress(step, sums, images_per_second);
+  progress(step, sums, images_per_second, steps_per_second);
 }
 
-void Trainer::progress(int64_t step, const torch::Tensor& sums, double images_per_second) {
+void Trainer::progress(int64_t step, const torch::Tensor& sums, double images_per_second, double steps_per_second) {
   const auto* v = sums.data_ptr<double>();
   const double n = world_.size();
-  const double eta = images_per_second > 0
-                         ? static_cast<double>(config_.steps - step) * static_cast<double>(
-                               world_.size() * (config_.labeled_batch + config_.unlabeled_batch) *
-                               config_.accumulate_steps) / images_per_second
-                         : 0.0;
-  std::printf("step %lld/%lld  %.2f img/s  ETA %dm%02ds  loss %.4f (sup %.4f ldc %.4f con %.4f)\n",
-              static_cast<long long>(step), static_cast<long long>(config_.steps), images_per_second,
-              static_cast<int>(eta) / 60, static_cast<int>(eta) % 60, v[kTotal] / n, v[kSupervised] / n, v[kLdc] / n,
-              v[kContrastive] / n);
-  std::fflush(stdout);
+  const double eta = steps_per_second > 0 ? static_cast<double>(config_.steps - step) / steps_per_second : 0.0;
+  char text[256];
+  std::snprintf(text, sizeof(text), "step %lld/%lld  %.2f img/s  ETA %s  loss %.4f (sup %.4f ldc %.4f con %.4f)",
+                static_cast<long long>(step), static_cast<long long>(config_.steps), images_per_second,
+                format_duration(eta).c_str(), v[kTotal] / n, v[kSupervised] / n, v[kLdc] / n, v[kContrastive] / n);
+  progress_line_.update(step, config_.steps, text);
 }
 
 void Trainer::append_metrics(const nlohmann::json& line) {
