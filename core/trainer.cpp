@@ -19,6 +19,7 @@
 #include "core/lr_schedule.h"
 #include "core/progress_line.h"
 #include "core/pseudo_label_pool.h"
+#include "core/step_loss.h"
 #include "core/training_checkpoint.h"
 #include "core/stop_request.h"
 #include "core/training_state.h"
@@ -26,12 +27,9 @@
 #include "datastore/batch_loader.h"
 #include "datastore/manifest.h"
 #include "losses/boundary_contrastive.h"
-#include "losses/ldc_statistics.h"
 #include "losses/ramp_up.h"
-#include "losses/supervised_loss.h"
 #include "model/batch_norm.h"
 #include "model/cmaformer.h"
-#include "model/cpu_autocast.h"
 #include "sharding/foreground_index.h"
 #include "sharding/shard_plan.h"
 #include "sharding/step_sampler.h"
@@ -302,82 +300,45 @@ void Trainer::set_up_data() {
 }
 
 torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, int64_t micro, std::vector<double>* constraints) {
-  const int64_t bl = t.labeled.size(0);
   const int64_t bu = t.strong.size(0);
   torch::Tensor sums = torch::zeros({kSlotCount}, torch::kDouble);
-  torch::Tensor pseudo, confident;
+  UnlabeledTargets targets;
   if (bu > 0 && pool_) {
-    const PoolTargets targets = pool_->targets(t.unlabeled_slices, t.geometry);
-    pseudo = targets.labels.clamp_min(0);
-    confident = targets.confidence;
-    sums[kConfident] = confident.mean().item<double>();
+    const PoolTargets pool = pool_->targets(t.unlabeled_slices, t.geometry);
+    targets = {pool.labels.clamp_min(0), pool.confidence};
   } else if (bu > 0) {
-    torch::NoGradGuard no_grad;
-    model::CpuAutocast autocast(config_.bf16);
-    const auto [confidence, argmax] = torch::softmax(teacher_->forward(t.weak).to(torch::kFloat), 1).max(1);
-    pseudo = argmax;
-    confident = confidence.ge(config_.confidence_threshold).to(torch::kFloat);
-    sums[kConfident] = confident.mean().item<double>();
+    targets = teacher_targets(*teacher_, t.weak, config_.confidence_threshold, config_.bf16);
   }
-  model::CmaformerOutput out;
-  {
-    model::CpuAutocast autocast(config_.bf16);
-    out = student_->forward_features(bu > 0 ? torch::cat({t.labeled, t.strong}) : t.labeled);
-  }
-  const torch::Tensor logits = out.logits.to(torch::kFloat);
-  const losses::SupervisedLoss sup = losses::supervised_loss(logits.narrow(0, 0, bl), t.label);
-  torch::Tensor ldc = torch::zeros({});
-  if (unlabeled_anywhere_ && config_.use_ldc) {
-    losses::LdcStatistics local;
-    if (bu > 0) {
-      local = losses::ldc_statistics(torch::softmax(logits.narrow(0, bl, bu), 1),
-                                     losses::one_hot_labels(pseudo, classes_), confident);
-    } else {
-      local = losses::LdcStatistics::from_stacked(torch::zeros({3, classes_ - 1}));
-    }
-    torch::Tensor global = local.stacked().detach().clone();
-    world_.all_reduce(global, cluster::ReduceOp::kSum);
-    const torch::Tensor c = losses::ldc_constraints(losses::with_global(local, losses::LdcStatistics::from_stacked(global)));
-    const torch::Tensor values = c.detach().to(torch::kDouble).contiguous();
-    constraints->assign(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
-    ldc = config_.ldc_fixed_weight > 0.0
-              ? config_.ldc_fixed_weight * c.sum()
-              : losses::lagrangian_term(c, state_.multipliers.values(), state_.multipliers.tolerances());
-  }
-  torch::Tensor contrastive = torch::zeros({});
-  if (head_) {
-    const torch::Tensor embeddings = head_->forward(out.decoder_features.to(torch::kFloat));
-    const torch::Tensor labels =
-        bu > 0 ? torch::cat({t.label, pseudo.masked_fill(confident.eq(0), -1)}) : t.label;
-    losses::ContrastiveOptions o;
-    o.seed = config_.seed ^ (static_cast<uint64_t>(step) * 1000003ULL) ^ (static_cast<uint64_t>(world_.rank()) << 48) ^
-             (static_cast<uint64_t>(micro) << 32);
-    contrastive = losses::boundary_contrastive_loss(embeddings, labels, classes_, o);
-  }
-  const double ramp = losses::sigmoid_ramp_up(step, config_.ramp_up_steps);
-  // The reducer averages gradients over ranks; the LDC term's gradient is already that of the
-  // global constraint split over ranks (with_global), so it is scaled back by the world size.
+  StepLossOptions o;
+  o.classes = classes_;
+  o.ldc = unlabeled_anywhere_ && config_.use_ldc;
+  o.ldc_fixed_weight = config_.ldc_fixed_weight;
+  o.contrastive_weight = config_.contrastive_weight;
+  o.ramp = losses::sigmoid_ramp_up(step, config_.ramp_up_steps);
+  o.bf16 = config_.bf16;
+  o.contrastive_seed = config_.seed ^ (static_cast<uint64_t>(step) * 1000003ULL) ^
+                       (static_cast<uint64_t>(world_.rank()) << 48) ^ (static_cast<uint64_t>(micro) << 32);
+  const StepLoss loss = step_loss(*student_, head_ ? head_.get() : nullptr, t, targets, state_.multipliers, o, world_);
+  *constraints = loss.constraints;
   // Gradient accumulation: each of the A micro-batches contributes 1/A of the step's loss.
   const double a = static_cast<double>(config_.accumulate_steps);
   const bool last = micro == config_.accumulate_steps - 1;
-  const torch::Tensor total = sup.total + ramp * (static_cast<double>(world_.size()) * ldc +
-                                                  config_.contrastive_weight * contrastive);
   reducer_->prepare_for_micro_backward(micro == 0, last);
-  (total / a).backward();
+  (loss.objective / a).backward();
   if (last) reducer_->finish();
   auto bad = [](const torch::Tensor& v) { return std::isfinite(v.item<double>()) ? 0.0 : 1.0; };
-  sums[kBadSupervised] = bad(sup.total);
-  sums[kBadLdc] = bad(ldc);
-  sums[kBadContrastive] = bad(contrastive);
+  sums[kBadSupervised] = bad(loss.supervised.total);
+  sums[kBadLdc] = bad(loss.ldc);
+  sums[kBadContrastive] = bad(loss.contrastive);
   sums[kBadGradient] = last && !all_finite(parameters_, true) ? 1.0 : 0.0;
   sums[kStop] = last && stop_requested() ? 1.0 : 0.0;
-  sums[kTotal] = (sup.total + ramp * (ldc + config_.contrastive_weight * contrastive)).item<double>() / a;
-  sums[kSupervised] = sup.total.item<double>() / a;
-  sums[kCrossEntropy] = sup.cross_entropy.item<double>() / a;
-  sums[kDice] = sup.dice.item<double>() / a;
-  sums[kLdc] = ldc.item<double>() / a;
-  sums[kContrastive] = contrastive.item<double>() / a;
-  sums[kConfident] = sums[kConfident].item<double>() / a;
+  sums[kTotal] = loss.total.item<double>() / a;
+  sums[kSupervised] = loss.supervised.total.item<double>() / a;
+  sums[kCrossEntropy] = loss.supervised.cross_entropy.item<double>() / a;
+  sums[kDice] = loss.supervised.dice.item<double>() / a;
+  sums[kLdc] = loss.ldc.item<double>() / a;
+  sums[kContrastive] = loss.contrastive.item<double>() / a;
+  sums[kConfident] = bu > 0 ? targets.confidence.mean().item<double>() / a : 0.0;
   return sums;
 }
 
