@@ -27,6 +27,9 @@ namespace fs = std::filesystem;
 struct Series {
   std::vector<nlohmann::json> steps;  // metrics lines with "loss"
   std::vector<nlohmann::json> vals;   // metrics lines with "val_dice"
+  std::vector<nlohmann::json> pools;  // metrics lines with "pool" (one per published version)
+  bool has_ldc = false;               // some step logged LDC constraints
+  bool has_unlabeled = false;         // some step had unlabeled targets
 };
 
 Series read_metrics(const std::string& run_dir) {
@@ -45,9 +48,17 @@ Series read_metrics(const std::string& run_dir) {
     } catch (const nlohmann::json::exception& e) {
       throw InputError(path.string(), str("line ", number), e.what());
     }
-    if (j.contains("loss")) s.steps.push_back(std::move(j));
-    else if (j.contains("val_dice")) s.vals.push_back(std::move(j));
+    if (j.contains("loss")) {
+      s.has_ldc |= j.contains("constraints") && !j["constraints"].empty();
+      s.has_unlabeled |= j.value("confident_fraction", 0.0) > 0.0;
+      s.steps.push_back(std::move(j));
+    } else if (j.contains("val_dice")) {
+      s.vals.push_back(std::move(j));
+    } else if (j.contains("pool")) {
+      s.pools.push_back(std::move(j));
+    }
   }
+  s.has_unlabeled |= s.has_ldc || !s.pools.empty();
   if (s.steps.empty()) throw InputError(path.string(), "", "holds no logged step yet");
   return s;
 }
@@ -88,6 +99,19 @@ void write_series(const fs::path& data, const Series& s, const std::vector<std::
     }
     multipliers << '\n';
     teacher << j["step"] << ' ' << number(j["confident_fraction"]) << ' ' << number(j["lr"]) << '\n';
+  }
+  std::ofstream pool(data / "pool.dat");
+  pool << "# step acceptance_1..acceptance_K threshold_1..threshold_K (acceptance: confident / predicted pixels)\n";
+  for (const auto& j : s.pools) {
+    const auto& classes = j["pool"]["classes"];
+    pool << j["step"];
+    for (const auto& name : organs) {
+      const bool known = classes.contains(name);
+      const double predicted = known ? classes[name].value("predicted_pixels", 0.0) : 0.0;
+      pool << ' ' << (predicted > 0 ? number(classes[name].value("confident_pixels", 0.0) / predicted) : "NaN");
+    }
+    for (const auto& name : organs) pool << ' ' << (classes.contains(name) ? number(classes[name]["threshold"]) : "NaN");
+    pool << '\n';
   }
   std::ofstream val(data / "val_dice.dat");
   val << "# step mean organ_1..organ_K\n";
@@ -182,7 +206,7 @@ int64_t write_overlays(const fs::path& data, const nlohmann::json& config, const
   return shown;
 }
 
-std::string gnuplot_script(const fs::path& plots, const std::vector<std::string>& organs, bool has_val,
+std::string gnuplot_script(const fs::path& plots, const std::vector<std::string>& organs, const Series& series,
                            int64_t overlays, const std::string& checkpoint) {
   std::ostringstream g;
   const auto png = [&](const char* name, int w, int h) {
@@ -197,18 +221,34 @@ std::string gnuplot_script(const fs::path& plots, const std::vector<std::string>
     g << (c ? ", " : "") << "'" << data << "/losses.dat' using 1:" << c + 2 << " with lines lw 2 title '" << loss_names[c] << "'";
   }
   g << "\n";
-  png("multipliers.png", 1000, 800);
-  g << "set multiplot layout 2,1\nset title 'Lagrange multiplier per organ'\nplot ";
-  for (size_t c = 0; c < organs.size(); ++c) {
-    g << (c ? ", " : "") << "'" << data << "/multipliers.dat' using 1:" << c + 2 << " with lines lw 2 title '" << organs[c] << "'";
+  if (series.has_ldc) {
+    png("multipliers.png", 1000, 800);
+    g << "set multiplot layout 2,1\nset title 'Lagrange multiplier per organ'\nplot ";
+    for (size_t c = 0; c < organs.size(); ++c) {
+      g << (c ? ", " : "") << "'" << data << "/multipliers.dat' using 1:" << c + 2 << " with lines lw 2 title '" << organs[c] << "'";
+    }
+    g << "\nset title 'LDC constraint C = 1 - Dice(student, teacher) per organ'\nplot ";
+    for (size_t c = 0; c < organs.size(); ++c) {
+      g << (c ? ", " : "") << "'" << data << "/multipliers.dat' using 1:" << c + 2 + organs.size()
+        << " with lines lw 2 title '" << organs[c] << "'";
+    }
+    g << "\nunset multiplot\n";
   }
-  g << "\nset title 'LDC constraint C = 1 - Dice(student, teacher) per organ'\nplot ";
-  for (size_t c = 0; c < organs.size(); ++c) {
-    g << (c ? ", " : "") << "'" << data << "/multipliers.dat' using 1:" << c + 2 + organs.size()
-      << " with lines lw 2 title '" << organs[c] << "'";
+  if (series.pools.size() > 0) {
+    png("pool.png", 1000, 800);
+    g << "set multiplot layout 2,1\nset title 'Pseudo-label pool: accepted share of the pixels the teacher assigns to each organ'\n"
+      << "set yrange [0:1]\nplot ";
+    for (size_t c = 0; c < organs.size(); ++c) {
+      g << (c ? ", " : "") << "'" << data << "/pool.dat' using 1:" << c + 2 << " with linespoints lw 2 title '" << organs[c] << "'";
+    }
+    g << "\nset title 'Pool confidence threshold per organ'\nplot ";
+    for (size_t c = 0; c < organs.size(); ++c) {
+      g << (c ? ", " : "") << "'" << data << "/pool.dat' using 1:" << c + 2 + organs.size()
+        << " with linespoints lw 2 title '" << organs[c] << "'";
+    }
+    g << "\nunset multiplot\nset autoscale y\n";
   }
-  g << "\nunset multiplot\n";
-  if (has_val) {
+  if (!series.vals.empty()) {
     png("val_dice.png", 1000, 500);
     g << "set title 'Validation Dice (val slices at the network input)'\nset yrange [0:1]\nplot '" << data
       << "/val_dice.dat' using 1:2 with linespoints lw 3 lc rgb 'black' title 'mean'";
@@ -217,9 +257,11 @@ std::string gnuplot_script(const fs::path& plots, const std::vector<std::string>
     }
     g << "\nset autoscale y\n";
   }
-  png("teacher.png", 1000, 400);
-  g << "set title 'Unlabeled pixels the EMA teacher is confident about (used as targets)'\nset yrange [0:1]\n"
-    << "plot '" << data << "/teacher.dat' using 1:2 with lines lw 2 title 'confident fraction'\nset autoscale y\n";
+  if (series.has_unlabeled) {
+    png("teacher.png", 1000, 400);
+    g << "set title 'Unlabeled pixels the EMA teacher is confident about (used as targets)'\nset yrange [0:1]\n"
+      << "plot '" << data << "/teacher.dat' using 1:2 with lines lw 2 title 'confident fraction'\nset autoscale y\n";
+  }
   if (overlays > 0) {
     png("overlays.png", 900, static_cast<int>(260 * overlays));
     g << "unset grid\nunset key\nunset xlabel\nunset tics\nunset border\nset size ratio -1\n"
@@ -244,7 +286,7 @@ std::vector<std::string> plot_run(const PlotOptions& o) {
   const std::vector<std::string> organs = organ_names(config, organ_count);
   const fs::path plots = fs::path(o.run_dir) / "plots";
   fs::create_directories(plots / "data");
-  for (const char* name : {"losses.png", "multipliers.png", "val_dice.png", "teacher.png", "overlays.png"}) {
+  for (const char* name : {"losses.png", "multipliers.png", "pool.png", "val_dice.png", "teacher.png", "overlays.png"}) {
     fs::remove(plots / name);  // a figure this run cannot draw must not survive from an earlier call
   }
   write_series(plots / "data", series, organs);
@@ -256,7 +298,7 @@ std::vector<std::string> plot_run(const PlotOptions& o) {
   }
   const int64_t overlays =
       checkpoint.empty() || o.overlay_slices <= 0 ? 0 : write_overlays(plots / "data", config, checkpoint, o.overlay_slices);
-  const std::string script = gnuplot_script(plots, organs, !series.vals.empty(), overlays, checkpoint);
+  const std::string script = gnuplot_script(plots, organs, series, overlays, checkpoint);
   std::ofstream(plots / "data" / "plots.gnuplot") << script;
   const std::string command = str(o.gnuplot, " '", (plots / "data" / "plots.gnuplot").string(), "' 2>&1");
   FILE* pipe = popen(command.c_str(), "r");
@@ -270,7 +312,7 @@ std::vector<std::string> plot_run(const PlotOptions& o) {
                       status == 127 * 256 ? " -- install Debian's gnuplot-nox" : ""));
   }
   std::vector<std::string> written;
-  for (const char* name : {"losses.png", "multipliers.png", "val_dice.png", "teacher.png", "overlays.png"}) {
+  for (const char* name : {"losses.png", "multipliers.png", "pool.png", "val_dice.png", "teacher.png", "overlays.png"}) {
     if (fs::exists(plots / name)) written.push_back((plots / name).string());
   }
   return written;

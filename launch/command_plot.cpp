@@ -10,8 +10,11 @@ int run_plot(int argc, char** argv) {
   const CommandLine info{
       "plot", "cmaformer plot RUN [--checkpoint CKPT] [--overlay-slices N]",
       "Renders PNG figures of a training run with gnuplot (Debian gnuplot-nox) into RUN/plots:\n"
-      "losses, Lagrange multipliers and constraints per organ, validation Dice per organ, the EMA\n"
-      "teacher's confident share, and prediction overlays on val slices (newest valid checkpoint)."};
+      "losses; Lagrange multipliers and constraints per organ (runs with LDC); pseudo-label pool\n"
+      "acceptance and thresholds per organ (runs with a pool); validation Dice per organ (runs with\n"
+      "a val split); the EMA teacher's confident share (runs with unlabeled slices); prediction\n"
+      "overlays on val (else test) slices with the newest valid checkpoint. A figure without data\n"
+      "is not drawn."};
   core::PlotOptions o;
   po::options_description options("plot options");
   options.add_options()

@@ -4,7 +4,8 @@
 #   - eval alone and eval under a 2-rank mpirun score the same cases with the same numbers;
 #   - metrics on eval's saved NIfTI predictions against the dataset reproduces eval's table;
 #   - a missing prediction is an error (exit 1) naming the case;
-#   - plot renders the run's figures as PNG files.
+#   - plot renders the run's figures as PNG files, and only those a run has data for (a
+#     supervised-only run has no multipliers, pool or teacher figure).
 set -euo pipefail
 mpiexec="$1"
 bin="$2"
@@ -16,7 +17,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 "${bin}" synth --out "${work}/ds" --cases 8 --size 64 --slices 10 --classes 3 --labeled-cases 3 \
   --test-cases 3 --val-cases 1 --seed 4 > /dev/null 2>&1
 "${bin}" train --data "${work}/ds" --run-dir "${work}/run" --preset tiny --input-size 64 --steps 6 \
-  --checkpoint-every 6 --threads 1 > /dev/null 2>&1 || fail "training"
+  --checkpoint-every 6 --pool-refresh-every 3 --threads 1 > /dev/null 2>&1 || fail "training"
 ckpt="${work}/run/checkpoints/step-00000006"
 
 "${bin}" eval --checkpoint "${ckpt}" --data "${work}/ds" --out "${work}/one" --save-predictions --threads 1 \
@@ -41,7 +42,15 @@ grep -q "no prediction for ${first%.nii.gz}" "${work}/x.out" || { cat "${work}/x
 [[ ! -e "${work}/x.json" ]] || fail "a failed run wrote its output"
 command -v gnuplot > /dev/null || fail "gnuplot missing (scripts/setup.sh installs gnuplot-nox)"
 "${bin}" plot "${work}/run" --overlay-slices 2 > "${work}/plot.out" 2>&1 || { cat "${work}/plot.out"; fail "plot"; }
-for png in losses multipliers val_dice teacher overlays; do
-  [[ "$(head -c 4 "${work}/run/plots/${png}.png" | od -An -c | tr -d ' ')" == '211PNG' ]] || fail "${png}.png is not a PNG"
+is_png() { [[ "$(head -c 4 "$1" 2> /dev/null | od -An -c | tr -d ' ')" == '211PNG' ]]; }
+for png in losses multipliers pool val_dice teacher overlays; do
+  is_png "${work}/run/plots/${png}.png" || fail "${png}.png is not a PNG"
+done
+"${bin}" train --data "${work}/ds" --run-dir "${work}/sup" --preset tiny --input-size 64 --steps 2 \
+  --checkpoint-every 2 --unlabeled-batch 0 --contrastive-weight 0 --threads 1 > /dev/null 2>&1 || fail "supervised run"
+"${bin}" plot "${work}/sup" --overlay-slices 1 > "${work}/plot-sup.out" 2>&1 || { cat "${work}/plot-sup.out"; fail "plot of a supervised run"; }
+for png in losses val_dice overlays; do is_png "${work}/sup/plots/${png}.png" || fail "supervised run: ${png}.png missing"; done
+for png in multipliers pool teacher; do
+  [[ ! -e "${work}/sup/plots/${png}.png" ]] || fail "supervised run: ${png}.png drawn without data"
 done
 echo "eval and metrics: 1 rank == 2 ranks == metrics on saved predictions; missing prediction named; plots"
