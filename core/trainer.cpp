@@ -195,39 +195,10 @@ void Trainer::set_up_model() {
 }
 
 void Trainer::resume_or_start() {
-  // The coordinator decides which checkpoint every rank loads (they may not see the same files
-  // at the same moment on a network file system).
-  int64_t chosen = -1;
-  std::string chosen_path;
-  if (coordinator_ && config_.resume != "none") {
-    std::vector<std::string> skipped;
-    std::optional<CheckpointInfo> info;
-    if (config_.resume == "auto") {
-      info = latest_valid_checkpoint(config_.run_dir, &skipped);
-    } else {
-      std::string problem;
-      info = verify_checkpoint(config_.resume, &problem);
-      if (!info) throw InputError(config_.resume, kCheckpointManifest, str("not a valid checkpoint: ", problem));
-    }
-    for (const std::string& s : skipped) LOG(WARNING) << "skipping invalid checkpoint " << s;
-    if (info) chosen = info->step;
-  }
-  if (coordinator_ && config_.resume == "none" && !list_checkpoints(config_.run_dir).empty()) {
-    throw InputError(config_.run_dir, kCheckpointsFolder,
-                     "holds checkpoints of an earlier run and --resume is none: use --resume auto to continue it, "
-                     "or another --run-dir for a new run");
-  }
-  at::Tensor decision = torch::tensor({chosen}, torch::kLong);
-  world_.broadcast(decision, 0);
-  chosen = decision.item<int64_t>();
-  if (chosen >= 0) {
-    chosen_path = config_.resume == "auto" || config_.resume == "none" ? checkpoint_folder(config_.run_dir, chosen)
-                                                                       : config_.resume;
-    std::string problem;
-    const auto info = verify_checkpoint(chosen_path, &problem);
-    if (!info) throw IoError(str("rank ", world_.rank(), " cannot read the checkpoint rank 0 chose: ", problem));
-    load_training_checkpoint(parts(), *info, config_, classes_, world_);
-    resumed_from_ = chosen;
+  const std::optional<CheckpointInfo> chosen = agree_on_resume_checkpoint(config_.resume, config_.run_dir, world_);
+  if (chosen) {
+    load_training_checkpoint(parts(), *chosen, config_, classes_, world_);
+    resumed_from_ = chosen->step;
   }
   // Every replica starts from rank 0's bytes (a fresh run's seeds agree already; this makes it a fact).
   auto state = named(*student_, "", true);
@@ -235,7 +206,7 @@ void Trainer::resume_or_start() {
   if (head_) {
     for (auto& t : named(*head_, "projection_head.", true)) state.push_back(t);
   }
-  if (chosen < 0) {
+  if (!chosen) {
     torch::NoGradGuard no_grad;
     auto source = named(*student_, "", true);
     auto target = named(*teacher_, "", true);

@@ -82,6 +82,38 @@ std::string save_training_checkpoint(const TrainingParts& parts, const TrainConf
   return published.empty() ? checkpoint_folder(config.run_dir, step) : published;
 }
 
+std::optional<CheckpointInfo> agree_on_resume_checkpoint(const std::string& resume, const std::string& run_dir,
+                                                         cluster::Communicator& world) {
+  int64_t chosen = -1;
+  if (world.rank() == 0 && resume != "none") {
+    std::vector<std::string> skipped;
+    std::optional<CheckpointInfo> info;
+    if (resume == "auto") {
+      info = latest_valid_checkpoint(run_dir, &skipped);
+    } else {
+      std::string problem;
+      info = verify_checkpoint(resume, &problem);
+      if (!info) throw InputError(resume, kCheckpointManifest, str("not a valid checkpoint: ", problem));
+    }
+    for (const std::string& s : skipped) LOG(WARNING) << "skipping invalid checkpoint " << s;
+    if (info) chosen = info->step;
+  }
+  if (world.rank() == 0 && resume == "none" && !list_checkpoints(run_dir).empty()) {
+    throw InputError(run_dir, kCheckpointsFolder,
+                     "holds checkpoints of an earlier run and --resume is none: use --resume auto to continue it, "
+                     "or another --run-dir for a new run");
+  }
+  at::Tensor decision = torch::tensor({chosen}, torch::kLong);
+  world.broadcast(decision, 0);
+  chosen = decision.item<int64_t>();
+  if (chosen < 0) return std::nullopt;
+  const std::string path = resume == "auto" || resume == "none" ? checkpoint_folder(run_dir, chosen) : resume;
+  std::string problem;
+  auto info = verify_checkpoint(path, &problem);
+  if (!info) throw IoError(str("rank ", world.rank(), " cannot read the checkpoint rank 0 chose: ", problem));
+  return info;
+}
+
 void load_training_checkpoint(const TrainingParts& parts, const CheckpointInfo& info, const TrainConfig& config,
                               int64_t classes, cluster::Communicator& world) {
   const fs::path dir(info.path);

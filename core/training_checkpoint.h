@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <optional>
 #include <string>
 
 #include "cluster/communicator.h"
@@ -37,6 +38,13 @@ struct TrainingParts {
 std::string save_training_checkpoint(const TrainingParts& parts, const TrainConfig& config,
                                      const nlohmann::json& described, const nlohmann::json& manifest,
                                      cluster::Communicator& world);
+
+// Collective: the checkpoint `--resume` (auto, none or a folder) names, as rank 0 sees it (ranks
+// may not see the same files at the same moment on a network file system), verified on every
+// rank; nullopt for a fresh start. auto skips invalid checkpoints with a warning; none refuses a
+// run folder that already holds checkpoints; an invalid folder is an InputError.
+std::optional<CheckpointInfo> agree_on_resume_checkpoint(const std::string& resume, const std::string& run_dir,
+                                                         cluster::Communicator& world);
 
 // Restores every part from `info` (the same folder on every rank). Throws InputError naming
 // state.json when the checkpoint's optimizer, projection head or class count do not match.
