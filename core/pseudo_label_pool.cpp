@@ -57,6 +57,23 @@ ThresholdMode threshold_mode_from_string(const std::string& text) {
   throw InputError("--pool-thresholds", "", str("'", text, "', expected fixed or adaptive"));
 }
 
+std::vector<double> pool_thresholds(ThresholdMode mode, double base, const std::vector<double>& predicted,
+                                    const std::vector<double>& confident) {
+  CMAF_CHECK_EQ(predicted.size(), confident.size(), "one count of each kind per class");
+  std::vector<double> thresholds(predicted.size(), base);
+  if (mode == ThresholdMode::kFixed) return thresholds;
+  std::vector<double> acceptance(predicted.size(), 0.0);
+  double best = 0.0;
+  for (size_t cls = 1; cls < predicted.size(); ++cls) {
+    acceptance[cls] = predicted[cls] > 0 ? confident[cls] / predicted[cls] : 0.0;
+    best = std::max(best, acceptance[cls]);
+  }
+  for (size_t cls = 1; cls < predicted.size(); ++cls) {
+    thresholds[cls] = base * (0.5 + 0.5 * (best > 0 ? acceptance[cls] / best : 0.0));
+  }
+  return thresholds;
+}
+
 PseudoLabelPool::PseudoLabelPool(PoolOptions options, cluster::Communicator& world)
     : options_(std::move(options)), world_(world) {
   CMAF_CHECK(options_.input_size > 0 && options_.classes > 1, "pool options");
@@ -133,19 +150,13 @@ nlohmann::json PseudoLabelPool::refresh(model::CmaformerImpl& teacher, const sha
   world_.all_reduce(counts, cluster::ReduceOp::kSum);
   world_.barrier();  // every rank's file is in place
   // Thresholds and statistics: a function of the all-reduced counts, identical everywhere.
-  std::vector<double> acceptance(static_cast<size_t>(k), 0.0);
-  double best = 0.0;
-  for (int64_t cls = 1; cls < k; ++cls) {
-    const double predicted = c[cls * 2];
-    acceptance[static_cast<size_t>(cls)] = predicted > 0 ? c[cls * 2 + 1] / predicted : 0.0;
-    best = std::max(best, acceptance[static_cast<size_t>(cls)]);
+  std::vector<double> predicted_counts(static_cast<size_t>(k)), confident_counts(static_cast<size_t>(k));
+  for (int64_t cls = 0; cls < k; ++cls) {
+    predicted_counts[static_cast<size_t>(cls)] = c[cls * 2];
+    confident_counts[static_cast<size_t>(cls)] = c[cls * 2 + 1];
   }
-  std::vector<double> thresholds(static_cast<size_t>(k), options_.base_threshold);
-  if (options_.mode == ThresholdMode::kAdaptive && best > 0) {
-    for (int64_t cls = 1; cls < k; ++cls) {
-      thresholds[static_cast<size_t>(cls)] = options_.base_threshold * (0.5 + 0.5 * acceptance[static_cast<size_t>(cls)] / best);
-    }
-  }
+  const std::vector<double> thresholds =
+      pool_thresholds(options_.mode, options_.base_threshold, predicted_counts, confident_counts);
   nlohmann::json classes = nlohmann::json::object();
   for (int64_t cls = 0; cls < k; ++cls) {
     classes[manifest.classes[static_cast<size_t>(cls)]] = {{"predicted_pixels", c[cls * 2]},

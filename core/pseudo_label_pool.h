@@ -14,7 +14,8 @@
 // only ever opens a version that CURRENT (or a checkpoint) names, so it never sees a half-written
 // one. Thresholds: `fixed` uses the base threshold for every class; `adaptive` lowers it for
 // classes the teacher is rarely confident about: tau_c = base * (0.5 + 0.5 * a_c / max a), a_c
-// the share of class-c pixels at or above the base threshold (FlexMatch-like).
+// the share of class-c pixels at or above the base threshold (FlexMatch-like); while no organ
+// reaches the base threshold at all (an early teacher), every organ gets base / 2.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -80,6 +81,10 @@ class PseudoLabelPool {
 };
 
 std::string to_string(ThresholdMode mode);
+// Thresholds of a pool version, per class (0 = background keeps `base`), from the all-reduced
+// per-class counts of teacher-predicted pixels and of those at or above `base`.
+std::vector<double> pool_thresholds(ThresholdMode mode, double base, const std::vector<double>& predicted,
+                                    const std::vector<double>& confident);
 ThresholdMode threshold_mode_from_string(const std::string& text);
 
 }  // namespace cmaf::core
