@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# BTCV semi-supervised benchmark: few labeled scans, does the method beat supervised training?
+#
+#   bench/btcv/run.sh [--runs a,c,b,...] [INPUT] [WORK]
+#     INPUT  nnU-Net raw folder (default ../shared/data/btcv: 18 BTCV cases, 13 organs)
+#     WORK   folder for the datasets, runs and tables (default /tmp/cmaf-btcv); re-running
+#            continues where it stopped (finished runs are kept, a cut run resumes)
+#     --runs which runs, in order (default a,c,b; the ablations b1-b4 are opt-in)
+#
+# Prepares two datasets with the same case split (Synapse 8 organs, 6 test cases drawn with
+# seed 1, the other 12 for training): WORK/data-2 with 2 labeled train cases (~15 %) and 10
+# unlabeled, WORK/data-all with all 12 labeled. Then trains, with common.ini (same preset,
+# resolution, step budget and seed):
+#   a   supervised on the 2 labeled cases      data-2    --unlabeled-batch 0 --ldc 0 --contrastive-weight 0
+#   b   semi-supervised, the full method       data-2    (LDC multipliers + contrastive + pool)
+#   c   supervised on all 12 (upper bound)     data-all  --unlabeled-batch 0 --ldc 0 --contrastive-weight 0
+#   b1  b without the contrastive loss         data-2    --contrastive-weight 0
+#   b2  b with LDC at a fixed weight           data-2    --ldc-fixed-weight 1
+#   b3  b with adaptive pool thresholds        data-2    --pool-thresholds adaptive
+#   b4  b with EMA-teacher targets every step  data-2    --pool-refresh-every 0
+# Each run's last checkpoint is evaluated on the 6 test cases (whole volumes, Dice and HD95 in
+# both conventions) and plotted; WORK/results.md holds the tables (bench/btcv/table.sh).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bin="${CMAF_BIN:-${here}/build/launch/cmaformer}"
+runs="a,c,b"
+if [[ "${1:-}" == "--runs" ]]; then runs="$2"; shift 2; fi
+input="${1:-${here}/../shared/data/btcv}"
+work="${2:-/tmp/cmaf-btcv}"
+threads="${CMAF_THREADS:-$(nproc)}"
+mkdir -p "${work}"
+log() { echo "# $(date -u +%H:%M:%S) $*"; }
+
+prep() {  # prep OUT labeled-flag...
+  local out="$1"; shift
+  if [[ -f "${out}/manifest.json" ]]; then return; fi
+  "${bin}" prep --input "${input}" --out "${out}" --label-map btcv13-to-synapse8 \
+    --test-cases 6 --seed 1 "$@" 2> >(grep -v '^I' >&2)
+}
+test_ids() { jq -r '[.cases[] | select(.split == "test") | .id] | sort | join(",")' "$1/manifest.json"; }
+
+log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ${threads} threads"
+prep "${work}/data-2" --labeled-cases 2
+prep "${work}/data-all" --labeled-fraction 1
+if [[ "$(test_ids "${work}/data-2")" != "$(test_ids "${work}/data-all")" ]]; then
+  echo "error: the two datasets have different test cases: $(test_ids "${work}/data-2") vs $(test_ids "${work}/data-all")" >&2
+  exit 1
+fi
+log "test cases: $(test_ids "${work}/data-2")"
+
+run() {  # run NAME DATA extra-flags...
+  local name="$1" data="$2"; shift 2
+  local dir="${work}/runs/${name}"
+  mkdir -p "${dir}"
+  if [[ ! -f "${dir}/eval/metrics.json" ]]; then
+    log "run ${name}: cmaformer train --config common.ini --data ${data} $*"
+    local start; start=$(date +%s)
+    "${bin}" train --config "${here}/bench/btcv/common.ini" --data "${data}" --run-dir "${dir}" \
+      --threads "${threads}" --resume auto "$@" > "${dir}/train.out" 2>&1
+    local checkpoint
+    checkpoint="$(ls -d "${dir}"/checkpoints/step-* | sort | tail -1)"
+    echo $(( $(date +%s) - start )) >> "${dir}/train_wall_s"
+    log "run ${name}: eval ${checkpoint}"
+    "${bin}" eval --checkpoint "${checkpoint}" --data "${data}" --split test --out "${dir}/eval" \
+      --save-predictions --threads "${threads}" > "${dir}/eval.out" 2>&1
+  fi
+  "${bin}" plot --run "${dir}" > "${dir}/plot.out" 2>&1 || log "run ${name}: plot failed, see ${dir}/plot.out"
+  log "run ${name}: mean Dice $(jq -r '.summary.mean.dice' "${dir}/eval/metrics.json")"
+}
+
+supervised=(--unlabeled-batch 0 --ldc 0 --contrastive-weight 0)
+IFS=, read -r -a chosen <<< "${runs}"
+for name in "${chosen[@]}"; do
+  case "${name}" in
+    a) run a "${work}/data-2" "${supervised[@]}" ;;
+    c) run c "${work}/data-all" "${supervised[@]}" ;;
+    b) run b "${work}/data-2" ;;
+    b1) run b1 "${work}/data-2" --contrastive-weight 0 ;;
+    b2) run b2 "${work}/data-2" --ldc-fixed-weight 1 ;;
+    b3) run b3 "${work}/data-2" --pool-thresholds adaptive ;;
+    b4) run b4 "${work}/data-2" --pool-refresh-every 0 ;;
+    *) echo "error: --runs: unknown run '${name}', expected a, b, c, b1, b2, b3, b4" >&2; exit 2 ;;
+  esac
+done
+"${here}/bench/btcv/table.sh" "${work}" > "${work}/results.md"
+log "tables: ${work}/results.md"

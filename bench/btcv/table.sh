@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Markdown tables of a bench/btcv/run.sh work folder: per-organ test Dice and HD95 of every run,
+# in the correct convention (mm, undefined values excluded) and the paper convention (voxels).
+#   bench/btcv/table.sh WORK
+set -euo pipefail
+work="${1:?usage: table.sh WORK}"
+declare -A what=([a]="supervised, 2 labeled" [b]="semi-supervised (full)" [c]="supervised, 12 labeled" [b3]="b, adaptive pool thresholds" [b4]="b, EMA-teacher targets"
+                 [b1]="b without contrastive" [b2]="b, LDC fixed weight")
+runs=()
+for r in a b b1 b2 b3 b4 c; do [[ -f "${work}/runs/${r}/eval/metrics.json" ]] && runs+=("${r}"); done
+first="${work}/runs/${runs[0]}/eval/metrics.json"
+mapfile -t organs < <(jq -r '.summary.class_order[]' "${first}")
+
+value() {  # value FILE JQ_PATH PRINTF_FORMAT
+  local v; v="$(jq -r "$2 // \"NA\"" "$1")"
+  if [[ "${v}" == "NA" ]]; then printf 'NA'; else printf "$3" "${v}"; fi
+}
+
+table() {  # table TITLE KEY PRINTF_FORMAT MEAN_KEY
+  local title="$1" key="$2" format="$3" mean_key="$4"
+  echo "${title}"
+  echo
+  printf '| run | |'; printf ' %s |' "${organs[@]}"; printf ' mean | train wall |\n'
+  printf '| --- | --- |'; for _ in "${organs[@]}"; do printf ' ---: |'; done; printf ' ---: | ---: |\n'
+  for r in "${runs[@]}"; do
+    local m="${work}/runs/${r}/eval/metrics.json"
+    local wall; wall="$(tail -1 "${work}/runs/${r}/train_wall_s" 2>/dev/null || echo '?')"
+    printf '| %s | %s |' "${r}" "${what[${r}]}"
+    for o in "${organs[@]}"; do
+      printf ' %s |' "$(value "${m}" ".summary.per_class[\"${o}\"].${key}" "${format}")"
+    done
+    printf ' **%s** | %s |\n' "$(value "${m}" ".summary.mean.${mean_key}" "${format}")" \
+      "$([[ "${wall}" == "?" ]] && echo '?' || echo "$(( wall / 60 )) min")"
+  done
+  echo
+}
+table "Dice, correct convention (undefined excluded)" dice %.3f dice
+table "HD95 in mm, correct convention (undefined excluded)" hd95_mm %.1f hd95_mm
+table "Dice, paper convention (medpy, empty prediction 0)" paper_dice %.3f paper_dice
+table "HD95 in voxels, paper convention" paper_hd95_voxels %.1f paper_hd95_voxels
