@@ -5,7 +5,7 @@
 #     INPUT  nnU-Net raw folder (default ../shared/data/btcv: 18 BTCV cases, 13 organs)
 #     WORK   folder for the datasets, runs and tables (default /tmp/cmaf-btcv); re-running
 #            continues where it stopped (finished runs are kept, a cut run resumes)
-#     --runs which runs, in order (default a,c,b; the ablations b1-b4 are opt-in)
+#     --runs which runs, in order (default a,c,b; the ablations a1, b1-b5 are opt-in)
 #
 # Prepares two datasets with the same case split (Synapse 8 organs, 6 test cases drawn with
 # seed 1, the other 12 for training): WORK/data-2 with 2 labeled train cases (~15 %) and 10
@@ -14,10 +14,13 @@
 #   a   supervised on the 2 labeled cases      data-2    --unlabeled-batch 0 --ldc 0 --contrastive-weight 0
 #   b   semi-supervised, the full method       data-2    (LDC multipliers + contrastive + pool)
 #   c   supervised on all 12 (upper bound)     data-all  --unlabeled-batch 0 --ldc 0 --contrastive-weight 0
+#   a1  a with the contrastive loss (labeled)  data-2    --unlabeled-batch 0 --ldc 0
 #   b1  b without the contrastive loss         data-2    --contrastive-weight 0
 #   b2  b with LDC at a fixed weight           data-2    --ldc-fixed-weight 1
 #   b3  b with adaptive pool thresholds        data-2    --pool-thresholds adaptive
 #   b4  b with EMA-teacher targets every step  data-2    --pool-refresh-every 0
+#   b5  b's batches, no unlabeled loss         data-2    --ldc 0 --contrastive-weight 0
+#       (the strong views only pass through the student and its batch norm)
 # Each run's last checkpoint is evaluated on the 6 test cases (whole volumes, Dice and HD95 in
 # both conventions) and plotted; WORK/results.md holds the tables (bench/btcv/table.sh).
 set -euo pipefail
@@ -74,12 +77,14 @@ for name in "${chosen[@]}"; do
   case "${name}" in
     a) run a "${work}/data-2" "${supervised[@]}" ;;
     c) run c "${work}/data-all" "${supervised[@]}" ;;
+    a1) run a1 "${work}/data-2" --unlabeled-batch 0 --ldc 0 ;;
     b) run b "${work}/data-2" ;;
     b1) run b1 "${work}/data-2" --contrastive-weight 0 ;;
     b2) run b2 "${work}/data-2" --ldc-fixed-weight 1 ;;
     b3) run b3 "${work}/data-2" --pool-thresholds adaptive ;;
     b4) run b4 "${work}/data-2" --pool-refresh-every 0 ;;
-    *) echo "error: --runs: unknown run '${name}', expected a, b, c, b1, b2, b3, b4" >&2; exit 2 ;;
+    b5) run b5 "${work}/data-2" --ldc 0 --contrastive-weight 0 ;;
+    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5" >&2; exit 2 ;;
   esac
 done
 "${here}/bench/btcv/table.sh" "${work}" > "${work}/results.md"
