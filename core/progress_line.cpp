@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "common/error.h"
@@ -12,7 +13,12 @@ namespace cmaf::core {
 ProgressLine::ProgressLine(std::ostream& out, bool terminal, double quiet_seconds)
     : out_(out), terminal_(terminal), quiet_seconds_(quiet_seconds) {}
 
-ProgressLine ProgressLine::for_stdout() { return ProgressLine(std::cout, isatty(fileno(stdout)) == 1); }
+ProgressLine ProgressLine::for_stdout() {
+  // OpenMPI's mpirun hands its ranks a pseudo-terminal whatever its own output is (a file, a
+  // pipe): under it, isatty says nothing about where the lines end up, so they are printed as lines.
+  const bool under_mpirun = std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr;
+  return ProgressLine(std::cout, isatty(fileno(stdout)) == 1 && !under_mpirun);
+}
 
 void ProgressLine::update(int64_t step, int64_t total, const std::string& text, Clock::time_point now) {
   if (terminal_) {

@@ -17,13 +17,15 @@ class ProgressLine {
   static constexpr double kDefaultQuietSeconds = 30.0;
 
   ProgressLine(std::ostream& out, bool terminal, double quiet_seconds = kDefaultQuietSeconds);
-  // For standard output: terminal when stdout is a TTY.
+  // For standard output: terminal when stdout is a TTY and the process was not started by
+  // OpenMPI's mpirun (its ranks always get a pseudo-terminal).
   static ProgressLine for_stdout();
 
   // `text` describes step `step` of `total`; `now` is injectable for tests.
   void update(int64_t step, int64_t total, const std::string& text, Clock::time_point now = Clock::now());
   // Ends a line left open on a terminal (call before printing anything else).
   void finish();
+  bool terminal() const { return terminal_; }
 
  private:
   std::ostream& out_;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <sstream>
 
 namespace cmaf::core {
@@ -36,6 +37,13 @@ TEST(ProgressLine, OnATerminalRewritesOneLineAndEndsIt) {
   EXPECT_EQ(out.str(), "\rstep 10\033[K\rstep 20\033[K\n");
   line.update(100, 100, "step 100", t0);  // the last step ends its line by itself
   EXPECT_EQ(out.str().substr(out.str().size() - 13), "\rstep 100\033[K\n");
+}
+
+TEST(ProgressLine, UnderMpirunStdoutCountsAsAFile) {
+  // mpirun gives its ranks a pseudo-terminal even when its own output goes to a file.
+  setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+  EXPECT_FALSE(ProgressLine::for_stdout().terminal());
+  unsetenv("OMPI_COMM_WORLD_SIZE");
 }
 
 TEST(ProgressLine, DurationsReadLikeEtas) {
