@@ -88,7 +88,7 @@ int run_train(int argc, char** argv) {
       ("strong-intensity-probability", po::value(&c.augment.strong_intensity_probability)->default_value(c.augment.strong_intensity_probability), "each intensity jitter on the student's unlabeled view")
       ("val-every", po::value(&c.val_every)->default_value(c.val_every), "steps between validations, 0 = at checkpoints")
       ("val-max-slices", po::value(&c.val_max_slices)->default_value(c.val_max_slices), "val slices used, 0 = all")
-      ("log-every", po::value(&c.log_every)->default_value(c.log_every), "steps between metrics.jsonl lines and progress updates (not on a terminal: a progress line at most every 30 s)")
+      ("log-every", po::value(&c.log_every)->default_value(c.log_every), "steps between metrics.jsonl lines and progress updates (into a file or under mpirun: a progress line at most every 30 s)")
       ("fingerprint-every", po::value(&c.fingerprint_every)->default_value(c.fingerprint_every), "steps between replica checks")
       ("stall-seconds", po::value(&c.stall_seconds)->default_value(c.stall_seconds), "a collective waiting longer aborts the job");
   po::variables_map values;
