@@ -221,32 +221,31 @@ std::string gnuplot_script(const fs::path& plots, const std::vector<std::string>
     g << (c ? ", " : "") << "'" << data << "/losses.dat' using 1:" << c + 2 << " with lines lw 2 title '" << loss_names[c] << "'";
   }
   g << "\n";
+  // One curve per organ from columns first .. first + K - 1 of a data file.
+  const auto per_organ = [&](const char* file, size_t first, const char* style) {
+    g << "plot ";
+    for (size_t c = 0; c < organs.size(); ++c) {
+      g << (c ? ", " : "") << "'" << data << "/" << file << "' using 1:" << first + c << " with " << style
+        << " lw 2 title '" << organs[c] << "'";
+    }
+    g << "\n";
+  };
   if (series.has_ldc) {
     png("multipliers.png", 1000, 800);
-    g << "set multiplot layout 2,1\nset title 'Lagrange multiplier per organ'\nplot ";
-    for (size_t c = 0; c < organs.size(); ++c) {
-      g << (c ? ", " : "") << "'" << data << "/multipliers.dat' using 1:" << c + 2 << " with lines lw 2 title '" << organs[c] << "'";
-    }
-    g << "\nset title 'LDC constraint C = 1 - Dice(student, teacher) per organ'\nplot ";
-    for (size_t c = 0; c < organs.size(); ++c) {
-      g << (c ? ", " : "") << "'" << data << "/multipliers.dat' using 1:" << c + 2 + organs.size()
-        << " with lines lw 2 title '" << organs[c] << "'";
-    }
-    g << "\nunset multiplot\n";
+    g << "set multiplot layout 2,1\nset title 'Lagrange multiplier per organ'\n";
+    per_organ("multipliers.dat", 2, "lines");
+    g << "set title 'LDC constraint C = 1 - Dice(student, teacher) per organ'\n";
+    per_organ("multipliers.dat", 2 + organs.size(), "lines");
+    g << "unset multiplot\n";
   }
-  if (series.pools.size() > 0) {
+  if (!series.pools.empty()) {
     png("pool.png", 1000, 800);
     g << "set multiplot layout 2,1\nset title 'Pseudo-label pool: accepted share of the pixels the teacher assigns to each organ'\n"
-      << "set yrange [0:1]\nplot ";
-    for (size_t c = 0; c < organs.size(); ++c) {
-      g << (c ? ", " : "") << "'" << data << "/pool.dat' using 1:" << c + 2 << " with linespoints lw 2 title '" << organs[c] << "'";
-    }
-    g << "\nset title 'Pool confidence threshold per organ'\nplot ";
-    for (size_t c = 0; c < organs.size(); ++c) {
-      g << (c ? ", " : "") << "'" << data << "/pool.dat' using 1:" << c + 2 + organs.size()
-        << " with linespoints lw 2 title '" << organs[c] << "'";
-    }
-    g << "\nunset multiplot\nset autoscale y\n";
+      << "set yrange [0:1]\n";
+    per_organ("pool.dat", 2, "linespoints");
+    g << "set title 'Pool confidence threshold per organ'\n";
+    per_organ("pool.dat", 2 + organs.size(), "linespoints");
+    g << "unset multiplot\nset autoscale y\n";
   }
   if (!series.vals.empty()) {
     png("val_dice.png", 1000, 500);
