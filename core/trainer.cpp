@@ -5,9 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "cluster/differentiable_all_reduce.h"
 #include "cluster/gradient_reducer.h"
@@ -17,11 +15,11 @@
 #include "core/batch_tensors.h"
 #include "core/checkpoint_store.h"
 #include "core/lr_schedule.h"
-#include "core/progress_line.h"
 #include "core/pseudo_label_pool.h"
 #include "core/step_loss.h"
-#include "core/training_checkpoint.h"
 #include "core/stop_request.h"
+#include "core/training_checkpoint.h"
+#include "core/training_log.h"
 #include "core/training_state.h"
 #include "core/validation.h"
 #include "datastore/batch_loader.h"
@@ -39,12 +37,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-// The per-step all-reduce (sum): flags first, then the loss terms.
-enum Slot : int64_t {
-  kBadSupervised, kBadLdc, kBadContrastive, kBadGradient, kStop,
-  kTotal, kSupervised, kCrossEntropy, kDice, kLdc, kContrastive, kConfident, kSlotCount
-};
 
 std::vector<cluster::NamedTensor> named(const torch::nn::Module& module, const std::string& prefix, bool buffers) {
   std::vector<cluster::NamedTensor> out;
@@ -79,12 +71,8 @@ class Trainer {
   // communicates after the last micro-batch). Returns the per-step slots, loss terms / A.
   torch::Tensor train_step(const StepTensors& t, int64_t step, int64_t micro, std::vector<double>* constraints);
   void update_teacher(int64_t step);
-  void log_step(int64_t step, const torch::Tensor& sums, const std::vector<double>& constraints, double lr,
-                double images_per_second, double steps_per_second);
   void validate(int64_t step);
   void check_agreement(int64_t step);
-  void progress(int64_t step, const torch::Tensor& sums, double images_per_second, double steps_per_second);
-  void append_metrics(const nlohmann::json& line);
 
   TrainConfig config_;
   cluster::Communicator& world_;
@@ -109,14 +97,14 @@ class Trainer {
   std::unique_ptr<PseudoLabelPool> pool_;
   int64_t last_pool_refresh_ = -1;
   bool unlabeled_anywhere_ = false;  // unlabeled slices exist and --unlabeled-batch > 0
-  ProgressLine progress_line_ = ProgressLine::for_stdout();
+  TrainingLog log_;
   int64_t steps_per_epoch_ = 1;
   std::string last_checkpoint_;
   double last_val_mean_ = -1.0;
 };
 
 Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world)
-    : config_(config), world_(world), coordinator_(world.rank() == 0) {
+    : config_(config), world_(world), coordinator_(world.rank() == 0), log_(config.run_dir, coordinator_) {
   config_.validate();
   manifest_ = datastore::load_manifest(config_.data);
   classes_ = static_cast<int64_t>(manifest_.classes.size());
@@ -159,8 +147,8 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world)
 void Trainer::refresh_pool(int64_t step) {
   const nlohmann::json published = pool_->refresh(*teacher_, plan_.ranks[static_cast<size_t>(world_.rank())], step);
   state_.pool_version = pool_->version();
+  log_.append({{"step", step}, {"pool", published}});
   if (coordinator_) {
-    append_metrics({{"step", step}, {"pool", published}});
     LOG(INFO) << "step " << step << ": pseudo-label pool version " << pool_->version() << " published";
   }
 }
@@ -384,8 +372,20 @@ TrainResult Trainer::run() {
     ++window_steps;
     if (state_.step % config_.log_every == 0 || state_.step == config_.steps) {
       const double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
-      log_step(state_.step, sums, constraints, lr, static_cast<double>(window_images) / seconds,
-               static_cast<double>(window_steps) / seconds);
+      StepReport report;
+      report.step = state_.step;
+      report.epoch = step * config_.accumulate_steps / steps_per_epoch_;
+      report.total_steps = config_.steps;
+      report.lr = lr;
+      report.ramp = losses::sigmoid_ramp_up(step, config_.ramp_up_steps);
+      report.sums = v;
+      report.world_size = world_.size();
+      report.multipliers = state_.multipliers.values();
+      report.constraints = constraints;
+      report.skipped_steps = state_.skipped_steps;
+      report.images_per_second = static_cast<double>(window_images) / seconds;
+      report.steps_per_second = static_cast<double>(window_steps) / seconds;
+      log_.step(report);
       window_start = Clock::now();
       window_images = 0;
       window_steps = 0;
@@ -400,7 +400,7 @@ TrainResult Trainer::run() {
     if (checkpoint_now) result.last_checkpoint = save_checkpoint();
     if (stop) {
       result.stopped_by_signal = true;
-      progress_line_.finish();
+      log_.finish();
       if (coordinator_) LOG(WARNING) << "stop requested (signal): checkpoint at step " << state_.step << " written";
       break;
     }
@@ -437,57 +437,7 @@ void Trainer::validate(int64_t step) {
     state_.best_val_mean_dice = r.mean_dice;
     state_.best_step = step;
   }
-  if (!coordinator_) return;
-  nlohmann::json dice = nlohmann::json::object();
-  for (size_t c = 0; c < r.dice.size(); ++c) {
-    dice[manifest_.classes[c + 1]] = std::isnan(r.dice[c]) ? nlohmann::json(nullptr) : nlohmann::json(r.dice[c]);
-  }
-  nlohmann::json sites = nlohmann::json::object();
-  for (const auto& [site, mean] : r.site_mean_dice) sites[site] = mean;
-  append_metrics({{"step", step}, {"val_slices", r.slices}, {"val_dice", dice}, {"val_mean_dice", r.mean_dice},
-                  {"val_site_mean_dice", sites}});
-  LOG(INFO) << "step " << step << ": val mean Dice " << r.mean_dice << " over " << r.slices << " slices";
-}
-
-void Trainer::log_step(int64_t step, const torch::Tensor& sums, const std::vector<double>& constraints, double lr,
-                       double images_per_second, double steps_per_second) {
-  if (!coordinator_) return;
-  const auto* v = sums.data_ptr<double>();
-  const double n = world_.size();
-  append_metrics({{"step", step},
-                  {"epoch", (step - 1) * config_.accumulate_steps / steps_per_epoch_},
-                  {"lr", lr},
-                  {"ramp", losses::sigmoid_ramp_up(step - 1, config_.ramp_up_steps)},
-                  {"loss",
-                   {{"total", v[kTotal] / n},
-                    {"supervised", v[kSupervised] / n},
-                    {"cross_entropy", v[kCrossEntropy] / n},
-                    {"dice", v[kDice] / n},
-                    {"ldc", v[kLdc] / n},
-                    {"contrastive", v[kContrastive] / n}}},
-                  {"multipliers", state_.multipliers.values()},
-                  {"constraints", constraints},
-                  {"confident_fraction", v[kConfident] / n},
-                  {"images_per_s", images_per_second},
-                  {"skipped_steps", state_.skipped_steps}});
-  progress(step, sums, images_per_second, steps_per_second);
-}
-
-void Trainer::progress(int64_t step, const torch::Tensor& sums, double images_per_second, double steps_per_second) {
-  const auto* v = sums.data_ptr<double>();
-  const double n = world_.size();
-  const double eta = steps_per_second > 0 ? static_cast<double>(config_.steps - step) / steps_per_second : 0.0;
-  char text[256];
-  std::snprintf(text, sizeof(text), "step %lld/%lld  %.2f img/s  ETA %s  loss %.4f (sup %.4f ldc %.4f con %.4f)",
-                static_cast<long long>(step), static_cast<long long>(config_.steps), images_per_second,
-                format_duration(eta).c_str(), v[kTotal] / n, v[kSupervised] / n, v[kLdc] / n, v[kContrastive] / n);
-  progress_line_.update(step, config_.steps, text);
-}
-
-void Trainer::append_metrics(const nlohmann::json& line) {
-  std::ofstream out(fs::path(config_.run_dir) / "metrics.jsonl", std::ios::app);
-  out << line.dump() << "\n";
-  if (!out) throw IoError(str("cannot append to ", (fs::path(config_.run_dir) / "metrics.jsonl").string()));
+  log_.validation(step, r, manifest_.classes);
 }
 
 TrainingParts Trainer::parts() {

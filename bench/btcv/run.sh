@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # BTCV semi-supervised benchmark: few labeled scans, does the method beat supervised training?
 #
-#   bench/btcv/run.sh [--runs a,c,b,...] [INPUT] [WORK]
+#   bench/btcv/run.sh [--runs a,c,b,...] [--flags "..."] [INPUT] [WORK]
 #     INPUT  nnU-Net raw folder (default ../shared/data/btcv: 18 BTCV cases, 13 organs)
 #     WORK   folder for the datasets, runs and tables (default /tmp/cmaf-btcv); re-running
 #            continues where it stopped (finished runs are kept, a cut run resumes)
 #     --runs which runs, in order (default a,c,b; the ablations a1, b1-b5 are opt-in)
+#     --flags train options added to every run after common.ini (for example a longer budget:
+#            "--steps 6000 --warmup-steps 150 --ramp-up-steps 1200 --pool-refresh-every 600");
+#            use a new WORK folder for a new budget, finished runs are not redone
 #
 # Prepares two datasets with the same case split (Synapse 8 organs, 6 test cases drawn with
 # seed 1, the other 12 for training): WORK/data-2 with 2 labeled train cases (~15 %) and 10
@@ -27,7 +30,14 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="${CMAF_BIN:-${here}/build/launch/cmaformer}"
 runs="a,c,b"
-if [[ "${1:-}" == "--runs" ]]; then runs="$2"; shift 2; fi
+flags=()
+while [[ "${1:-}" == --* ]]; do
+  case "$1" in
+    --runs) runs="$2"; shift 2 ;;
+    --flags) read -r -a flags <<< "$2"; shift 2 ;;
+    *) echo "error: unknown option $1 (expected --runs or --flags)" >&2; exit 2 ;;
+  esac
+done
 input="${1:-${here}/../shared/data/btcv}"
 work="${2:-/tmp/cmaf-btcv}"
 threads="${CMAF_THREADS:-$(nproc)}"
@@ -56,10 +66,10 @@ run() {  # run NAME DATA extra-flags...
   local dir="${work}/runs/${name}"
   mkdir -p "${dir}"
   if [[ ! -f "${dir}/eval/metrics.json" ]]; then
-    log "run ${name}: cmaformer train --config common.ini --data ${data} $*"
+    log "run ${name}: cmaformer train --config common.ini --data ${data} ${flags[*]} $*"
     local start; start=$(date +%s)
     "${bin}" train --config "${here}/bench/btcv/common.ini" --data "${data}" --run-dir "${dir}" \
-      --threads "${threads}" --resume auto "$@" > "${dir}/train.out" 2>&1
+      --threads "${threads}" --resume auto "${flags[@]}" "$@" > "${dir}/train.out" 2>&1
     local checkpoint
     checkpoint="$(ls -d "${dir}"/checkpoints/step-* | sort | tail -1)"
     echo $(( $(date +%s) - start )) >> "${dir}/train_wall_s"
