@@ -51,7 +51,7 @@ BucketedReducer::BucketedReducer(std::vector<NamedTensor> parameters, Communicat
   for (Bucket& bucket : buckets_) {
     int64_t elements = 0;
     for (size_t k : bucket.parameters) elements += parameters_[k].tensor.numel();
-    bucket.buffer = at::zeros({elements}, at::kFloat);
+    bucket.buffer = at::zeros({elements}, parameters_[bucket.parameters.front()].tensor.options().dtype(at::kFloat));
   }
   for (size_t k = 0; k < n; ++k) {
     std::shared_ptr<torch::autograd::Node> accumulator =

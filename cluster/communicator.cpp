@@ -27,6 +27,11 @@ void check_collective_tensor(const Communicator& communicator, const at::Tensor&
     throw InternalError(str("communicator ", communicator.name(), ": ", operation,
                             " needs a contiguous tensor, got strides ", tensor.strides()));
   }
+  // The host backends read the tensor's memory directly: a GPU tensor must go to NCCL.
+  if (communicator.name() != "nccl" && !tensor.is_cpu()) {
+    throw InternalError(str("communicator ", communicator.name(), ": ", operation, " takes CPU tensors, got one on ",
+                            tensor.device().str(), " (GPU tensors go through the NCCL communicator)"));
+  }
 }
 
 }  // namespace cmaf::cluster

@@ -16,7 +16,7 @@ void broadcast_tensors(const std::vector<NamedTensor>& tensors, Communicator& co
 uint64_t tensors_fingerprint(const std::vector<NamedTensor>& tensors) {
   uint64_t hash = kFnvOffsetBasis;
   for (const NamedTensor& t : tensors) {
-    const at::Tensor c = t.tensor.detach().contiguous();
+    const at::Tensor c = t.tensor.detach().to(at::kCPU).contiguous();
     hash = fnv1a(c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size(), hash);
   }
   return hash;

@@ -20,4 +20,11 @@ StepTensors to_tensors(const datastore::Batch& b) {
   return t;
 }
 
+StepTensors to_device(StepTensors t, const torch::Device& device) {
+  for (torch::Tensor* x : {&t.labeled, &t.label, &t.weak, &t.strong}) {
+    if (x->defined()) *x = x->to(device);
+  }
+  return t;
+}
+
 }  // namespace cmaf::core

@@ -23,5 +23,7 @@ struct StepTensors {
 };
 
 StepTensors to_tensors(const datastore::Batch& batch);
+// The image and label tensors moved to `device` (no copy when they are there already).
+StepTensors to_device(StepTensors tensors, const torch::Device& device);
 
 }  // namespace cmaf::core

@@ -22,7 +22,7 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
   if (!std::filesystem::exists(path)) throw InputError(path, "", "file does not exist");
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(path);
+    archive.load_from(path, torch::Device(torch::kCPU));  // weights saved on a GPU load anywhere
   } catch (const c10::Error& e) {
     throw InputError(path, "", str("not a LibTorch weights archive (", e.what_without_backtrace(), ")"));
   }

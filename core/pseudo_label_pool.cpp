@@ -96,6 +96,7 @@ nlohmann::json PseudoLabelPool::refresh(model::CmaformerImpl& teacher, const sha
   at::Tensor counts = torch::zeros({(1 + sites) * k * 2}, torch::kDouble);
   auto* c = counts.data_ptr<double>();
   const bool was_training = teacher.is_training();
+  const torch::Device device = model::module_device(teacher);
   teacher.eval();
   {
     AtomicFile out((folder / rank_file(world_.rank())).string());
@@ -120,7 +121,7 @@ nlohmann::json PseudoLabelPool::refresh(model::CmaformerImpl& teacher, const sha
           for (int64_t i = 0; i < n; ++i) {
             datastore::warp_image(image.data() + (start + i) * shape[1] * shape[2], resize, x[i].data_ptr<float>());
           }
-          const auto [conf, arg] = torch::softmax(teacher.forward(x).to(torch::kFloat), 1).max(1);
+          const auto [conf, arg] = torch::softmax(teacher.forward(x.to(device)).to(torch::kCPU, torch::kFloat), 1).max(1);
           const at::Tensor l8 = arg.to(torch::kUInt8).contiguous();
           const at::Tensor c8 = (conf * 255.0).round().clamp(0, 255).to(torch::kUInt8).contiguous();
           std::copy(l8.data_ptr<uint8_t>(), l8.data_ptr<uint8_t>() + n * s * s, label.begin() + start * s * s);

@@ -18,6 +18,7 @@ std::vector<uint8_t> predict_volume(model::CmaformerImpl& model, const std::vect
   model.eval();
   std::vector<uint8_t> out(image.size());
   const datastore::SliceWarp resize(h, w, s, s, datastore::GeometricParams{});
+  const torch::Device device = model::module_device(model);
   torch::NoGradGuard no_grad;
   for (int64_t start = 0; start < d; start += batch) {
     const int64_t count = std::min(batch, d - start);
@@ -25,6 +26,7 @@ std::vector<uint8_t> predict_volume(model::CmaformerImpl& model, const std::vect
     for (int64_t i = 0; i < count; ++i) {
       datastore::warp_image(image.data() + (start + i) * h * w, resize, x[i].data_ptr<float>());
     }
+    x = x.to(device);
     torch::Tensor p = model.probabilities(model.forward(x));
     if (flip_tta) p = 0.5 * (p + model.probabilities(model.forward(x.flip({3}))).flip({3}));
     if (h != s || w != s) {
@@ -34,7 +36,7 @@ std::vector<uint8_t> predict_volume(model::CmaformerImpl& model, const std::vect
                                 .mode(torch::kBilinear)
                                 .align_corners(false));
     }
-    const torch::Tensor labels = p.argmax(1).to(torch::kUInt8).contiguous();
+    const torch::Tensor labels = p.argmax(1).to(torch::kCPU, torch::kUInt8).contiguous();
     std::copy(labels.data_ptr<uint8_t>(), labels.data_ptr<uint8_t>() + count * h * w, out.begin() + start * h * w);
   }
   if (was_training) model.train();

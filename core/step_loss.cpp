@@ -28,25 +28,25 @@ StepLoss step_loss(model::CmaformerImpl& student, losses::ProjectionHeadImpl* he
   const torch::Tensor logits = out.logits.to(torch::kFloat);
   StepLoss r;
   r.supervised = losses::supervised_loss(logits.narrow(0, 0, bl), t.label);
-  r.ldc = torch::zeros({});
+  r.ldc = torch::zeros({}, logits.options());
   if (o.ldc) {
     losses::LdcStatistics local;
     if (bu > 0) {
       local = losses::ldc_statistics(torch::softmax(logits.narrow(0, bl, bu), 1),
                                      losses::one_hot_labels(targets.labels, o.classes), targets.confidence);
     } else {  // this rank has no unlabeled slices: it still takes part in the sum
-      local = losses::LdcStatistics::from_stacked(torch::zeros({3, o.classes - 1}));
+      local = losses::LdcStatistics::from_stacked(torch::zeros({3, o.classes - 1}, logits.device()));
     }
     torch::Tensor global = local.stacked().detach().clone();
     world.all_reduce(global, cluster::ReduceOp::kSum);
     const torch::Tensor c =
         losses::ldc_constraints(losses::with_global(local, losses::LdcStatistics::from_stacked(global)));
-    const torch::Tensor values = c.detach().to(torch::kDouble).contiguous();
+    const torch::Tensor values = c.detach().to(torch::kCPU, torch::kDouble).contiguous();
     r.constraints.assign(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
     r.ldc = o.ldc_fixed_weight > 0.0 ? o.ldc_fixed_weight * c.sum()
                                      : losses::lagrangian_term(c, multipliers.values(), multipliers.tolerances());
   }
-  r.contrastive = torch::zeros({});
+  r.contrastive = torch::zeros({}, logits.options());
   if (head != nullptr) {
     const torch::Tensor embeddings = head->forward(out.decoder_features.to(torch::kFloat));
     const torch::Tensor labels =

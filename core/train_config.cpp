@@ -36,6 +36,7 @@ void visit_fields(Config& c, Visitor&& v) {
   v("clip-grad-norm", c.clip_grad_norm);
   v("accumulate-steps", c.accumulate_steps);
   v("bf16", c.bf16);
+  v("device", c.device);
   v("non-finite", c.non_finite);
   v("ema-decay", c.ema_decay);
   v("ramp-up-steps", c.ramp_up_steps);
@@ -147,6 +148,10 @@ void TrainConfig::validate() const {
     throw InputError("--pool-thresholds", "", str("'", pool_thresholds, "', expected fixed or adaptive"));
   }
   if (!(lr > 0.0)) throw InputError("--lr", "", str(lr, ", expected > 0"));
+  if (device != "cpu" && device != "cuda") throw InputError("--device", "", str("'", device, "', expected cpu or cuda"));
+  if (device == "cuda" && bf16) {
+    throw InputError("--bf16", "", "autocast is implemented for the CPU only: use fp32 with --device cuda");
+  }
   non_negative(weight_decay, "weight-decay");
   non_negative(momentum, "momentum");
   non_negative(poly_power, "poly-power");

@@ -52,6 +52,9 @@ struct TrainConfig {
   double clip_grad_norm = 0.0;  // 0: off
   int64_t accumulate_steps = 1;  // micro-batches per optimizer step
   bool bf16 = false;
+  // cpu, or cuda: one GPU per rank (device = node-local rank modulo the visible devices),
+  // gradients and batch statistics all-reduced by NCCL (a build with -DCMAF_WITH_CUDA=ON).
+  std::string device = "cpu";
   NonFinitePolicy non_finite = NonFinitePolicy::kStop;
   // Semi-supervised method.
   double ema_decay = 0.99;

@@ -47,17 +47,19 @@ std::vector<cluster::NamedTensor> named(const torch::nn::Module& module, const s
   return out;
 }
 
+// One host read for all tensors (on a GPU, one synchronisation instead of one per tensor).
 bool all_finite(const std::vector<cluster::NamedTensor>& tensors, bool gradients) {
+  std::vector<torch::Tensor> finite;
   for (const auto& t : tensors) {
     const torch::Tensor v = gradients ? t.tensor.grad() : t.tensor;
-    if (v.defined() && v.is_floating_point() && !torch::isfinite(v).all().item<bool>()) return false;
+    if (v.defined() && v.is_floating_point()) finite.push_back(torch::isfinite(v).all());
   }
-  return true;
+  return finite.empty() || torch::stack(finite).all().item<bool>();
 }
 
 class Trainer {
  public:
-  Trainer(const TrainConfig& config, cluster::Communicator& world);
+  Trainer(const TrainConfig& config, cluster::Communicator& world, const TrainDevice& device);
   TrainResult run();
 
  private:
@@ -76,6 +78,8 @@ class Trainer {
 
   TrainConfig config_;
   cluster::Communicator& world_;
+  torch::Device device_;
+  cluster::Communicator& device_world_;  // for tensors on device_ (world_ on the CPU)
   bool coordinator_;
   model::CmaformerConfig model_config_;
   datastore::DatasetManifest manifest_;
@@ -103,8 +107,13 @@ class Trainer {
   double last_val_mean_ = -1.0;
 };
 
-Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world)
-    : config_(config), world_(world), coordinator_(world.rank() == 0), log_(config.run_dir, coordinator_) {
+Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const TrainDevice& device)
+    : config_(config),
+      world_(world),
+      device_(device.device),
+      device_world_(device.communicator != nullptr ? *device.communicator : world),
+      coordinator_(world.rank() == 0),
+      log_(config.run_dir, coordinator_) {
   config_.validate();
   manifest_ = datastore::load_manifest(config_.data);
   classes_ = static_cast<int64_t>(manifest_.classes.size());
@@ -158,8 +167,11 @@ void Trainer::set_up_model() {
   student_ = model::Cmaformer(model_config_);
   teacher_ = model::Cmaformer(model_config_);
   if (config_.contrastive_weight > 0.0) head_ = losses::ProjectionHead(model_config_.widths[1]);
+  student_->to(device_);
+  teacher_->to(device_);
+  if (head_) head_->to(device_);
   if (world_.size() > 1 && config_.sync_batch_norm) {
-    model::set_statistics_reducer(*student_, cluster::statistics_reducer(world_));
+    model::set_statistics_reducer(*student_, cluster::statistics_reducer(device_world_));
   }
   parameters_ = named(*student_, "", false);
   if (head_) {
@@ -200,10 +212,10 @@ void Trainer::resume_or_start() {
     auto target = named(*teacher_, "", true);
     for (size_t i = 0; i < source.size(); ++i) target[i].tensor.copy_(source[i].tensor);
   }
-  cluster::broadcast_tensors(state, world_);
+  cluster::broadcast_tensors(state, device_world_);
   for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
   teacher_->eval();
-  reducer_ = std::make_unique<cluster::BucketedReducer>(parameters_, world_);
+  reducer_ = std::make_unique<cluster::BucketedReducer>(parameters_, device_world_);
 }
 
 void Trainer::set_up_data() {
@@ -264,7 +276,7 @@ torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, int64_t mi
   UnlabeledTargets targets;
   if (bu > 0 && pool_) {
     const PoolTargets pool = pool_->targets(t.unlabeled_slices, t.geometry);
-    targets = {pool.labels.clamp_min(0), pool.confidence};
+    targets = {pool.labels.clamp_min(0).to(device_), pool.confidence.to(device_)};
   } else if (bu > 0) {
     targets = teacher_targets(*teacher_, t.weak, config_.confidence_threshold, config_.bf16);
   }
@@ -277,7 +289,8 @@ torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, int64_t mi
   o.bf16 = config_.bf16;
   o.contrastive_seed = config_.seed ^ (static_cast<uint64_t>(step) * 1000003ULL) ^
                        (static_cast<uint64_t>(world_.rank()) << 48) ^ (static_cast<uint64_t>(micro) << 32);
-  const StepLoss loss = step_loss(*student_, head_ ? head_.get() : nullptr, t, targets, state_.multipliers, o, world_);
+  const StepLoss loss =
+      step_loss(*student_, head_ ? head_.get() : nullptr, t, targets, state_.multipliers, o, device_world_);
   *constraints = loss.constraints;
   // Gradient accumulation: each of the A micro-batches contributes 1/A of the step's loss.
   const double a = static_cast<double>(config_.accumulate_steps);
@@ -336,7 +349,7 @@ TrainResult Trainer::run() {
     std::vector<double> constraints;  // mean over the micro-batches
     torch::Tensor sums = torch::zeros({kSlotCount}, torch::kDouble);
     for (int64_t micro = 0; micro < config_.accumulate_steps; ++micro) {
-      const StepTensors t = to_tensors(loader_->next());
+      const StepTensors t = to_device(to_tensors(loader_->next()), device_);
       window_images += (t.labeled.size(0) + (t.strong.defined() ? t.strong.size(0) : 0)) * world_.size();
       std::vector<double> micro_constraints;
       sums += train_step(t, step, micro, &micro_constraints);
@@ -459,8 +472,8 @@ std::string Trainer::save_checkpoint() {
 
 }  // namespace
 
-TrainResult train(const TrainConfig& config, cluster::Communicator& world) {
-  Trainer trainer(config, world);
+TrainResult train(const TrainConfig& config, cluster::Communicator& world, const TrainDevice& device) {
+  Trainer trainer(config, world, device);
   return trainer.run();
 }
 

@@ -22,6 +22,8 @@
 // loss each) and communicates once, after the last one's backward.
 #pragma once
 
+#include <c10/core/Device.h>
+
 #include <cstdint>
 #include <string>
 
@@ -38,8 +40,16 @@ struct TrainResult {
   double final_val_mean_dice = -1.0;
 };
 
+// Where the model trains. On a GPU the gradients, batch-norm statistics and LDC statistics are
+// all-reduced by `communicator` (NCCL); the host-side values (loss sums, fingerprints,
+// validation and pool counts) by the world communicator. nullptr: the world communicator.
+struct TrainDevice {
+  c10::Device device = c10::Device(c10::kCPU);
+  cluster::Communicator* communicator = nullptr;
+};
+
 // Throws on bad configuration or data (InputError), I/O failures, non-finite training under
 // the `stop` policy, and multiplier or replica mismatches between ranks.
-TrainResult train(const TrainConfig& config, cluster::Communicator& world);
+TrainResult train(const TrainConfig& config, cluster::Communicator& world, const TrainDevice& device = {});
 
 }  // namespace cmaf::core

@@ -36,7 +36,7 @@ void test_delay() {
 
 void load_module(torch::nn::Module& module, const std::string& path) {
   torch::serialize::InputArchive archive;
-  archive.load_from(path);
+  archive.load_from(path, model::module_device(module));
   module.load(archive);
 }
 
@@ -132,7 +132,7 @@ void load_training_checkpoint(const TrainingParts& parts, const CheckpointInfo& 
   load_weights(parts.student, (dir / "model.pt").string());
   load_weights(parts.teacher, (dir / "teacher.pt").string());
   if (parts.head != nullptr) load_module(*parts.head, (dir / "projection_head.pt").string());
-  torch::load(parts.optimizer, (dir / "optimizer.pt").string());
+  torch::load(parts.optimizer, (dir / "optimizer.pt").string(), model::module_device(parts.student));
   parts.state = TrainingState::from_json(saved.at("state"), state_path);
   if (parts.state.multipliers.values().size() != static_cast<size_t>(classes - 1)) {
     throw InputError(state_path, "state.multipliers",

@@ -91,9 +91,10 @@ ValidationResult Validator::run(model::CmaformerImpl& model, cluster::Communicat
   {
     torch::NoGradGuard no_grad;
     const auto n = images_.size(0);
+    const torch::Device device = model::module_device(model);
     for (int64_t start = 0; start < n; start += batch) {
       const int64_t count = std::min(batch, n - start);
-      const at::Tensor prediction = model.forward(images_.narrow(0, start, count)).argmax(1);
+      const at::Tensor prediction = model.forward(images_.narrow(0, start, count).to(device)).argmax(1).cpu();
       const at::Tensor truth = labels_.narrow(0, start, count);
       for (int64_t j = 0; j < count; ++j) {
         const int site = mine_[static_cast<size_t>(start + j)].site;

@@ -1,8 +1,12 @@
 #include <glog/logging.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
+#include <torch/cuda.h>
+
+#include "cluster/device_communicator.h"
 #include "cluster/process_runtime.h"
 #include "common/error.h"
 #include "core/train_config.h"
@@ -22,6 +26,24 @@ void log_to_run_folder(const std::string& run_dir, int rank) {
   FLAGS_logtostderr = false;
   FLAGS_alsologtostderr = rank == 0;
   FLAGS_stderrthreshold = rank == 0 ? google::GLOG_INFO : google::GLOG_ERROR;
+}
+
+// --device cuda: this rank's GPU (node-local rank modulo the GPUs it can see, so both one GPU
+// per task and all of a node's GPUs per task work) and its NCCL communicator.
+core::TrainDevice cuda_device(const cluster::ProcessRuntime& runtime, cluster::Communicator& world,
+                              std::unique_ptr<cluster::Communicator>& communicator) {
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  if (!torch::cuda::is_available()) {
+    throw InputError("--device", "cuda",
+                     str("no CUDA device usable by rank ", runtime.rank(), " on ", runtime.hostname(),
+                         " (CUDA_VISIBLE_DEVICES=", visible != nullptr ? visible : "unset",
+                         "; a CPU-only LibTorch never sees one): use --device cpu or a GPU node and a CUDA build"));
+  }
+  const int index = runtime.local_rank() % static_cast<int>(torch::cuda::device_count());
+  communicator = cluster::make_cuda_communicator(world, index);
+  LOG(INFO) << "rank " << runtime.rank() << " trains on cuda:" << index << " of " << torch::cuda::device_count()
+            << " visible (CUDA_VISIBLE_DEVICES=" << (visible != nullptr ? visible : "unset") << ")";
+  return {c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index)), communicator.get()};
 }
 
 }  // namespace
@@ -68,6 +90,7 @@ int run_train(int argc, char** argv) {
       ("clip-grad-norm", po::value(&c.clip_grad_norm)->default_value(c.clip_grad_norm), "gradient norm clip, 0 = off")
       ("accumulate-steps", po::value(&c.accumulate_steps)->default_value(c.accumulate_steps), "micro-batches per optimizer step (gradient accumulation)")
       ("bf16", po::value(&c.bf16)->default_value(c.bf16), "CPU bf16 autocast")
+      ("device", po::value(&c.device)->default_value(c.device), "cpu, or cuda: one GPU per rank (node-local rank modulo visible GPUs), NCCL; needs a -DCMAF_WITH_CUDA=ON build")
       ("non-finite", po::value(&non_finite)->default_value(non_finite), "non-finite loss or gradients: stop or skip")
       ("ema-decay", po::value(&c.ema_decay)->default_value(c.ema_decay), "EMA teacher decay")
       ("ramp-up-steps", po::value(&c.ramp_up_steps)->default_value(c.ramp_up_steps), "sigmoid ramp-up of the unlabeled terms")
@@ -108,7 +131,10 @@ int run_train(int argc, char** argv) {
   {
     auto world = runtime->world_communicator(
         std::chrono::milliseconds(static_cast<int64_t>(c.stall_seconds * 1000.0)));
-    result = core::train(c, *world);
+    std::unique_ptr<cluster::Communicator> device_communicator;
+    const core::TrainDevice device =
+        c.device == "cuda" ? cuda_device(*runtime, *world, device_communicator) : core::TrainDevice{};
+    result = core::train(c, *world, device);
   }
   if (runtime->rank() == 0) {
     std::cout << (result.stopped_by_signal ? "stopped (signal) at step " : "finished at step ") << result.final_step

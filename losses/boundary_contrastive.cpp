@@ -17,7 +17,7 @@ at::Tensor sample(const at::Tensor& indices, int64_t count, DeterministicRng& rn
   for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
   rng.shuffle(order);
   order.resize(static_cast<size_t>(count));
-  return indices.index_select(0, at::tensor(order, at::kLong));
+  return indices.index_select(0, at::tensor(order, at::kLong).to(indices.device()));
 }
 
 }  // namespace
@@ -116,7 +116,7 @@ at::Tensor boundary_contrastive_loss(const at::Tensor& embeddings, const at::Ten
     if (k + 1 < static_cast<int64_t>(present.size())) candidates.push_back(prototype_matrix.slice(0, k + 1));
     candidates.push_back(band_negatives);
     const at::Tensor logits = at::matmul(anchors, at::cat(candidates).t()) / options.temperature;
-    const at::Tensor target = at::zeros({anchors.size(0)}, at::kLong);
+    const at::Tensor target = at::zeros({anchors.size(0)}, logits.options().dtype(at::kLong));
     total = total + at::cross_entropy_loss(logits, target, {}, at::Reduction::Sum);
     anchors_used += anchors.size(0);
   }

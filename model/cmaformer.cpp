@@ -86,6 +86,11 @@ CmaformerOutput CmaformerImpl::forward_features(const torch::Tensor& x) {
   return {head_(head_aspp_(x8)), x8};
 }
 
+torch::Device module_device(const torch::nn::Module& module) {
+  const auto parameters = module.parameters();
+  return parameters.empty() ? torch::Device(torch::kCPU) : parameters.front().device();
+}
+
 torch::Tensor CmaformerImpl::probabilities(const torch::Tensor& logits) const {
   return config_.output_mode == OutputMode::kSoftmax ? at::softmax(logits, 1) : at::sigmoid(logits);
 }

@@ -62,4 +62,8 @@ class CmaformerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Cmaformer);
 
+// Where a module's parameters live (CPU for a module without parameters): callers move their
+// inputs there and results back.
+torch::Device module_device(const torch::nn::Module& module);
+
 }  // namespace cmaf::model

@@ -8,6 +8,8 @@
 #   scripts/local-slurm.sh stop [DIR]    stop the daemons by their pid files
 #   scripts/local-slurm.sh env [DIR]     print "export SLURM_CONF=..." for the clients
 #
+# CMAF_SLURM_GPUS=N (default 0) gives the node N stand-in GPUs (device nodes aliasing /dev/null),
+# so the GPU template can be submitted and scheduled on a machine without GPUs.
 # DIR defaults to /tmp/cmaf-slurm. Needs root (Debian's slurmctld, slurmd, slurm-client, munge:
 # scripts/setup.sh installs them). Everything lives under DIR: a second instance with another
 # DIR on other ports is possible by setting CMAF_SLURM_PORT (default 6817; slurmd uses +1).
@@ -34,7 +36,11 @@ stop_pid() {  # stop_pid FILE NAME
 }
 
 write_config() {
-  local cpus mem_mb
+  local cpus mem_mb gres_node=""
+    # CMAF_SLURM_GPUS=N declares N stand-in GPUs: enough for Slurm to accept and schedule the
+  # GPU template's requests (and set CUDA_VISIBLE_DEVICES); the job itself finds no CUDA device.
+  local gpus="${CMAF_SLURM_GPUS:-0}"
+  ((gpus > 0)) && gres_node=" Gres=gpu:${gpus}"
   cpus="$(nproc)"
   mem_mb="$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)"
   mkdir -p "${dir}/state" "${dir}/spool" "${dir}/munge"
@@ -66,9 +72,20 @@ ReturnToService=2
 JobRequeue=1
 KillWait=30
 MinJobAge=600
-NodeName=${node} CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN
+NodeName=${node} CPUs=${cpus} RealMemory=${mem_mb}${gres_node} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
+  if ((gpus > 0)); then
+    # Slurm drops GPUs without device files: character devices with /dev/null's numbers stand in.
+    for ((g = 0; g < gpus; g++)); do
+      rm -f "${dir}/gpu${g}"
+      mknod "${dir}/gpu${g}" c 1 3 || die "cannot create the stand-in GPU device ${dir}/gpu${g} (a nodev file system?)"
+    done
+    sed -i "1a GresTypes=gpu" "${dir}/slurm.conf"
+    echo "Name=gpu File=${dir}/gpu[0-$((gpus - 1))]" > "${dir}/gres.conf"
+  else
+    rm -f "${dir}/gres.conf"
+  fi
 }
 
 start_munge() {

@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include "cluster/cluster_error.h"
+#include "cluster/device_communicator.h"
+#include "cmaf/config.h"
 #include "cluster/local_communicator.h"
 #include "tests/cluster/collective_checks.h"
 
@@ -81,6 +83,33 @@ TEST(LocalGroup, MismatchedCollectivesAreErrorsNotHangs) {
     const at::Tensor t = torch::ones({c.rank() + 1});  // different shapes
     EXPECT_THROW(c.all_reduce(t, cluster::ReduceOp::kSum), InternalError);
   });
+}
+
+// Host backends read tensor memory directly: a tensor on another device (meta here, a GPU in a
+// CUDA build) is an error naming the device, not a read of a device pointer.
+TEST(LocalGroup, TensorsOffTheCpuAreRefusedNamingTheirDevice) {
+  cluster::LocalCommunicator single;
+  const at::Tensor elsewhere = torch::empty({4}, torch::TensorOptions().device(torch::kMeta));
+  try {
+    single.all_reduce(elsewhere, cluster::ReduceOp::kSum);
+    FAIL() << "expected an error";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("all_reduce takes CPU tensors, got one on meta"), std::string::npos)
+        << e.what();
+  }
+}
+
+// A build without CMAF_WITH_CUDA has no NCCL backend: asking for one says how to build it.
+TEST(DeviceCommunicator, WithoutACudaBuildTheErrorSaysHowToGetOne) {
+  if (CMAF_WITH_CUDA) GTEST_SKIP() << "CUDA build: the NCCL backend is tested by nccl_without_gpu_probe";
+  cluster::LocalCommunicator bootstrap;
+  try {
+    cluster::make_cuda_communicator(bootstrap, 0);
+    FAIL() << "expected a ClusterError";
+  } catch (const cluster::ClusterError& e) {
+    EXPECT_NE(std::string(e.what()).find("rank 0: this build has no NCCL backend"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("-DCMAF_WITH_CUDA=ON"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

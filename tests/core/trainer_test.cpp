@@ -161,7 +161,9 @@ TEST_F(TrainerTest, GradientAccumulationTrainsAndResumesExactly) {
                       (fs::path(checkpoint_folder(b.path(), 6)) / "model.pt").string());
   // Two micro-batches per step: the loss logged is their mean, not their sum.
   for (const auto& line : metrics(a.path())) {
-    if (line.contains("loss")) EXPECT_LT(line["loss"]["supervised"].get<double>(), 5.0);
+    if (line.contains("loss")) {
+      EXPECT_LT(line["loss"]["supervised"].get<double>(), 5.0);
+    }
   }
 }
 

@@ -88,6 +88,27 @@ TEST(CmaformerBinary, BadInputExitsWithOneNamesTheFileAndWritesNothing) {
   EXPECT_NE(inspect.output.find("manifest.json: cannot be opened"), std::string::npos) << inspect.output;
 }
 
+// This machine and CI have no GPU: `--device cuda` must stop at start-up, before any step, with
+// the rank, the host and what to do, and write no checkpoint. Where a GPU and a CUDA build are
+// present the run trains instead (the GPU path itself is not exercised here).
+TEST(CmaformerBinary, DeviceCudaWithoutAGpuStopsAtStartNamingRankAndHost) {
+  test::TempDir dir;
+  test::write_nnunet_folder(dir.file("raw"), 4, 3, 6, 32);
+  ASSERT_EQ(cmaformer("prep --input " + dir.file("raw") + " --out " + dir.file("ds") +
+                      " --test-cases 1 --labeled-cases 2 --seed 2").exit_code, 0);
+  const std::string common = "train --data " + dir.file("ds") + " --run-dir " + dir.file("run") +
+                             " --preset tiny --input-size 32 --steps 2 --checkpoint-every 2 --threads 1";
+  const ProcessResult cuda = cmaformer(common + " --device cuda");
+  if (cuda.exit_code == 0) GTEST_SKIP() << "a CUDA device and a CUDA build are present: " << cuda.output;
+  EXPECT_EQ(cuda.exit_code, 1) << cuda.output;
+  EXPECT_NE(cuda.output.find("error: --device: cuda: no CUDA device usable by rank 0 on "), std::string::npos)
+      << cuda.output;
+  EXPECT_FALSE(fs::exists(dir.file("run/checkpoints/step-00000002")));
+  const ProcessResult typo = cmaformer(common + " --device gpu");
+  EXPECT_EQ(typo.exit_code, 1) << typo.output;
+  EXPECT_NE(typo.output.find("--device: 'gpu', expected cpu or cuda"), std::string::npos) << typo.output;
+}
+
 TEST(CmaformerBinary, InferOnTheRawScanReproducesEvalsPredictionOfThePreparedCase) {
   test::TempDir dir;
   test::write_nnunet_folder(dir.file("raw"), 4, 3, 6, 32);

@@ -8,6 +8,11 @@
 #              checkpoint and the all-reduce benchmark job
 #     preparray  prep as a 3-task job array, then the dependent merge job: the dataset equals
 #              one prep run's (cases, splits)
+#     gpu      the GPU template on 2 stand-in GPUs (the instance is started with
+#              CMAF_SLURM_GPUS=2 where device nodes can be made): Slurm accepts and schedules
+#              it, srun starts one rank per GPU with CUDA_VISIBLE_DEVICES set, and each rank
+#              stops at start-up with the no-CUDA-device error naming itself (this machine and
+#              build have no GPU; training on one is not tested here)
 #     preempt  the preemptible job is signalled (scancel --signal=USR1 --batch), checkpoints,
 #              requeues itself, resumes from that checkpoint and finishes: the step count proves
 #              it did not restart from zero
@@ -24,7 +29,12 @@ if [[ "$(id -u)" != 0 ]] || ! command -v slurmctld > /dev/null; then
   exit 77
 fi
 case "${mode}" in
-  start) exec "${here}/scripts/local-slurm.sh" start "${slurm_dir}" ;;
+  start)
+    # Stand-in GPUs for the GPU template's test, where device nodes can be created.
+    mkdir -p "${slurm_dir}"
+    if mknod "${slurm_dir}/probe" c 1 3 2> /dev/null && echo > "${slurm_dir}/probe"; then export CMAF_SLURM_GPUS=2; fi
+    rm -f "${slurm_dir}/probe"
+    exec "${here}/scripts/local-slurm.sh" start "${slurm_dir}" ;;
   stop) exec "${here}/scripts/local-slurm.sh" stop "${slurm_dir}" ;;
 esac
 
@@ -77,6 +87,24 @@ case "${mode}" in
     [[ "${state}" == COMPLETED ]] || { cat "${work}"/*"-${job}.out"; fail "benchmark job ${job}: ${state}"; }
     grep -q "#wrong" "${work}/cmaf-test-train-${job}.out" || fail "the benchmark printed no checked results"
     echo "train, eval and benchmark jobs completed"
+    ;;
+  gpu)
+    [[ -f "${slurm_dir}/gres.conf" ]] || { echo "skipped: no stand-in GPUs (device nodes cannot be made here)"; exit 77; }
+    job="$(sbatch --parsable --job-name=cmaf-test-gpu --chdir="${work}" --partition=debug --ntasks-per-node=2 \
+      --gpus-per-node=2 --cpus-per-task=1 --time=5 \
+      --export="ALL,CMAF_BIN=${bin},CMAF_DATA=${work}/ds,CMAF_RUN_DIR=${work}/run,CMAF_TRAIN_ARGS=--preset tiny --steps 4" \
+      "${here}/slurm/train_gpu.sbatch")"
+    state="$(wait_done "${job}" 120)"
+    out="${work}/cmaf-test-gpu-${job}.out"
+    grep -v '^I2' "${out}" || true
+    [[ "$(job_field "${job}" TresPerNode)" == *gpu:2* ]] || fail "the job did not ask for 2 GPUs per node"
+    [[ "${state}" == FAILED ]] || fail "GPU job ${job} without a GPU: ${state}, expected FAILED"
+    for r in 0 1; do
+      grep -q "\[rank ${r}\] --device: cuda: no CUDA device usable by rank ${r} on .*CUDA_VISIBLE_DEVICES=0,1" "${out}" ||
+        fail "rank ${r} did not report the missing CUDA device with Slurm's CUDA_VISIBLE_DEVICES"
+    done
+    [[ ! -d "${work}/run/checkpoints/step-00000004" ]] || fail "a checkpoint was written"
+    echo "gpu: scheduled on 2 stand-in GPUs, 2 ranks, each stopped naming itself and CUDA_VISIBLE_DEVICES=0,1"
     ;;
   preempt)
     job="$(submit train_preemptible.sbatch cmaf-test-preempt CMAF_DATA="${work}/ds" CMAF_RUN_DIR="${work}/run" \
