@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Data-parallel step cost on this machine: a 2-rank x 1-thread training step (bucketed reducer,
 # overlap) against the same step in two unsynchronised 1-thread processes side by side (the
-# ceiling on a shared 2-core machine) and in one lone 1-thread process.
+# ceiling on a shared 2-core machine) and in one lone 1-thread process; plus the same 2 ranks in
+# lockstep without gradient communication (a barrier per step: the cost of waiting for each
+# step's slower rank), and PyTorch DDP (gloo) on the eager twin when python3-torch is installed.
 #   bench/ddp_step_bench.sh [PRESET] [BATCH] [STEPS]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,3 +19,14 @@ echo "## two unsynchronised processes side by side"
 wait "${first}"
 echo "## mpirun -np 2, bucketed reducer"
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --bind-to none "${bin}" "${args[@]}"
+echo "## mpirun -np 2, lockstep only (barrier per step, no gradient all-reduce)"
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --bind-to none "${bin}" "${args[@]}" --sync-only
+if /usr/bin/python3 -c "import torch" 2> /dev/null; then
+  echo "## PyTorch eager: lone process, then DDP (gloo) 2 processes x 1 thread"
+  py=(/usr/bin/python3 "${here}/bench/step_bench_pytorch.py" --preset "${preset}" --batch "${batch}" --threads 1
+      --steps "${steps}" --warmup 2)
+  "${py[@]}"
+  "${py[@]}" --ddp 2
+else
+  echo "## PyTorch rows skipped: apt-get install python3-torch"
+fi

@@ -1,7 +1,7 @@
 // Training-step benchmark of CMAformer: forward + backward + AdamW step on random data.
 //
 //   step_bench --preset paper --batch 2 --input-size 512 --threads 2 --precision fp32|bf16
-//              [--channels-last] [--steps 5] [--warmup 2]
+//              [--channels-last] [--steps 5] [--warmup 2] [--sync-only]
 //
 // Prints the median step time, images/s and model FLOP utilisation: 3 x forward FLOPs (forward
 // + backward) per second against the measured fp32 matrix-product peak of the same threads
@@ -10,7 +10,10 @@
 //
 // Launched by mpirun (several ranks), it trains data-parallel: parameters broadcast from rank 0,
 // gradients averaged by the bucketed reducer, and it also prints the communication exposed after
-// backward and the share of the all-reduce time hidden behind backward (overlap).
+// backward and the share of the all-reduce time hidden behind backward (overlap). With
+// --sync-only the ranks do not all-reduce gradients: they only meet at a barrier after every
+// step, so each step takes as long as the slowest rank's. That isolates what lockstep costs
+// (waiting for the straggler of each step) from what moving gradients costs.
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -59,6 +62,7 @@ struct Options {
   bool channels_last = false;
   int steps = 5;
   int warmup = 2;
+  bool sync_only = false;
 };
 
 Options parse(int argc, char** argv) {
@@ -77,6 +81,7 @@ Options parse(int argc, char** argv) {
     else if (arg == "--channels-last") o.channels_last = true;
     else if (arg == "--steps") o.steps = std::stoi(next());
     else if (arg == "--warmup") o.warmup = std::stoi(next());
+    else if (arg == "--sync-only") o.sync_only = true;
     else throw std::invalid_argument("unknown option " + arg);
   }
   if (o.precision != "fp32" && o.precision != "bf16") throw std::invalid_argument("--precision fp32|bf16");
@@ -135,7 +140,7 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     std::vector<cmaf::cluster::NamedTensor> state = parameters;
     for (const auto& b : model->named_buffers()) state.push_back({b.key(), b.value()});
     cmaf::cluster::broadcast_tensors(state, *world);
-    reducer = std::make_unique<cmaf::cluster::BucketedReducer>(parameters, *world);
+    if (!o.sync_only) reducer = std::make_unique<cmaf::cluster::BucketedReducer>(parameters, *world);
   }
 
   std::vector<double> times, exposed;
@@ -154,6 +159,7 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     if (reducer) reducer->finish();
     const double wait = seconds_since(backward_done);
     optimizer.step();
+    if (distributed && o.sync_only) world->barrier();
     const double t = seconds_since(start);
     if (!std::isfinite(loss.item<double>())) ++wrong;
     if (step >= o.warmup) {
@@ -162,7 +168,9 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     }
   }
   std::string overlap;
-  if (distributed) {
+  if (distributed && o.sync_only) {
+    overlap = "; " + std::to_string(world->size()) + " ranks in lockstep (barrier per step), no gradient all-reduce";
+  } else if (distributed) {
     // The same gradients all-reduced with nothing to overlap: the time communication takes.
     std::vector<at::Tensor> grads;
     for (const auto& p : parameters) grads.push_back(p.tensor.grad().reshape({-1}));

@@ -6,6 +6,7 @@ cross-entropy, backward, AdamW), the same threads, timed the same way, on Debian
 which is the same LibTorch 1.13 build the C++ side links (apt-get install python3-torch).
 
   /usr/bin/python3 bench/step_bench_pytorch.py --preset paper --batch 2 --threads 2 [--bf16]
+  /usr/bin/python3 bench/step_bench_pytorch.py --preset quarter --batch 4 --threads 1 --ddp 2   # DDP, gloo
 """
 import argparse
 import statistics
@@ -147,20 +148,18 @@ class CMAformer(nn.Module):
         return self.head(self.head_aspp(x8))
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--preset", default="paper", choices=PRESETS)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--bf16", action="store_true")
-    a = p.parse_args()
+def run(rank, a):
+    """One process: the timed steps; with --ddp, rank `rank` of a gloo DDP group."""
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     cfg = PRESETS[a.preset]
     model = CMAformer(cfg["widths"], cfg["heads"], cfg["layers"], cfg["ffn"]).train()
     params = sum(t.numel() for t in model.parameters())
+    if a.ddp:
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{a.port}", rank=rank, world_size=a.ddp)
+        model = DistributedDataParallel(model)  # default buckets (25 MiB), broadcast from rank 0
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     s = cfg["size"]
     x = torch.randn(a.batch, 1, s, s)
@@ -178,9 +177,30 @@ def main():
         if step >= a.warmup:
             times.append(elapsed)
     med = statistics.median(times)
-    print(f"pytorch eager {torch.__version__} preset {a.preset} {s}x{s} batch {a.batch} threads {a.threads} "
+    mode = f"DDP gloo rank {rank}/{a.ddp}" if a.ddp else "eager"
+    print(f"pytorch {mode} {torch.__version__} preset {a.preset} {s}x{s} batch {a.batch} threads {a.threads} "
           f"{'bf16' if a.bf16 else 'fp32'}: {params} parameters, median step {med:.3f} s "
-          f"(min {min(times):.3f}, max {max(times):.3f}), {a.batch / med:.2f} images/s  #wrong {wrong}")
+          f"(min {min(times):.3f}, max {max(times):.3f}), {a.batch / med:.2f} images/s  #wrong {wrong}", flush=True)
+    if a.ddp:
+        torch.distributed.destroy_process_group()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--preset", default="paper", choices=PRESETS)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--ddp", type=int, default=0, help="N processes in a gloo DDP group (0: one plain process)")
+    p.add_argument("--port", type=int, default=29517)
+    a = p.parse_args()
+    if a.ddp:
+        import torch.multiprocessing as mp
+        mp.spawn(run, args=(a,), nprocs=a.ddp, join=True)
+    else:
+        run(0, a)
 
 
 if __name__ == "__main__":
