@@ -8,7 +8,12 @@ namespace cmaf::model {
 namespace {
 
 torch::Tensor upsample(const torch::Tensor& x, int64_t factor) {
-  return at::upsample_bilinear2d(x, {x.size(2) * factor, x.size(3) * factor}, /*align_corners=*/false);
+  // In fp32 even under bf16 autocast: LibTorch 1.13's bf16 CPU kernel for the backward of
+  // bilinear upsampling is ~6x slower than the fp32 one (BENCHMARKS.md, bf16 on small presets).
+  const bool reduced = x.scalar_type() == at::kBFloat16;
+  const torch::Tensor y = at::upsample_bilinear2d(reduced ? x.to(at::kFloat) : x,
+                                                  {x.size(2) * factor, x.size(3) * factor}, /*align_corners=*/false);
+  return reduced ? y.to(at::kBFloat16) : y;
 }
 
 }  // namespace
