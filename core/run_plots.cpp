@@ -29,6 +29,7 @@ struct Series {
   std::vector<nlohmann::json> vals;   // metrics lines with "val_dice"
   std::vector<nlohmann::json> pools;  // metrics lines with "pool" (one per published version)
   bool has_ldc = false;               // some step logged LDC constraints
+  bool has_active_constraint = false;  // ... and one of them was active (not null)
   bool has_unlabeled = false;         // some step had unlabeled targets
 };
 
@@ -50,6 +51,9 @@ Series read_metrics(const std::string& run_dir) {
     }
     if (j.contains("loss")) {
       s.has_ldc |= j.contains("constraints") && !j["constraints"].empty();
+      if (j.contains("constraints")) {
+        for (const auto& c : j["constraints"]) s.has_active_constraint |= !c.is_null();
+      }
       s.has_unlabeled |= j.value("confident_fraction", 0.0) > 0.0;
       s.steps.push_back(std::move(j));
     } else if (j.contains("val_dice")) {
@@ -231,12 +235,19 @@ std::string gnuplot_script(const fs::path& plots, const std::vector<std::string>
     g << "\n";
   };
   if (series.has_ldc) {
-    png("multipliers.png", 1000, 800);
-    g << "set multiplot layout 2,1\nset title 'Lagrange multiplier per organ'\n";
-    per_organ("multipliers.dat", 2, "lines");
-    g << "set title 'LDC constraint C = 1 - Dice(student, teacher) per organ'\n";
-    per_organ("multipliers.dat", 2 + organs.size(), "lines");
-    g << "unset multiplot\n";
+    if (series.has_active_constraint) {
+      png("multipliers.png", 1000, 800);
+      g << "set multiplot layout 2,1\nset title 'Lagrange multiplier per organ'\n";
+      per_organ("multipliers.dat", 2, "lines");
+      // Gaps: steps whose targets held no pixel of the organ (constraint inactive, logged null).
+      g << "set title 'LDC constraint C = 1 - Dice(student, target) per organ (gaps: organ absent from the targets)'\n";
+      per_organ("multipliers.dat", 2 + organs.size(), "linespoints pt 7 ps 0.4");
+      g << "unset multiplot\n";
+    } else {
+      png("multipliers.png", 1000, 500);
+      g << "set title 'Lagrange multiplier per organ (no constraint was ever active: the targets held no organ)'\n";
+      per_organ("multipliers.dat", 2, "lines");
+    }
   }
   if (!series.pools.empty()) {
     png("pool.png", 1000, 800);

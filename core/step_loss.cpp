@@ -43,6 +43,8 @@ StepLoss step_loss(model::CmaformerImpl& student, losses::ProjectionHeadImpl* he
         losses::ldc_constraints(losses::with_global(local, losses::LdcStatistics::from_stacked(global)));
     const torch::Tensor values = c.detach().to(torch::kCPU, torch::kDouble).contiguous();
     r.constraints.assign(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
+    const torch::Tensor active = global[2].gt(0).to(torch::kCPU, torch::kUInt8).contiguous();
+    r.constraint_active.assign(active.data_ptr<uint8_t>(), active.data_ptr<uint8_t>() + active.numel());
     r.ldc = o.ldc_fixed_weight > 0.0 ? o.ldc_fixed_weight * c.sum()
                                      : losses::lagrangian_term(c, multipliers.values(), multipliers.tolerances());
   }

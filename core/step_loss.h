@@ -50,6 +50,9 @@ struct StepLoss {
   torch::Tensor ldc;
   torch::Tensor contrastive;
   std::vector<double> constraints;  // C_c per organ (0 when the targets hold none), empty without LDC
+  // Per organ: the targets hold it somewhere in the global batch (otherwise C_c is 0 by
+  // definition and reported as null: there was nothing to be consistent with).
+  std::vector<uint8_t> constraint_active;
 };
 
 // `head` may be null (contrastive weight 0). `targets` is ignored when t.strong is empty.

@@ -71,7 +71,7 @@ class Trainer {
   std::string save_checkpoint();
   // One micro-batch of optimizer step `step`: forward, losses, backward through the reducer (it
   // communicates after the last micro-batch). Returns the per-step slots, loss terms / A.
-  torch::Tensor train_step(const StepTensors& t, int64_t step, int64_t micro, std::vector<double>* constraints);
+  torch::Tensor train_step(const StepTensors& t, int64_t step, int64_t micro, StepLoss* loss_out);
   void update_teacher(int64_t step);
   void validate(int64_t step);
   void check_agreement(int64_t step);
@@ -270,7 +270,7 @@ void Trainer::set_up_data() {
                                            world_.rank(), world_.size());
 }
 
-torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, int64_t micro, std::vector<double>* constraints) {
+torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, int64_t micro, StepLoss* loss_out) {
   const int64_t bu = t.strong.size(0);
   torch::Tensor sums = torch::zeros({kSlotCount}, torch::kDouble);
   UnlabeledTargets targets;
@@ -291,7 +291,8 @@ torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, int64_t mi
                        (static_cast<uint64_t>(world_.rank()) << 48) ^ (static_cast<uint64_t>(micro) << 32);
   const StepLoss loss =
       step_loss(*student_, head_ ? head_.get() : nullptr, t, targets, state_.multipliers, o, device_world_);
-  *constraints = loss.constraints;
+  loss_out->constraints = loss.constraints;
+  loss_out->constraint_active = loss.constraint_active;
   // Gradient accumulation: each of the A micro-batches contributes 1/A of the step's loss.
   const double a = static_cast<double>(config_.accumulate_steps);
   const bool last = micro == config_.accumulate_steps - 1;
@@ -347,15 +348,19 @@ TrainResult Trainer::run() {
     const double lr = learning_rate(config_, step);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
     std::vector<double> constraints;  // mean over the micro-batches
+    std::vector<uint8_t> active;      // in any micro-batch
     torch::Tensor sums = torch::zeros({kSlotCount}, torch::kDouble);
     for (int64_t micro = 0; micro < config_.accumulate_steps; ++micro) {
       const StepTensors t = to_device(to_tensors(loader_->next()), device_);
       window_images += (t.labeled.size(0) + (t.strong.defined() ? t.strong.size(0) : 0)) * world_.size();
-      std::vector<double> micro_constraints;
-      sums += train_step(t, step, micro, &micro_constraints);
+      StepLoss micro_loss;
+      sums += train_step(t, step, micro, &micro_loss);
+      const std::vector<double>& micro_constraints = micro_loss.constraints;
       constraints.resize(micro_constraints.size(), 0.0);
+      active.resize(micro_constraints.size(), 0);
       for (size_t c = 0; c < micro_constraints.size(); ++c) {
         constraints[c] += micro_constraints[c] / static_cast<double>(config_.accumulate_steps);
+        active[c] |= micro_loss.constraint_active[c];
       }
     }
     world_.all_reduce(sums, cluster::ReduceOp::kSum);
@@ -395,6 +400,7 @@ TrainResult Trainer::run() {
       report.world_size = world_.size();
       report.multipliers = state_.multipliers.values();
       report.constraints = constraints;
+      report.constraint_active = active;
       report.skipped_steps = state_.skipped_steps;
       report.images_per_second = static_cast<double>(window_images) / seconds;
       report.steps_per_second = static_cast<double>(window_steps) / seconds;

@@ -25,6 +25,11 @@ void TrainingLog::step(const StepReport& r) {
   if (!coordinator_) return;
   const double* v = r.sums;
   const double n = r.world_size;
+  nlohmann::json constraints = nlohmann::json::array();
+  for (size_t c = 0; c < r.constraints.size(); ++c) {
+    const bool active = c >= r.constraint_active.size() || r.constraint_active[c] != 0;
+    constraints.push_back(active ? nlohmann::json(r.constraints[c]) : nlohmann::json(nullptr));
+  }
   append({{"step", r.step},
           {"epoch", r.epoch},
           {"lr", r.lr},
@@ -37,7 +42,7 @@ void TrainingLog::step(const StepReport& r) {
             {"ldc", v[kLdc] / n},
             {"contrastive", v[kContrastive] / n}}},
           {"multipliers", r.multipliers},
-          {"constraints", r.constraints},
+          {"constraints", constraints},
           {"confident_fraction", v[kConfident] / n},
           {"images_per_s", r.images_per_second},
           {"skipped_steps", r.skipped_steps}});

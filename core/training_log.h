@@ -32,6 +32,7 @@ struct StepReport {
   int world_size = 1;
   std::vector<double> multipliers;
   std::vector<double> constraints;
+  std::vector<uint8_t> constraint_active;  // inactive constraints are logged as null
   int64_t skipped_steps = 0;
   double images_per_second = 0.0;
   double steps_per_second = 0.0;
