@@ -65,13 +65,16 @@ BucketedReducer::BucketedReducer(std::vector<NamedTensor> parameters, Communicat
 
 at::Tensor BucketedReducer::bucket_view(size_t parameter) const {
   // An alias of the bucket's storage that is not an autograd view: optimizers' zero_grad()
-  // calls grad.detach_(), which LibTorch refuses on views.
+  // calls grad.detach_(), which LibTorch refuses on views. Same strides as the parameter when it
+  // is dense (channels-last weights get channels-last gradients, as autograd would make them;
+  // otherwise every backward would copy between layouts), else contiguous.
   const at::Tensor& p = parameters_[parameter].tensor;
   const at::Tensor& buffer = buckets_[bucket_of_[parameter]].buffer;
   at::NoGradGuard no_grad;
+  const std::vector<int64_t> strides =
+      p.is_non_overlapping_and_dense() ? p.strides().vec() : at::empty(p.sizes()).strides().vec();
   return at::empty({0}, buffer.options())
-      .set_(buffer.storage(), buffer.storage_offset() + offset_of_[parameter], p.sizes(),
-            at::empty(p.sizes()).strides());
+      .set_(buffer.storage(), buffer.storage_offset() + offset_of_[parameter], p.sizes(), strides);
 }
 
 BucketedReducer::~BucketedReducer() {

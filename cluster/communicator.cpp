@@ -23,9 +23,11 @@ void check_collective_tensor(const Communicator& communicator, const at::Tensor&
                             (operation == "all_reduce" ? " (" + to_string(op) + ")" : std::string()),
                             " of ", at::toString(type)));
   }
-  if (!tensor.is_contiguous()) {
+  // Dense memory of numel elements (any dimension order, e.g. channels-last weights): every
+  // rank holds the same layout, so the bytes line up.
+  if (!tensor.is_non_overlapping_and_dense()) {
     throw InternalError(str("communicator ", communicator.name(), ": ", operation,
-                            " needs a contiguous tensor, got strides ", tensor.strides()));
+                            " needs a dense tensor, got sizes ", tensor.sizes(), " strides ", tensor.strides()));
   }
   // The host backends read the tensor's memory directly: a GPU tensor must go to NCCL.
   if (communicator.name() != "nccl" && !tensor.is_cpu()) {

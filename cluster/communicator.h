@@ -3,7 +3,8 @@
 // tensors, built with CMAF_WITH_CUDA).
 //
 // Contract: collectives are issued in the same order on every rank. Tensors are reduced in
-// place and must be contiguous. Asynchronous calls return a Work to wait on; works complete in
+// place and must be dense (contiguous in some dimension order, e.g. channels-last; the same on
+// every rank). Asynchronous calls return a Work to wait on; works complete in
 // issue order (each communicator runs its collectives on one ordered communication thread), so
 // overlapping calls can never pair up differently on different ranks. A backend that lacks an
 // operation throws "communicator <name> does not support <operation> of <dtype>".
@@ -54,7 +55,8 @@ class Communicator {
   void broadcast(const at::Tensor& tensor, int root) { broadcast_async(tensor, root)->wait(); }
 };
 
-// Checks shared by the backends: contiguous, a supported dtype for the op; throws otherwise.
+// Checks shared by the backends: dense, on the CPU for host backends, a supported dtype for the
+// op; throws otherwise.
 void check_collective_tensor(const Communicator& communicator, const at::Tensor& tensor,
                              const std::string& operation, ReduceOp op = ReduceOp::kSum);
 

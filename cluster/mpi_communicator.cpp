@@ -103,8 +103,9 @@ WorkHandle MpiCommunicator::broadcast_async(at::Tensor tensor, int root) {
   }));
 }
 
-at::Tensor MpiCommunicator::all_gather(const at::Tensor& tensor) {
-  check_collective_tensor(*this, tensor, "all_gather");
+at::Tensor MpiCommunicator::all_gather(const at::Tensor& dense) {
+  check_collective_tensor(*this, dense, "all_gather");
+  const at::Tensor tensor = dense.contiguous();  // the output is contiguous: gather in that order
   std::vector<int64_t> shape{size_};
   shape.insert(shape.end(), tensor.sizes().begin(), tensor.sizes().end());
   at::Tensor out = at::empty(shape, tensor.options());

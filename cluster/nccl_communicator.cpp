@@ -115,8 +115,9 @@ WorkHandle NcclCommunicator::broadcast_async(at::Tensor tensor, int root) {
   }));
 }
 
-at::Tensor NcclCommunicator::all_gather(const at::Tensor& tensor) {
-  check_device_tensor(tensor, "all_gather");
+at::Tensor NcclCommunicator::all_gather(const at::Tensor& dense) {
+  check_device_tensor(dense, "all_gather");
+  const at::Tensor tensor = dense.contiguous();  // the output is contiguous: gather in that order
   std::vector<int64_t> shape{size_};
   shape.insert(shape.end(), tensor.sizes().begin(), tensor.sizes().end());
   at::Tensor out = at::empty(shape, tensor.options());

@@ -20,9 +20,14 @@ StepTensors to_tensors(const datastore::Batch& b) {
   return t;
 }
 
-StepTensors to_device(StepTensors t, const torch::Device& device) {
+StepTensors to_device(StepTensors t, const torch::Device& device, bool channels_last) {
   for (torch::Tensor* x : {&t.labeled, &t.label, &t.weak, &t.strong}) {
     if (x->defined()) *x = x->to(device);
+  }
+  if (channels_last) {
+    for (torch::Tensor* x : {&t.labeled, &t.weak, &t.strong}) {
+      if (x->defined()) *x = x->contiguous(torch::MemoryFormat::ChannelsLast);
+    }
   }
   return t;
 }

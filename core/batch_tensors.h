@@ -23,7 +23,8 @@ struct StepTensors {
 };
 
 StepTensors to_tensors(const datastore::Batch& batch);
-// The image and label tensors moved to `device` (no copy when they are there already).
-StepTensors to_device(StepTensors tensors, const torch::Device& device);
+// The image and label tensors moved to `device` (no copy when they are there already); the
+// images in channels-last layout when asked.
+StepTensors to_device(StepTensors tensors, const torch::Device& device, bool channels_last = false);
 
 }  // namespace cmaf::core

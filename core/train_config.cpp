@@ -36,6 +36,7 @@ void visit_fields(Config& c, Visitor&& v) {
   v("clip-grad-norm", c.clip_grad_norm);
   v("accumulate-steps", c.accumulate_steps);
   v("bf16", c.bf16);
+  v("channels-last", c.channels_last);
   v("device", c.device);
   v("non-finite", c.non_finite);
   v("ema-decay", c.ema_decay);

@@ -170,6 +170,16 @@ void Trainer::set_up_model() {
   student_->to(device_);
   teacher_->to(device_);
   if (head_) head_->to(device_);
+  if (config_.channels_last) {
+    for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(student_.get()),
+                                 static_cast<torch::nn::Module*>(teacher_.get()),
+                                 head_ ? static_cast<torch::nn::Module*>(head_.get()) : nullptr}) {
+      if (m == nullptr) continue;
+      for (auto& p : m->parameters()) {
+        if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+      }
+    }
+  }
   if (world_.size() > 1 && config_.sync_batch_norm) {
     model::set_statistics_reducer(*student_, cluster::statistics_reducer(device_world_));
   }
@@ -351,7 +361,7 @@ TrainResult Trainer::run() {
     std::vector<uint8_t> active;      // in any micro-batch
     torch::Tensor sums = torch::zeros({kSlotCount}, torch::kDouble);
     for (int64_t micro = 0; micro < config_.accumulate_steps; ++micro) {
-      const StepTensors t = to_device(to_tensors(loader_->next()), device_);
+      const StepTensors t = to_device(to_tensors(loader_->next()), device_, config_.channels_last);
       window_images += (t.labeled.size(0) + (t.strong.defined() ? t.strong.size(0) : 0)) * world_.size();
       StepLoss micro_loss;
       sums += train_step(t, step, micro, &micro_loss);

@@ -90,6 +90,7 @@ int run_train(int argc, char** argv) {
       ("clip-grad-norm", po::value(&c.clip_grad_norm)->default_value(c.clip_grad_norm), "gradient norm clip, 0 = off")
       ("accumulate-steps", po::value(&c.accumulate_steps)->default_value(c.accumulate_steps), "micro-batches per optimizer step (gradient accumulation)")
       ("bf16", po::value(&c.bf16)->default_value(c.bf16), "CPU bf16 autocast")
+      ("channels-last", po::value(&c.channels_last)->default_value(c.channels_last), "NHWC weights and batches (faster convolutions)")
       ("device", po::value(&c.device)->default_value(c.device), "cpu, or cuda: one GPU per rank (node-local rank modulo visible GPUs), NCCL; needs a -DCMAF_WITH_CUDA=ON build")
       ("non-finite", po::value(&non_finite)->default_value(non_finite), "non-finite loss or gradients: stop or skip")
       ("ema-decay", po::value(&c.ema_decay)->default_value(c.ema_decay), "EMA teacher decay")

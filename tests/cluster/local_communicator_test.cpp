@@ -65,6 +65,37 @@ TEST(BucketedReducer, AParameterWithoutGradientIsNamed) {
   }
 }
 
+// Channels-last weights: the bucket views take the weight's strides, so the averaged gradient is
+// channels-last like the weight, and equals the reference reducer's element for element.
+TEST(BucketedReducer, ChannelsLastWeightsGetChannelsLastAveragedGradients) {
+  run_as_threads(2, [](cluster::Communicator& c) {
+    const auto cl = torch::MemoryFormat::ChannelsLast;
+    auto make = [&] {
+      torch::manual_seed(3);
+      at::Tensor w = torch::randn({6, 3, 3, 3}).contiguous(cl).set_requires_grad(true);
+      at::Tensor b = torch::randn({6}).set_requires_grad(true);
+      return std::vector<cluster::NamedTensor>{{"w", w}, {"b", b}};
+    };
+    auto backward = [&](const std::vector<cluster::NamedTensor>& p) {
+      torch::manual_seed(10 + c.rank());  // different data per rank
+      const at::Tensor x = torch::randn({2, 3, 8, 8}).contiguous(cl);
+      at::conv2d(x, p[0].tensor, p[1].tensor).square().sum().backward();
+    };
+    const auto bucketed = make();
+    cluster::BucketedReducer reducer(bucketed, c);
+    reducer.prepare_for_backward();
+    backward(bucketed);
+    reducer.finish();
+    const auto reference = make();
+    cluster::ReferenceReducer plain(reference, c);
+    backward(reference);
+    plain.finish();
+    EXPECT_TRUE(bucketed[0].tensor.grad().is_contiguous(cl));
+    EXPECT_TRUE(torch::equal(bucketed[0].tensor.grad(), reference[0].tensor.grad()));
+    EXPECT_TRUE(torch::equal(bucketed[1].tensor.grad(), reference[1].tensor.grad()));
+  });
+}
+
 TEST(BucketedReducer, Bf16WireIsCloseToFp32) {
   cluster::BucketOptions bf16;
   bf16.bf16_wire = true;

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 
 #include "cluster/local_communicator.h"
@@ -165,6 +166,34 @@ TEST_F(TrainerTest, GradientAccumulationTrainsAndResumesExactly) {
       EXPECT_LT(line["loss"]["supervised"].get<double>(), 5.0);
     }
   }
+}
+
+// --channels-last changes the memory layout, not the computation: from the same weights and data
+// the step losses agree to rounding (oneDNN picks other kernels for NHWC, so not bit for bit),
+// and a channels-last run resumes from its own checkpoint.
+TEST_F(TrainerTest, ChannelsLastTrainsLikeTheDefaultLayout) {
+  test::TempDir plain_dir, nhwc_dir;
+  TrainConfig plain = small_run(plain_dir.path(), 6);
+  plain.log_every = 1;
+  plain.checkpoint_every = 3;
+  TrainConfig nhwc = plain;
+  nhwc.run_dir = nhwc_dir.path();
+  nhwc.channels_last = true;
+  train(plain, world_);
+  train(nhwc, world_);
+  fs::remove_all(checkpoint_folder(nhwc_dir.path(), 6));
+  EXPECT_EQ(train(nhwc, world_).resumed_from, 3);  // steps 4-6 again: their lines are logged twice
+  std::map<int64_t, double> a, b;
+  for (const auto& l : metrics(plain_dir.path())) {
+    if (l.contains("loss")) a[l["step"].get<int64_t>()] = l["loss"]["supervised"].get<double>();
+  }
+  for (const auto& l : metrics(nhwc_dir.path())) {
+    if (l.contains("loss")) b[l["step"].get<int64_t>()] = l["loss"]["supervised"].get<double>();
+  }
+  ASSERT_EQ(a.size(), 6U);
+  ASSERT_EQ(b.size(), 6U);
+  EXPECT_NEAR(b[1], a[1], 1e-4 * a[1]) << "first step";
+  for (int64_t step = 2; step <= 6; ++step) EXPECT_NEAR(b[step], a[step], 1e-2 * a[step]) << "step " << step;
 }
 
 TEST_F(TrainerTest, PoolVersionsArePublishedAndAResumeReadsTheVersionItsCheckpointNames) {
