@@ -66,7 +66,7 @@ TEST(BucketedReducer, AParameterWithoutGradientIsNamed) {
 }
 
 // Channels-last weights: the bucket views take the weight's strides, so the averaged gradient is
-// channels-last like the weight, and equals the reference reducer's element for element.
+// channels-last like the weight, and matches the reference reducer's.
 TEST(BucketedReducer, ChannelsLastWeightsGetChannelsLastAveragedGradients) {
   run_as_threads(2, [](cluster::Communicator& c) {
     const auto cl = torch::MemoryFormat::ChannelsLast;
@@ -91,8 +91,10 @@ TEST(BucketedReducer, ChannelsLastWeightsGetChannelsLastAveragedGradients) {
     backward(reference);
     plain.finish();
     EXPECT_TRUE(bucketed[0].tensor.grad().is_contiguous(cl));
-    EXPECT_TRUE(torch::equal(bucketed[0].tensor.grad(), reference[0].tensor.grad()));
-    EXPECT_TRUE(torch::equal(bucketed[1].tensor.grad(), reference[1].tensor.grad()));
+    // Close, not equal: the two backwards of each rank run convolution kernels whose intra-op
+    // thread split (shared by the two rank threads) may differ between calls.
+    EXPECT_TRUE(torch::allclose(bucketed[0].tensor.grad(), reference[0].tensor.grad(), 1e-5, 1e-6));
+    EXPECT_TRUE(torch::allclose(bucketed[1].tensor.grad(), reference[1].tensor.grad(), 1e-5, 1e-6));
   });
 }
 
