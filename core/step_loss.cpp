@@ -41,10 +41,13 @@ StepLoss step_loss(model::CmaformerImpl& student, losses::ProjectionHeadImpl* he
     world.all_reduce(global, cluster::ReduceOp::kSum);
     const torch::Tensor c =
         losses::ldc_constraints(losses::with_global(local, losses::LdcStatistics::from_stacked(global)));
-    const torch::Tensor values = c.detach().to(torch::kCPU, torch::kDouble).contiguous();
-    r.constraints.assign(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
-    const torch::Tensor active = global[2].gt(0).to(torch::kCPU, torch::kUInt8).contiguous();
-    r.constraint_active.assign(active.data_ptr<uint8_t>(), active.data_ptr<uint8_t>() + active.numel());
+    // One host read for both rows: the constraint values and whether the targets held the organ.
+    const torch::Tensor host =
+        torch::stack({c.detach().to(torch::kDouble), global[2].gt(0).to(torch::kDouble)}).to(torch::kCPU).contiguous();
+    const double* row = host.data_ptr<double>();
+    const int64_t k = host.size(1);
+    r.constraints.assign(row, row + k);
+    for (int64_t i = 0; i < k; ++i) r.constraint_active.push_back(row[k + i] > 0.0 ? 1 : 0);
     r.ldc = o.ldc_fixed_weight > 0.0 ? o.ldc_fixed_weight * c.sum()
                                      : losses::lagrangian_term(c, multipliers.values(), multipliers.tolerances());
   }

@@ -167,19 +167,17 @@ void Trainer::set_up_model() {
   student_ = model::Cmaformer(model_config_);
   teacher_ = model::Cmaformer(model_config_);
   if (config_.contrastive_weight > 0.0) head_ = losses::ProjectionHead(model_config_.widths[1]);
-  student_->to(device_);
-  teacher_->to(device_);
-  if (head_) head_->to(device_);
-  if (config_.channels_last) {
-    for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(student_.get()),
-                                 static_cast<torch::nn::Module*>(teacher_.get()),
-                                 head_ ? static_cast<torch::nn::Module*>(head_.get()) : nullptr}) {
-      if (m == nullptr) continue;
-      for (auto& p : m->parameters()) {
-        if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
-      }
+  // On the training device, convolution weights in NHWC with --channels-last.
+  const auto place = [this](torch::nn::Module& module) {
+    module.to(device_);
+    if (!config_.channels_last) return;
+    for (auto& p : module.parameters()) {
+      if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
     }
-  }
+  };
+  place(*student_);
+  place(*teacher_);
+  if (head_) place(*head_);
   if (world_.size() > 1 && config_.sync_batch_norm) {
     model::set_statistics_reducer(*student_, cluster::statistics_reducer(device_world_));
   }
