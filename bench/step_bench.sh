@@ -13,8 +13,10 @@ run() {  # preset batch steps warmup
     "${bin}" --preset "$p" --batch "$b" --threads "$threads" --precision "$precision" --steps "$n" --warmup "$w"
     "${bin}" --preset "$p" --batch "$b" --threads "$threads" --precision "$precision" --steps "$n" --warmup "$w" --channels-last
     if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
-      /usr/bin/python3 "${here}/bench/step_bench_pytorch.py" --preset "$p" --batch "$b" --threads "$threads" \
-        --steps "$n" --warmup "$w" $([[ "$precision" == bf16 ]] && echo --bf16)
+      for layout in "" --channels-last; do
+        /usr/bin/python3 "${here}/bench/step_bench_pytorch.py" --preset "$p" --batch "$b" --threads "$threads" \
+          --steps "$n" --warmup "$w" $([[ "$precision" == bf16 ]] && echo --bf16) ${layout}
+      done
     fi
   done
 }

@@ -155,6 +155,8 @@ def run(rank, a):
     cfg = PRESETS[a.preset]
     model = CMAformer(cfg["widths"], cfg["heads"], cfg["layers"], cfg["ffn"]).train()
     params = sum(t.numel() for t in model.parameters())
+    layout = torch.channels_last if a.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)  # NHWC conv weights, as the C++ --channels-last
     if a.ddp:
         import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
@@ -162,7 +164,7 @@ def run(rank, a):
         model = DistributedDataParallel(model)  # default buckets (25 MiB), broadcast from rank 0
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     s = cfg["size"]
-    x = torch.randn(a.batch, 1, s, s)
+    x = torch.randn(a.batch, 1, s, s).contiguous(memory_format=layout)
     y = torch.randint(0, 9, (a.batch, s, s))
     times, wrong = [], 0
     for step in range(a.warmup + a.steps):
@@ -179,7 +181,7 @@ def run(rank, a):
     med = statistics.median(times)
     mode = f"DDP gloo rank {rank}/{a.ddp}" if a.ddp else "eager"
     print(f"pytorch {mode} {torch.__version__} preset {a.preset} {s}x{s} batch {a.batch} threads {a.threads} "
-          f"{'bf16' if a.bf16 else 'fp32'}: {params} parameters, median step {med:.3f} s "
+          f"{'bf16' if a.bf16 else 'fp32'}{' channels-last' if a.channels_last else ''}: {params} parameters, median step {med:.3f} s "
           f"(min {min(times):.3f}, max {max(times):.3f}), {a.batch / med:.2f} images/s  #wrong {wrong}", flush=True)
     if a.ddp:
         torch.distributed.destroy_process_group()
@@ -193,6 +195,7 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--channels-last", action="store_true", help="NHWC weights and input")
     p.add_argument("--ddp", type=int, default=0, help="N processes in a gloo DDP group (0: one plain process)")
     p.add_argument("--port", type=int, default=29517)
     a = p.parse_args()
