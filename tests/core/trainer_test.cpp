@@ -168,14 +168,15 @@ TEST_F(TrainerTest, GradientAccumulationTrainsAndResumesExactly) {
   }
 }
 
-// --channels-last changes the memory layout, not the computation: from the same weights and data
-// the step losses agree to rounding (oneDNN picks other kernels for NHWC, so not bit for bit),
-// and a channels-last run resumes from its own checkpoint.
+// --channels-last (the default) changes the memory layout, not the computation: from the same
+// weights and data the step losses of NCHW and NHWC agree to rounding (oneDNN picks other kernels
+// for NHWC, so not bit for bit), and a channels-last run resumes from its own checkpoint.
 TEST_F(TrainerTest, ChannelsLastTrainsLikeTheDefaultLayout) {
   test::TempDir plain_dir, nhwc_dir;
   TrainConfig plain = small_run(plain_dir.path(), 6);
   plain.log_every = 1;
   plain.checkpoint_every = 3;
+  plain.channels_last = false;
   TrainConfig nhwc = plain;
   nhwc.run_dir = nhwc_dir.path();
   nhwc.channels_last = true;
