@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "losses/ldc_statistics.h"
+#include "model/batch_norm.h"
 #include "model/cpu_autocast.h"
 
 namespace cmaf::core {
@@ -23,7 +24,18 @@ StepLoss step_loss(model::CmaformerImpl& student, losses::ProjectionHeadImpl* he
   model::CmaformerOutput out;
   {
     model::CpuAutocast autocast(o.bf16);
-    out = student.forward_features(bu > 0 ? torch::cat({t.labeled, t.strong}) : t.labeled);
+    if (o.separate_strong_forward && bu > 0) {
+      out = student.forward_features(t.labeled);
+      model::CmaformerOutput strong;
+      {
+        const model::FrozenRunningStatistics frozen(student);
+        strong = student.forward_features(t.strong);
+      }
+      out.logits = torch::cat({out.logits, strong.logits});
+      out.decoder_features = torch::cat({out.decoder_features, strong.decoder_features});
+    } else {
+      out = student.forward_features(bu > 0 ? torch::cat({t.labeled, t.strong}) : t.labeled);
+    }
   }
   const torch::Tensor logits = out.logits.to(torch::kFloat);
   StepLoss r;

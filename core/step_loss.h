@@ -37,6 +37,10 @@ struct StepLossOptions {
   double contrastive_weight = 0.0;
   double ramp = 1.0;  // sigmoid ramp-up factor of the unlabeled terms at this step
   bool bf16 = false;
+  // Strong views through the student in a forward of their own, batch norm running statistics
+  // frozen for it (TrainConfig::separate_strong_forward). Every rank must then hold strong views:
+  // with synchronised batch norm each forward is a collective.
+  bool separate_strong_forward = false;
   uint64_t contrastive_seed = 0;  // anchor sampling; vary per step, rank and micro-batch
 };
 

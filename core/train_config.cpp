@@ -47,6 +47,7 @@ void visit_fields(Config& c, Visitor&& v) {
   v("constraint-tolerance", c.constraint_tolerance);
   v("multiplier-max", c.multiplier_max);
   v("contrastive-weight", c.contrastive_weight);
+  v("separate-strong-forward", c.separate_strong_forward);
   v("foreground-fraction", c.foreground_fraction);
   v("site-weights", c.site_weights);
   v("sync-batch-norm", c.sync_batch_norm);

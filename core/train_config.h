@@ -69,6 +69,11 @@ struct TrainConfig {
   double constraint_tolerance = 0.1;
   double multiplier_max = 10.0;
   double contrastive_weight = 0.1;  // 0: off
+  // The strongly augmented unlabeled views in a forward pass of their own: batch norm then
+  // normalises them with their own batch statistics, and they leave the running statistics
+  // (used at evaluation and by the teacher on clean slices) to the labeled slices. false: one
+  // forward over labeled + strong slices together.
+  bool separate_strong_forward = false;
   double foreground_fraction = 0.5;
   // Multi-institution pooling: "siteA:3,siteB:1" multiplies the sampling weight of each site's
   // cases (default 1), so a small hospital is not drowned by a large one.

@@ -241,6 +241,16 @@ void Trainer::set_up_data() {
   }
   // --unlabeled-batch 0 trains supervised only: no unlabeled stream, no LDC, no pool refreshes.
   unlabeled_anywhere_ = unlabeled_anywhere_ && config_.unlabeled_batch > 0;
+  if (unlabeled_anywhere_ && config_.separate_strong_forward) {
+    // Each forward is a collective under sync batch norm: every rank must run both.
+    for (size_t r = 0; r < plan_.ranks.size(); ++r) {
+      if (plan_.ranks[r].unlabeled.empty()) {
+        throw InputError("--separate-strong-forward", "", str("rank ", r, " of ", plan_.ranks.size(),
+                                                              " holds no unlabeled case, expected every rank to hold one "
+                                                              "(use fewer ranks, or leave it off)"));
+      }
+    }
+  }
   if (!labeled_anywhere) {
     throw InputError(datastore::manifest_path(config_.data), "cases", "no labeled train case: nothing to supervise");
   }
@@ -295,6 +305,7 @@ torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, int64_t mi
   o.contrastive_weight = config_.contrastive_weight;
   o.ramp = losses::sigmoid_ramp_up(step, config_.ramp_up_steps);
   o.bf16 = config_.bf16;
+  o.separate_strong_forward = config_.separate_strong_forward;
   o.contrastive_seed = config_.seed ^ (static_cast<uint64_t>(step) * 1000003ULL) ^
                        (static_cast<uint64_t>(world_.rank()) << 48) ^ (static_cast<uint64_t>(micro) << 32);
   const StepLoss loss =

@@ -101,6 +101,7 @@ int run_train(int argc, char** argv) {
       ("constraint-tolerance", po::value(&c.constraint_tolerance)->default_value(c.constraint_tolerance), "eps_c of every constraint")
       ("multiplier-max", po::value(&c.multiplier_max)->default_value(c.multiplier_max), "upper clip of the multipliers")
       ("contrastive-weight", po::value(&c.contrastive_weight)->default_value(c.contrastive_weight), "boundary contrastive weight, 0 = off")
+      ("separate-strong-forward", po::value(&c.separate_strong_forward)->default_value(c.separate_strong_forward), "strong unlabeled views in their own forward: own batch statistics, running statistics from labeled slices only")
       ("foreground-fraction", po::value(&c.foreground_fraction)->default_value(c.foreground_fraction), "labeled slices forced to hold an organ")
       ("site-weights", po::value(&c.site_weights), "per-site sampling weights, e.g. hospitalA:3,hospitalB:1 (default 1)")
       ("sync-batch-norm", po::value(&c.sync_batch_norm)->default_value(c.sync_batch_norm), "batch statistics over all ranks")

@@ -14,8 +14,11 @@ BatchNorm2dImpl::BatchNorm2dImpl(int64_t channels, double eps, double momentum)
 }
 
 at::Tensor BatchNorm2dImpl::forward(const at::Tensor& x) {
-  if (is_training()) num_batches_tracked.add_(1);
+  if (is_training() && track_running_) num_batches_tracked.add_(1);
   if (is_training() && reducer_) return synchronised_forward(x);
+  if (is_training() && !track_running_) {  // batch statistics, running ones untouched
+    return at::batch_norm(x, weight, bias, at::Tensor(), at::Tensor(), true, momentum_, eps_, /*cudnn_enabled=*/true);
+  }
   return at::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum_, eps_,
                         /*cudnn_enabled=*/true);
 }
@@ -33,7 +36,7 @@ at::Tensor BatchNorm2dImpl::synchronised_forward(const at::Tensor& input) {
   const at::Tensor total = global[2];
   const at::Tensor mean = global[0] / total;
   const at::Tensor var = (global[1] / total - mean.square()).clamp_min(0.0);
-  {
+  if (track_running_) {
     at::NoGradGuard no_grad;
     const at::Tensor unbiased = var * total / (total - 1.0).clamp_min(1.0);
     running_mean.mul_(1.0 - momentum_).add_(mean.detach().to(running_mean.dtype()) * momentum_);
@@ -47,6 +50,18 @@ at::Tensor BatchNorm2dImpl::synchronised_forward(const at::Tensor& input) {
 void set_statistics_reducer(torch::nn::Module& module, const StatisticsReducer& reducer) {
   for (const auto& child : module.modules(/*include_self=*/true)) {
     if (auto* norm = child->as<BatchNorm2d>()) norm->set_statistics_reducer(reducer);
+  }
+}
+
+FrozenRunningStatistics::FrozenRunningStatistics(torch::nn::Module& module) : module_(module) {
+  for (const auto& child : module_.modules(/*include_self=*/true)) {
+    if (auto* norm = child->as<BatchNorm2d>()) norm->set_track_running_statistics(false);
+  }
+}
+
+FrozenRunningStatistics::~FrozenRunningStatistics() {
+  for (const auto& child : module_.modules(/*include_self=*/true)) {
+    if (auto* norm = child->as<BatchNorm2d>()) norm->set_track_running_statistics(true);
   }
 }
 

@@ -24,6 +24,9 @@ class BatchNorm2dImpl : public torch::nn::Module {
   BatchNorm2dImpl(int64_t channels, double eps, double momentum);
   at::Tensor forward(const at::Tensor& x);
   void set_statistics_reducer(StatisticsReducer reducer) { reducer_ = std::move(reducer); }
+  // false: training forwards still normalise with their batch statistics but leave the running
+  // statistics (and num_batches_tracked) as they are.
+  void set_track_running_statistics(bool track) { track_running_ = track; }
 
   at::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 
@@ -32,11 +35,26 @@ class BatchNorm2dImpl : public torch::nn::Module {
 
   double eps_;
   double momentum_;
+  bool track_running_ = true;
   StatisticsReducer reducer_;
 };
 TORCH_MODULE(BatchNorm2d);
 
 // Installs `reducer` in every BatchNorm2d below `module` (an empty reducer: back to local BN).
 void set_statistics_reducer(torch::nn::Module& module, const StatisticsReducer& reducer);
+
+// While alive, no BatchNorm2d below `module` updates its running statistics (a forward of inputs
+// from another distribution, e.g. strongly augmented views, that should not shift what the model
+// normalises with at evaluation).
+class FrozenRunningStatistics {
+ public:
+  explicit FrozenRunningStatistics(torch::nn::Module& module);
+  ~FrozenRunningStatistics();
+  FrozenRunningStatistics(const FrozenRunningStatistics&) = delete;
+  FrozenRunningStatistics& operator=(const FrozenRunningStatistics&) = delete;
+
+ private:
+  torch::nn::Module& module_;
+};
 
 }  // namespace cmaf::model

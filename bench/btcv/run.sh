@@ -24,6 +24,8 @@
 #   b4  b with EMA-teacher targets every step  data-2    --pool-refresh-every 0
 #   b5  b's batches, no unlabeled loss         data-2    --ldc 0 --contrastive-weight 0
 #       (the strong views only pass through the student and its batch norm)
+#   b6  b with the strong views in their own   data-2    --separate-strong-forward 1
+#       forward (own batch statistics; running statistics from the labeled slices only)
 # Each run's last checkpoint is evaluated on the 6 test cases (whole volumes, Dice and HD95 in
 # both conventions) and plotted; WORK/results.md holds the tables (bench/btcv/table.sh).
 set -euo pipefail
@@ -94,7 +96,8 @@ for name in "${chosen[@]}"; do
     b3) run b3 "${work}/data-2" --pool-thresholds adaptive ;;
     b4) run b4 "${work}/data-2" --pool-refresh-every 0 ;;
     b5) run b5 "${work}/data-2" --ldc 0 --contrastive-weight 0 ;;
-    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5" >&2; exit 2 ;;
+    b6) run b6 "${work}/data-2" --separate-strong-forward 1 ;;
+    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6" >&2; exit 2 ;;
   esac
 done
 "${here}/bench/btcv/table.sh" "${work}" > "${work}/results.md"

@@ -177,5 +177,59 @@ TEST(StepLoss, WithoutSyncBatchNormTwoRanksComputeSomethingElse) {
   EXPECT_GT(std::abs(one.steps[0].cross_entropy - two.steps[0].cross_entropy), 1e-4);
 }
 
+
+// --separate-strong-forward: the labeled slices go through the student on their own, so their
+// supervised loss and the running statistics they leave are exactly those of a labeled-only
+// forward; the strong views change neither. The joint forward (the control) changes both.
+TEST(StepLoss, SeparateStrongForwardKeepsTheLabeledStatisticsToTheLabeledSlices) {
+  model::CmaformerConfig config = model::preset_config("tiny");
+  config.classes = kClasses;
+  config.input_size = kSize;
+  torch::manual_seed(5);
+  model::Cmaformer reference(config), separate(config), joint(config);
+  {
+    torch::NoGradGuard no_grad;
+    for (model::Cmaformer* m : {&separate, &joint}) {
+      const auto params = reference->named_parameters();
+      for (auto& p : (*m)->named_parameters()) p.value().copy_(params[p.key()]);
+      const auto buffers = reference->named_buffers();
+      for (auto& b : (*m)->named_buffers()) b.value().copy_(buffers[b.key()]);
+    }
+  }
+  const GlobalBatch batch = make_batch();
+  StepTensors t;
+  t.labeled = batch.labeled;
+  t.label = batch.label;
+  t.strong = batch.strong * 3.0 + 1.0;  // another intensity distribution, as strong jitter makes
+  const UnlabeledTargets targets{batch.target, batch.confidence};
+  losses::LagrangeMultipliers multipliers(kClasses - 1, losses::MultiplierOptions{});
+  StepLossOptions o;
+  o.classes = kClasses;
+  o.ldc = true;
+  const torch::Tensor expected = losses::supervised_loss(reference->forward(t.labeled), t.label).total;
+  test::run_as_threads(1, [&](cluster::Communicator& world) {
+    o.separate_strong_forward = true;
+    const StepLoss apart = step_loss(*separate, nullptr, t, targets, multipliers, o, world);
+    o.separate_strong_forward = false;
+    const StepLoss together = step_loss(*joint, nullptr, t, targets, multipliers, o, world);
+    EXPECT_NEAR(apart.supervised.total.item<double>(), expected.item<double>(), 1e-6);
+    EXPECT_GT(std::abs(together.supervised.total.item<double>() - expected.item<double>()), 1e-3)
+        << "the control: the strong views share the labeled slices' batch statistics";
+    EXPECT_EQ(apart.constraints.size(), together.constraints.size());
+  });
+  const auto want = reference->named_buffers();
+  const auto got = separate->named_buffers();
+  const auto mixed = joint->named_buffers();
+  int64_t compared = 0, differing = 0;
+  for (const auto& b : want) {
+    if (b.key().find("running_") == std::string::npos) continue;
+    EXPECT_TRUE(torch::equal(got[b.key()], b.value())) << b.key();
+    differing += torch::equal(mixed[b.key()], b.value()) ? 0 : 1;
+    ++compared;
+  }
+  EXPECT_GT(compared, 10);
+  EXPECT_EQ(differing, compared) << "the control: a joint forward moves every running statistic";
+}
+
 }  // namespace
 }  // namespace cmaf::core

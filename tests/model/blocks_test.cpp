@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "model/batch_norm.h"
 #include "model/transformer_layers.h"
 
 namespace cmaf::model {
@@ -90,6 +91,35 @@ TEST(Blocks, AttentionGateWithAndWithoutSigmoid) {
   const torch::Tensor d = torch::randn({1, 2, 4, 4});
   EXPECT_TRUE(torch::allclose(plain->forward(e, d), 3.0 * d));
   EXPECT_TRUE(torch::allclose(gated->forward(e, d), d / (1.0 + std::exp(-3.0))));
+}
+
+
+// FrozenRunningStatistics: a training forward still normalises with the batch's own statistics
+// but leaves running mean, variance and the batch count alone, on the local and on the
+// synchronised path (an identity reducer stands in for one rank); afterwards tracking resumes.
+TEST(Blocks, FrozenRunningStatisticsLeaveTheRunningBuffersAlone) {
+  for (bool synchronised : {false, true}) {
+    BatchNorm2d norm(3, 1e-5, 0.1);
+    if (synchronised) norm->set_statistics_reducer([](const at::Tensor& t) { return t; });
+    norm->train();
+    const torch::Tensor x = torch::randn({4, 3, 5, 5}) * 2.0 + 3.0;
+    const torch::Tensor before_mean = norm->running_mean.clone(), before_var = norm->running_var.clone();
+    torch::Tensor frozen_out;
+    {
+      const FrozenRunningStatistics frozen(*norm);
+      frozen_out = norm->forward(x);
+    }
+    EXPECT_TRUE(torch::equal(norm->running_mean, before_mean)) << "synchronised " << synchronised;
+    EXPECT_TRUE(torch::equal(norm->running_var, before_var)) << "synchronised " << synchronised;
+    EXPECT_EQ(norm->num_batches_tracked.item<int64_t>(), 0);
+    // Normalised with the batch statistics: per channel mean 0, variance 1 (weight 1, bias 0).
+    EXPECT_LT(frozen_out.mean({0, 2, 3}).abs().max().item<double>(), 1e-5);
+    EXPECT_NEAR(frozen_out.var({0, 2, 3}, false).mean().item<double>(), 1.0, 1e-3);
+    const torch::Tensor tracked_out = norm->forward(x);
+    EXPECT_TRUE(torch::allclose(tracked_out, frozen_out, 1e-5, 1e-5));
+    EXPECT_FALSE(torch::equal(norm->running_mean, before_mean)) << "tracking resumes after the guard";
+    EXPECT_EQ(norm->num_batches_tracked.item<int64_t>(), 1);
+  }
 }
 
 }  // namespace
