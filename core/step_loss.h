@@ -38,8 +38,8 @@ struct StepLossOptions {
   double ramp = 1.0;  // sigmoid ramp-up factor of the unlabeled terms at this step
   bool bf16 = false;
   // Strong views through the student in a forward of their own, batch norm running statistics
-  // frozen for it (TrainConfig::separate_strong_forward). Every rank must then hold strong views:
-  // with synchronised batch norm each forward is a collective.
+  // frozen for it (TrainConfig::separate_strong_forward). Every rank must then hold strong views
+  // (the trainer's shard plan guarantees it): with synchronised batch norm each forward is a collective.
   bool separate_strong_forward = false;
   uint64_t contrastive_seed = 0;  // anchor sampling; vary per step, rank and micro-batch
 };

@@ -241,15 +241,10 @@ void Trainer::set_up_data() {
   }
   // --unlabeled-batch 0 trains supervised only: no unlabeled stream, no LDC, no pool refreshes.
   unlabeled_anywhere_ = unlabeled_anywhere_ && config_.unlabeled_batch > 0;
-  if (unlabeled_anywhere_ && config_.separate_strong_forward) {
-    // Each forward is a collective under sync batch norm: every rank must run both.
-    for (size_t r = 0; r < plan_.ranks.size(); ++r) {
-      if (plan_.ranks[r].unlabeled.empty()) {
-        throw InputError("--separate-strong-forward", "", str("rank ", r, " of ", plan_.ranks.size(),
-                                                              " holds no unlabeled case, expected every rank to hold one "
-                                                              "(use fewer ranks, or leave it off)"));
-      }
-    }
+  // --separate-strong-forward: each forward is a collective under sync batch norm, so every rank
+  // must hold unlabeled slices (the plan shares cases when ranks outnumber them).
+  for (const auto& r : plan_.ranks) {
+    CMAF_CHECK(!unlabeled_anywhere_ || !config_.separate_strong_forward || !r.unlabeled.empty(), "no unlabeled case");
   }
   if (!labeled_anywhere) {
     throw InputError(datastore::manifest_path(config_.data), "cases", "no labeled train case: nothing to supervise");
