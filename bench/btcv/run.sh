@@ -26,6 +26,8 @@
 #       (the strong views only pass through the student and its batch norm)
 #   b6  b with the strong views in their own   data-2    --separate-strong-forward 1
 #       forward (own batch statistics; running statistics from the labeled slices only)
+#   b7  b with the multipliers capped at 1     data-2    --multiplier-max 1
+#       (default 10: a constraint the student cannot meet soon drives its multiplier there)
 # Each run's last checkpoint is evaluated on the 6 test cases (whole volumes, Dice and HD95 in
 # both conventions) and plotted; WORK/results.md holds the tables (bench/btcv/table.sh).
 set -euo pipefail
@@ -97,7 +99,8 @@ for name in "${chosen[@]}"; do
     b4) run b4 "${work}/data-2" --pool-refresh-every 0 ;;
     b5) run b5 "${work}/data-2" --ldc 0 --contrastive-weight 0 ;;
     b6) run b6 "${work}/data-2" --separate-strong-forward 1 ;;
-    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6" >&2; exit 2 ;;
+    b7) run b7 "${work}/data-2" --multiplier-max 1 ;;
+    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6, b7" >&2; exit 2 ;;
   esac
 done
 "${here}/bench/btcv/table.sh" "${work}" > "${work}/results.md"
