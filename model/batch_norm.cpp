@@ -16,11 +16,10 @@ BatchNorm2dImpl::BatchNorm2dImpl(int64_t channels, double eps, double momentum)
 at::Tensor BatchNorm2dImpl::forward(const at::Tensor& x) {
   if (is_training() && track_running_) num_batches_tracked.add_(1);
   if (is_training() && reducer_) return synchronised_forward(x);
-  if (is_training() && !track_running_) {  // batch statistics, running ones untouched
-    return at::batch_norm(x, weight, bias, at::Tensor(), at::Tensor(), true, momentum_, eps_, /*cudnn_enabled=*/true);
-  }
-  return at::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum_, eps_,
-                        /*cudnn_enabled=*/true);
+  // Frozen: a training forward without running statistics normalises with the batch's alone.
+  const bool running = track_running_ || !is_training();
+  return at::batch_norm(x, weight, bias, running ? running_mean : at::Tensor(), running ? running_var : at::Tensor(),
+                        is_training(), momentum_, eps_, /*cudnn_enabled=*/true);
 }
 
 at::Tensor BatchNorm2dImpl::synchronised_forward(const at::Tensor& input) {
