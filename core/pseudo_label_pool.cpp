@@ -74,6 +74,35 @@ std::vector<double> pool_thresholds(ThresholdMode mode, double base, const std::
   return thresholds;
 }
 
+std::vector<double> labeled_class_shares(const datastore::DatasetManifest& manifest, int64_t classes) {
+  std::vector<double> voxels(static_cast<size_t>(classes), 0.0);
+  for (const datastore::ManifestCase& mc : manifest.cases) {
+    if (!mc.labeled || mc.split != datastore::Split::kTrain) continue;
+    for (size_t cls = 0; cls < voxels.size() && cls < mc.class_voxels.size(); ++cls) {
+      voxels[cls] += static_cast<double>(mc.class_voxels[cls]);
+    }
+  }
+  double total = 0.0;
+  for (const double v : voxels) total += v;
+  if (total > 0) {
+    for (double& v : voxels) v /= total;
+  }
+  return voxels;
+}
+
+std::vector<bool> prior_gate(double ratio, const std::vector<double>& prior, const std::vector<double>& confident,
+                             double pixels) {
+  CMAF_CHECK_EQ(prior.size(), confident.size(), "one prior share and one confident count per class");
+  std::vector<bool> accepted(prior.size(), true);
+  if (ratio <= 0) return accepted;
+  for (size_t cls = 1; cls < prior.size(); ++cls) {
+    if (prior[cls] <= 0) continue;
+    const double share = pixels > 0 ? confident[cls] / pixels : 0.0;
+    accepted[cls] = share >= prior[cls] / ratio && share <= prior[cls] * ratio;
+  }
+  return accepted;
+}
+
 PseudoLabelPool::PseudoLabelPool(PoolOptions options, cluster::Communicator& world)
     : options_(std::move(options)), world_(world) {
   CMAF_CHECK(options_.input_size > 0 && options_.classes > 1, "pool options");
@@ -158,11 +187,19 @@ nlohmann::json PseudoLabelPool::refresh(model::CmaformerImpl& teacher, const sha
   }
   const std::vector<double> thresholds =
       pool_thresholds(options_.mode, options_.base_threshold, predicted_counts, confident_counts);
+  double pixels = 0.0;
+  for (const double v : predicted_counts) pixels += v;
+  const std::vector<double> prior = labeled_class_shares(manifest, k);
+  const std::vector<bool> accepted = prior_gate(options_.prior_ratio, prior, confident_counts, pixels);
   nlohmann::json classes = nlohmann::json::object();
   for (int64_t cls = 0; cls < k; ++cls) {
-    classes[manifest.classes[static_cast<size_t>(cls)]] = {{"predicted_pixels", c[cls * 2]},
-                                                          {"confident_pixels", c[cls * 2 + 1]},
-                                                          {"threshold", thresholds[static_cast<size_t>(cls)]}};
+    const auto i = static_cast<size_t>(cls);
+    classes[manifest.classes[i]] = {{"predicted_pixels", c[cls * 2]},
+                                    {"confident_pixels", c[cls * 2 + 1]},
+                                    {"threshold", thresholds[i]},
+                                    {"confident_share", pixels > 0 ? c[cls * 2 + 1] / pixels : 0.0},
+                                    {"prior_share", prior[i]},
+                                    {"accepted", static_cast<bool>(accepted[i])}};
   }
   nlohmann::json per_site = nlohmann::json::object();
   for (int64_t site = 0; site < sites; ++site) {
@@ -176,7 +213,8 @@ nlohmann::json PseudoLabelPool::refresh(model::CmaformerImpl& teacher, const sha
   }
   const nlohmann::json pool = {{"version", next},          {"step", step},
                                {"mode", to_string(options_.mode)}, {"base_threshold", options_.base_threshold},
-                               {"thresholds", thresholds}, {"classes", classes},
+                               {"thresholds", thresholds}, {"prior_ratio", options_.prior_ratio},
+                               {"accepted", accepted},     {"classes", classes},
                                {"sites", per_site},        {"ranks", world_.size()}};
   if (world_.rank() == 0) {
     write_file_atomically((folder / kPoolManifest).string(), pool.dump(2) + "\n");
@@ -211,6 +249,12 @@ void PseudoLabelPool::load(int64_t version, const sharding::RankShard& shard) {
                       " is missing or unreadable (the version a checkpoint names must exist to resume)"));
   }
   thresholds_ = pool.at("thresholds").get<std::vector<double>>();
+  // Versions written before the organ gate existed accept every organ.
+  accepted_ = pool.value("accepted", std::vector<bool>(thresholds_.size(), true));
+  if (accepted_.size() != thresholds_.size()) {
+    throw IoError(str(manifest.string(), ": field 'accepted' holds ", accepted_.size(),
+                      " flags, expected one per class (", thresholds_.size(), ")"));
+  }
   cases_.clear();
   std::set<std::string> wanted;
   for (const auto& sc : shard.unlabeled) wanted.insert(sc.id);
@@ -263,7 +307,8 @@ PoolTargets PseudoLabelPool::targets(const std::vector<std::pair<std::string, in
     auto* out_label = t.labels[i].data_ptr<int64_t>();
     auto* out_confidence = t.confidence[i].data_ptr<float>();
     for (int64_t p = 0; p < s * s; ++p) {
-      const bool accepted = confidence[static_cast<size_t>(p)] / 255.0 >= thresholds_[label[static_cast<size_t>(p)]];
+      const uint8_t cls = label[static_cast<size_t>(p)];
+      const bool accepted = accepted_[cls] && confidence[static_cast<size_t>(p)] / 255.0 >= thresholds_[cls];
       out_label[p] = accepted ? label[static_cast<size_t>(p)] : -1;
       out_confidence[p] = accepted ? 1.0F : 0.0F;
     }

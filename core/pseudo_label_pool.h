@@ -16,6 +16,16 @@
 // classes the teacher is rarely confident about: tau_c = base * (0.5 + 0.5 * a_c / max a), a_c
 // the share of class-c pixels at or above the base threshold (FlexMatch-like); while no organ
 // reaches the base threshold at all (an early teacher), every organ gets base / 2.
+//
+// Organ gate (`prior_ratio` r > 0, `train --pool-prior-ratio`): a version accepts organ c only
+// when the share of the pool's pixels the teacher labels c at or above the base threshold lies
+// within [prior_c / r, prior_c * r], prior_c the share of class-c voxels in the labeled training
+// cases (the manifest's counts; unlabeled cases' labels are never read). An organ outside the
+// band is left out of that version (its pixels are ignored, so its LDC constraint is inactive).
+// Two failures it stops, both measured on BTCV (BENCHMARKS.md): a teacher confident on a few
+// thousand pixels of an organ (sparse targets the student cannot match, whose multiplier then
+// runs to its cap), and one that has relabeled an organ as its neighbour (stomach at 12x its
+// prior share, liver at 0.1x). An organ the labeled cases do not hold is not gated.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -27,6 +37,7 @@
 #include <vector>
 
 #include "cluster/communicator.h"
+#include "datastore/manifest.h"
 #include "datastore/slice_augment.h"
 #include "model/cmaformer.h"
 #include "sharding/shard_plan.h"
@@ -43,6 +54,7 @@ struct PoolOptions {
   double base_threshold = 0.8;
   ThresholdMode mode = ThresholdMode::kFixed;
   int64_t batch = 8;
+  double prior_ratio = 0.0;  // > 0: the organ gate above; 0: every organ accepted
 };
 
 struct PoolTargets {
@@ -77,6 +89,7 @@ class PseudoLabelPool {
   cluster::Communicator& world_;
   int64_t version_ = 0;
   std::vector<double> thresholds_;             // per class (index = label id)
+  std::vector<bool> accepted_;                 // per class: passed the organ gate
   std::map<std::string, CaseLabels> cases_;    // by case file (this rank's shard)
 };
 
@@ -86,5 +99,12 @@ std::string to_string(ThresholdMode mode);
 std::vector<double> pool_thresholds(ThresholdMode mode, double base, const std::vector<double>& predicted,
                                     const std::vector<double>& confident);
 ThresholdMode threshold_mode_from_string(const std::string& text);
+// Share of each class among the labeled training cases' voxels (index = label id; all 0 when no
+// case is labeled).
+std::vector<double> labeled_class_shares(const datastore::DatasetManifest& manifest, int64_t classes);
+// The organ gate: per class, whether `confident[c] / pixels` lies within [prior[c] / ratio,
+// prior[c] * ratio]. Background, organs with prior 0, and every class when ratio <= 0 pass.
+std::vector<bool> prior_gate(double ratio, const std::vector<double>& prior, const std::vector<double>& confident,
+                             double pixels);
 
 }  // namespace cmaf::core

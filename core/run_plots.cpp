@@ -31,6 +31,7 @@ struct Series {
   bool has_ldc = false;               // some step logged LDC constraints
   bool has_active_constraint = false;  // ... and one of them was active (not null)
   bool has_unlabeled = false;         // some step had unlabeled targets
+  double prior_ratio = 0.0;           // the pool's organ gate (0: none)
 };
 
 Series read_metrics(const std::string& run_dir) {
@@ -59,6 +60,12 @@ Series read_metrics(const std::string& run_dir) {
     } else if (j.contains("val_dice")) {
       s.vals.push_back(std::move(j));
     } else if (j.contains("pool")) {
+      bool has_prior = false;
+      const nlohmann::json classes = j["pool"].value("classes", nlohmann::json::object());
+      for (const auto& item : classes.items()) {
+        has_prior |= item.value().value("prior_share", 0.0) > 0.0;
+      }
+      if (has_prior) s.prior_ratio = std::max(s.prior_ratio, j["pool"].value("prior_ratio", 0.0));
       s.pools.push_back(std::move(j));
     }
   }
@@ -105,7 +112,8 @@ void write_series(const fs::path& data, const Series& s, const std::vector<std::
     teacher << j["step"] << ' ' << number(j["confident_fraction"]) << ' ' << number(j["lr"]) << '\n';
   }
   std::ofstream pool(data / "pool.dat");
-  pool << "# step acceptance_1..acceptance_K threshold_1..threshold_K (acceptance: confident / predicted pixels)\n";
+  pool << "# step acceptance_1..acceptance_K threshold_1..threshold_K share_ratio_1..share_ratio_K (acceptance: "
+          "confident / predicted pixels; share ratio: confident share of the pool / share in the labeled cases)\n";
   for (const auto& j : s.pools) {
     const auto& classes = j["pool"]["classes"];
     pool << j["step"];
@@ -115,6 +123,12 @@ void write_series(const fs::path& data, const Series& s, const std::vector<std::
       pool << ' ' << (predicted > 0 ? number(classes[name].value("confident_pixels", 0.0) / predicted) : "NaN");
     }
     for (const auto& name : organs) pool << ' ' << (classes.contains(name) ? number(classes[name]["threshold"]) : "NaN");
+    for (const auto& name : organs) {
+      const double prior = classes.contains(name) ? classes[name].value("prior_share", 0.0) : 0.0;
+      // Log scale from 1e-3 (no confident pixel) to 100.
+      const double ratio = prior > 0 ? classes[name].value("confident_share", 0.0) / prior : 0.0;
+      pool << ' ' << (prior > 0 ? str(std::clamp(ratio, 1e-3, 100.0)) : "NaN");
+    }
     pool << '\n';
   }
   std::ofstream val(data / "val_dice.dat");
@@ -254,8 +268,19 @@ std::string gnuplot_script(const fs::path& plots, const std::vector<std::string>
     g << "set multiplot layout 2,1\nset title 'Pseudo-label pool: accepted share of the pixels the teacher assigns to each organ'\n"
       << "set yrange [0:1]\n";
     per_organ("pool.dat", 2, "linespoints");
-    g << "set title 'Pool confidence threshold per organ'\n";
-    per_organ("pool.dat", 2 + organs.size(), "linespoints");
+    if (series.prior_ratio > 0) {
+      // The organ gate's view: outside [1/r, r] (the dashed lines) an organ is left out.
+      g << "set title 'Organ gate: confident share of the pool / share in the labeled cases (kept within "
+        << series.prior_ratio << "x, dashed; none at 1e-3)'\nset logscale y\nset yrange [5e-4:200]\n"
+        << "set arrow 1 from graph 0, first " << 1.0 / series.prior_ratio << " to graph 1, first "
+        << 1.0 / series.prior_ratio << " nohead dt 2\nset arrow 2 from graph 0, first " << series.prior_ratio
+        << " to graph 1, first " << series.prior_ratio << " nohead dt 2\n";
+      per_organ("pool.dat", 2 + 2 * organs.size(), "linespoints");
+      g << "unset arrow 1\nunset arrow 2\nunset logscale y\n";
+    } else {
+      g << "set title 'Pool confidence threshold per organ'\n";
+      per_organ("pool.dat", 2 + organs.size(), "linespoints");
+    }
     g << "unset multiplot\nset autoscale y\n";
   }
   if (!series.vals.empty()) {

@@ -26,6 +26,7 @@ void visit_fields(Config& c, Visitor&& v) {
   v("pool-refresh-every", c.pool_refresh_every);
   v("confidence-threshold", c.confidence_threshold);
   v("pool-thresholds", c.pool_thresholds);
+  v("pool-prior-ratio", c.pool_prior_ratio);
   v("optimizer", c.optimizer);
   v("lr", c.lr);
   v("weight-decay", c.weight_decay);
@@ -148,6 +149,9 @@ void TrainConfig::validate() const {
   if (pool_refresh_every < 0) throw InputError("--pool-refresh-every", "", str(pool_refresh_every, ", expected >= 0"));
   if (pool_thresholds != "fixed" && pool_thresholds != "adaptive") {
     throw InputError("--pool-thresholds", "", str("'", pool_thresholds, "', expected fixed or adaptive"));
+  }
+  if (!(pool_prior_ratio == 0.0 || pool_prior_ratio >= 1.0)) {
+    throw InputError("--pool-prior-ratio", "", str(pool_prior_ratio, ", expected 0 (off) or >= 1"));
   }
   if (!(lr > 0.0)) throw InputError("--lr", "", str(lr, ", expected > 0"));
   if (device != "cpu" && device != "cuda") throw InputError("--device", "", str("'", device, "', expected cpu or cuda"));

@@ -28,6 +28,9 @@
 #       forward (own batch statistics; running statistics from the labeled slices only)
 #   b7  b with the multipliers capped at 1     data-2    --multiplier-max 1
 #       (default 10: a constraint the student cannot meet soon drives its multiplier there)
+#   b8  b with the pool's organ gate       data-2    --pool-prior-ratio 3
+#       (an organ enters a pool version only when its confident share is within 3x of its
+#       share in the 2 labeled cases: no sparse first targets, no organ relabeled as another)
 # Each run's last checkpoint is evaluated on the 6 test cases (whole volumes, Dice and HD95 in
 # both conventions) and plotted; WORK/results.md holds the tables (bench/btcv/table.sh).
 set -euo pipefail
@@ -100,7 +103,8 @@ for name in "${chosen[@]}"; do
     b5) run b5 "${work}/data-2" --ldc 0 --contrastive-weight 0 ;;
     b6) run b6 "${work}/data-2" --separate-strong-forward 1 ;;
     b7) run b7 "${work}/data-2" --multiplier-max 1 ;;
-    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6, b7" >&2; exit 2 ;;
+    b8) run b8 "${work}/data-2" --pool-prior-ratio 3 ;;
+    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6, b7, b8" >&2; exit 2 ;;
   esac
 done
 "${here}/bench/btcv/table.sh" "${work}" > "${work}/results.md"

@@ -13,6 +13,8 @@
 #include "common/error.h"
 #include "core/checkpoint_store.h"
 #include "core/model_weights.h"
+#include "core/pseudo_label_pool.h"
+#include "datastore/manifest.h"
 #include "datastore/synth.h"
 #include "tests/datastore/test_volumes.h"
 #include "tests/temp_dir.h"
@@ -236,6 +238,39 @@ TEST_F(TrainerTest, PoolVersionsArePublishedAndAResumeReadsTheVersionItsCheckpoi
   }
 }
 
+TEST_F(TrainerTest, ThePoolsOrganGateComparesConfidentSharesWithTheLabeledCases) {
+  test::TempDir run;
+  TrainConfig c = small_run(run.path(), 10);  // pool versions at steps 0, 4, 8; the newest two kept
+  c.pool_refresh_every = 4;
+  c.pool_prior_ratio = 2.0;
+  train(c, world_);
+  const std::vector<double> prior = labeled_class_shares(datastore::load_manifest(dataset()), 5);
+  int64_t checked = 0;
+  for (const char* version : {"v000002", "v000003"}) {
+    const auto pool = nlohmann::json::parse(std::ifstream(fs::path(run.path()) / "pool" / version / "POOL.json"));
+    EXPECT_EQ(pool["prior_ratio"], 2.0);
+    const auto accepted = pool["accepted"].get<std::vector<bool>>();
+    ASSERT_EQ(accepted.size(), 5u);
+    EXPECT_TRUE(accepted[0]);
+    double pixels = 0;
+    for (const auto& item : pool["classes"].items()) pixels += item.value()["predicted_pixels"].get<double>();
+    size_t cls = 0;
+    for (const std::string& name : datastore::load_manifest(dataset()).classes) {
+      const auto& entry = pool["classes"][name];
+      const double share = entry["confident_pixels"].get<double>() / pixels;
+      EXPECT_DOUBLE_EQ(entry["prior_share"].get<double>(), prior[cls]) << version << " " << name;
+      EXPECT_DOUBLE_EQ(entry["confident_share"].get<double>(), share) << version << " " << name;
+      const bool expected = cls == 0 || (share >= prior[cls] / 2 && share <= prior[cls] * 2);
+      EXPECT_EQ(entry["accepted"].get<bool>(), expected) << version << " " << name;
+      EXPECT_EQ(accepted[cls], expected) << version << " " << name;
+      ++checked;
+      ++cls;
+    }
+  }
+  EXPECT_EQ(checked, 10);
+  EXPECT_GT(prior[1], 0.0);
+}
+
 TEST_F(TrainerTest, ACorruptCheckpointIsReportedAndThePreviousOneUsed) {
   test::TempDir run;
   TrainConfig c = small_run(run.path(), 8);
@@ -327,6 +362,14 @@ TEST(TrainConfig, JsonRoundTripAndNamedErrors) {
     EXPECT_THROW(c.validate(), InputError) << bad;
   }
   c.site_weights = "";
+  c.pool_prior_ratio = 0.5;
+  try {
+    c.validate();
+    FAIL() << "accepted --pool-prior-ratio 0.5";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--pool-prior-ratio"), std::string::npos) << e.what();
+  }
+  c.pool_prior_ratio = 0.0;
   c.steps = 0;
   try {
     c.validate();

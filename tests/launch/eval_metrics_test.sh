@@ -5,7 +5,8 @@
 #   - metrics on eval's saved NIfTI predictions against the dataset reproduces eval's table;
 #   - a missing prediction is an error (exit 1) naming the case;
 #   - plot renders the run's figures as PNG files, and only those a run has data for (a
-#     supervised-only run has no multipliers, pool or teacher figure).
+#     supervised-only run has no multipliers, pool or teacher figure); the run uses the pool's
+#     organ gate, so the pool figure draws each organ's share ratio (3 columns per organ).
 set -euo pipefail
 mpiexec="$1"
 bin="$2"
@@ -17,7 +18,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 "${bin}" synth --out "${work}/ds" --cases 8 --size 64 --slices 10 --classes 3 --labeled-cases 3 \
   --test-cases 3 --val-cases 1 --seed 4 > /dev/null 2>&1
 "${bin}" train --data "${work}/ds" --run-dir "${work}/run" --preset tiny --input-size 64 --steps 6 \
-  --checkpoint-every 6 --pool-refresh-every 3 --threads 1 > /dev/null 2>&1 || fail "training"
+  --checkpoint-every 6 --pool-refresh-every 3 --pool-prior-ratio 3 --threads 1 > /dev/null 2>&1 || fail "training"
 ckpt="${work}/run/checkpoints/step-00000006"
 
 "${bin}" eval --checkpoint "${ckpt}" --data "${work}/ds" --out "${work}/one" --save-predictions --threads 1 \
@@ -46,6 +47,9 @@ is_png() { [[ "$(head -c 4 "$1" 2> /dev/null | od -An -c | tr -d ' ')" == '211PN
 for png in losses multipliers pool val_dice teacher overlays; do
   is_png "${work}/run/plots/${png}.png" || fail "${png}.png is not a PNG"
 done
+columns="$(awk '!/^#/ { print NF; exit }' "${work}/run/plots/data/pool.dat")"
+[[ "${columns}" == 10 ]] || fail "pool.dat: ${columns} columns, expected step + 3 organs x (acceptance, threshold, share ratio)"
+grep -q "Organ gate" "${work}/run/plots/data/plots.gnuplot" || fail "the pool figure of a gated run does not show the gate"
 "${bin}" train --data "${work}/ds" --run-dir "${work}/sup" --preset tiny --input-size 64 --steps 2 \
   --checkpoint-every 2 --unlabeled-batch 0 --contrastive-weight 0 --threads 1 > /dev/null 2>&1 || fail "supervised run"
 "${bin}" plot "${work}/sup" --overlay-slices 1 > "${work}/plot-sup.out" 2>&1 || { cat "${work}/plot-sup.out"; fail "plot of a supervised run"; }
