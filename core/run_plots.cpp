@@ -265,7 +265,7 @@ std::string gnuplot_script(const fs::path& plots, const std::vector<std::string>
   }
   if (!series.pools.empty()) {
     png("pool.png", 1000, 800);
-    g << "set multiplot layout 2,1\nset title 'Pseudo-label pool: accepted share of the pixels the teacher assigns to each organ'\n"
+    g << "set multiplot layout 2,1\nset title 'Pseudo-label pool: share of the pixels the teacher assigns to each organ at or above its threshold'\n"
       << "set yrange [0:1]\n";
     per_organ("pool.dat", 2, "linespoints");
     if (series.prior_ratio > 0) {

@@ -31,8 +31,12 @@
 #   b8  b with the pool's organ gate       data-2    --pool-prior-ratio 3
 #       (an organ enters a pool version only when its confident share is within 3x of its
 #       share in the 2 labeled cases: no sparse first targets, no organ relabeled as another)
+#   b9  b8 with the strong views in their  data-2    --pool-prior-ratio 3 --separate-strong-forward 1
+#       own forward (b6's batch norm on b8's gated pool)
 # Each run's last checkpoint is evaluated on the 6 test cases (whole volumes, Dice and HD95 in
-# both conventions) and plotted; WORK/results.md holds the tables (bench/btcv/table.sh).
+# both conventions) and plotted; WORK/results.md holds the tables (bench/btcv/table.sh). Runs
+# with a pool also get WORK/runs/NAME/pool_accuracy.md, the pool versions still on disk scored
+# against the unlabeled cases' truth (bench/btcv/pool_accuracy.py; needs python3-h5py).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="${CMAF_BIN:-${here}/build/launch/cmaformer}"
@@ -85,6 +89,11 @@ run() {  # run NAME DATA extra-flags...
       --save-predictions --threads "${threads}" > "${dir}/eval.out" 2>&1
   fi
   "${bin}" plot --run "${dir}" > "${dir}/plot.out" 2>&1 || log "run ${name}: plot failed, see ${dir}/plot.out"
+  # How right the pool's pseudo-labels were (against the unlabeled cases' held-back truth).
+  if [[ -d "${dir}/pool" ]] && /usr/bin/python3 -c "import h5py, numpy" 2> /dev/null; then
+    /usr/bin/python3 "${here}/bench/btcv/pool_accuracy.py" "${dir}" "${data}" > "${dir}/pool_accuracy.md" \
+      || log "run ${name}: pool_accuracy.py failed"
+  fi
   log "run ${name}: mean Dice $(jq -r '.summary.mean.dice' "${dir}/eval/metrics.json")"
 }
 
@@ -104,7 +113,8 @@ for name in "${chosen[@]}"; do
     b6) run b6 "${work}/data-2" --separate-strong-forward 1 ;;
     b7) run b7 "${work}/data-2" --multiplier-max 1 ;;
     b8) run b8 "${work}/data-2" --pool-prior-ratio 3 ;;
-    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6, b7, b8" >&2; exit 2 ;;
+    b9) run b9 "${work}/data-2" --pool-prior-ratio 3 --separate-strong-forward 1 ;;
+    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6, b7, b8, b9" >&2; exit 2 ;;
   esac
 done
 "${here}/bench/btcv/table.sh" "${work}" > "${work}/results.md"
