@@ -135,10 +135,15 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const 
   resume_or_start();
   set_up_data();
   if (config_.pool_refresh_every > 0 && unlabeled_anywhere_) {
-    // PoolOptions in declaration order.
-    const PoolOptions o{config_.run_dir, config_.data, model_config_.input_size, classes_,
-                        config_.confidence_threshold, threshold_mode_from_string(config_.pool_thresholds),
-                        std::max<int64_t>(1, config_.labeled_batch + config_.unlabeled_batch), config_.pool_prior_ratio};
+    PoolOptions o;
+    o.run_dir = config_.run_dir;
+    o.dataset_dir = config_.data;
+    o.input_size = model_config_.input_size;
+    o.classes = classes_;
+    o.base_threshold = config_.confidence_threshold;
+    o.mode = threshold_mode_from_string(config_.pool_thresholds);
+    o.batch = std::max<int64_t>(1, config_.labeled_batch + config_.unlabeled_batch);
+    o.prior_ratio = config_.pool_prior_ratio;
     pool_ = std::make_unique<PseudoLabelPool>(o, world_);
     if (resumed_from_ >= 0 && state_.pool_version > 0) {
       pool_->load(state_.pool_version, plan_.ranks[static_cast<size_t>(world_.rank())]);

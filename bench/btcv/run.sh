@@ -28,10 +28,10 @@
 #       forward (own batch statistics; running statistics from the labeled slices only)
 #   b7  b with the multipliers capped at 1     data-2    --multiplier-max 1
 #       (default 10: a constraint the student cannot meet soon drives its multiplier there)
-#   b8  b with the pool's organ gate       data-2    --pool-prior-ratio 3
+#   b8  b with the pool's organ gate           data-2    --pool-prior-ratio 3
 #       (an organ enters a pool version only when its confident share is within 3x of its
-#       share in the 2 labeled cases: no sparse first targets, no organ relabeled as another)
-#   b9  b8 with the strong views in their  data-2    --pool-prior-ratio 3 --separate-strong-forward 1
+#       share in the 2 labeled cases: no sparse first targets, no organ drifted to several times it)
+#   b9  b8 with the strong views in their      data-2    --pool-prior-ratio 3 --separate-strong-forward 1
 #       own forward (b6's batch norm on b8's gated pool)
 # Each run's last checkpoint is evaluated on the 6 test cases (whole volumes, Dice and HD95 in
 # both conventions) and plotted; WORK/results.md holds the tables (bench/btcv/table.sh). Runs
