@@ -24,23 +24,23 @@ void check_range(double low, double high, double min_allowed, const char* low_op
 }  // namespace
 
 void check_augment_options(const AugmentOptions& o) {
-  check_probability(o.flip_probability, "augment.flip-probability");
-  check_probability(o.rot90_probability, "augment.rot90-probability");
-  check_probability(o.rotation_probability, "augment.rotation-probability");
-  check_probability(o.scale_probability, "augment.scale-probability");
-  check_probability(o.intensity_probability, "augment.intensity-probability");
-  check_probability(o.strong_intensity_probability, "augment.strong-intensity-probability");
+  check_probability(o.flip_probability, "--flip-probability");
+  check_probability(o.rot90_probability, "--rot90-probability");
+  check_probability(o.rotation_probability, "--rotation-probability");
+  check_probability(o.scale_probability, "--scale-probability");
+  check_probability(o.intensity_probability, "--intensity-probability");
+  check_probability(o.strong_intensity_probability, "--strong-intensity-probability");
   if (!(o.max_rotation_degrees >= 0.0 && o.max_rotation_degrees <= 180.0)) {
-    throw InputError("augment.max-rotation-degrees", "", str(o.max_rotation_degrees, ", expected [0, 180]"));
+    throw InputError("--max-rotation-degrees", "", str(o.max_rotation_degrees, ", expected [0, 180]"));
   }
-  check_range(o.min_scale, o.max_scale, 0.0, "augment.min-scale", "augment.max-scale");
-  check_range(o.min_gamma, o.max_gamma, 0.0, "augment.min-gamma", "augment.max-gamma");
-  for (const auto& [value, option] : {std::pair{o.max_brightness, "augment.max-brightness"},
-                                      std::pair{o.max_contrast, "augment.max-contrast"},
-                                      std::pair{o.max_noise_std, "augment.max-noise-std"}}) {
+  check_range(o.min_scale, o.max_scale, 0.0, "--min-scale", "--max-scale");
+  check_range(o.min_gamma, o.max_gamma, 0.0, "--min-gamma", "--max-gamma");
+  for (const auto& [value, option] : {std::pair{o.max_brightness, "--max-brightness"},
+                                      std::pair{o.max_contrast, "--max-contrast"},
+                                      std::pair{o.max_noise_std, "--max-noise-std"}}) {
     if (!(value >= 0.0 && std::isfinite(value))) throw InputError(option, "", str(value, ", expected >= 0"));
   }
-  if (o.max_contrast >= 1.0) throw InputError("augment.max-contrast", "", str(o.max_contrast, ", expected < 1"));
+  if (o.max_contrast >= 1.0) throw InputError("--max-contrast", "", str(o.max_contrast, ", expected < 1"));
 }
 
 GeometricParams draw_geometry(const AugmentOptions& o, DeterministicRng& rng) {

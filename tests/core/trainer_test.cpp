@@ -370,6 +370,27 @@ TEST(TrainConfig, JsonRoundTripAndNamedErrors) {
     EXPECT_NE(std::string(e.what()).find("--pool-prior-ratio"), std::string::npos) << e.what();
   }
   c.pool_prior_ratio = 0.0;
+  // The augmentation options are train options: an error names the flag the user typed.
+  c.augment.flip_probability = 0.0;
+  c.augment.rot90_probability = 0.0;
+  EXPECT_EQ(TrainConfig::from_json(c.to_json(), "x").augment.flip_probability, 0.0);
+  c.validate();
+  c.augment.flip_probability = 1.5;
+  try {
+    c.validate();
+    FAIL() << "accepted --flip-probability 1.5";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--flip-probability"), std::string::npos) << e.what();
+  }
+  c.augment.flip_probability = 0.5;
+  c.augment.min_scale = 1.2;
+  try {
+    c.validate();
+    FAIL() << "accepted --min-scale 1.2 > --max-scale 1.15";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--min-scale"), std::string::npos) << e.what();
+  }
+  c.augment.min_scale = 0.85;
   c.steps = 0;
   try {
     c.validate();

@@ -171,7 +171,7 @@ TEST(SliceAugment, OptionsOutOfRangeNameTheOption) {
     check_augment_options(o);
     FAIL() << "accepted";
   } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("augment.max-rotation-degrees"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--max-rotation-degrees"), std::string::npos) << e.what();
   }
   o = {};
   o.min_scale = 0.0;
