@@ -9,15 +9,18 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <optional>
 #include <set>
 #include <sstream>
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/random.h"
 #include "core/checkpoint_store.h"
 #include "datastore/case_file.h"
 #include "datastore/h5_util.h"
 #include "datastore/manifest.h"
+#include "model/batch_norm.h"
 
 namespace cmaf::core {
 namespace {
@@ -36,6 +39,25 @@ std::string padded(int64_t value, int width) {
 }
 
 std::string rank_file(int rank) { return "rank-" + padded(rank, 5) + ".h5"; }
+
+// Calls fn(start, x) for consecutive batches of a case's slices, each resized to the network
+// input (x: [n, 1, S, S] on `device`); returns the case's depth.
+template <typename Fn>
+int64_t for_each_slice_batch(const datastore::CaseFile& file, int64_t s, int64_t batch, const torch::Device& device,
+                             Fn&& fn) {
+  const auto& shape = file.metadata().geometry.shape;
+  const std::vector<float> image = file.read_image();
+  const datastore::SliceWarp resize(shape[1], shape[2], s, s, datastore::GeometricParams{});
+  for (int64_t start = 0; start < shape[0]; start += batch) {
+    const int64_t n = std::min(batch, shape[0] - start);
+    torch::Tensor x = torch::empty({n, 1, s, s});
+    for (int64_t i = 0; i < n; ++i) {
+      datastore::warp_image(image.data() + (start + i) * shape[1] * shape[2], resize, x[i].data_ptr<float>());
+    }
+    fn(start, x.to(device));
+  }
+  return shape[0];
+}
 
 // Versions named by the checkpoints of the run (they must stay readable for a resume).
 std::set<int64_t> versions_in_checkpoints(const std::string& run_dir) {
@@ -108,6 +130,46 @@ PseudoLabelPool::PseudoLabelPool(PoolOptions options, cluster::Communicator& wor
   CMAF_CHECK(options_.input_size > 0 && options_.classes > 1, "pool options");
 }
 
+void PseudoLabelPool::recalibrate(model::CmaformerImpl& teacher, const sharding::RankShard& shard, int64_t step,
+                                  const torch::Device& device, model::RunningStatisticsCalibration& calibration) const {
+  torch::NoGradGuard no_grad;
+  // A random sample of the shard's unlabeled slices (up to ~64 MiB of network input), forwarded
+  // in shuffled batches that mix cases, as training batches do.
+  const int64_t s = options_.input_size;
+  const int64_t cap = std::max<int64_t>(64, (int64_t{64} << 20) / (s * s * static_cast<int64_t>(sizeof(float))));
+  std::vector<const sharding::ShardCase*> cases;
+  std::vector<std::pair<size_t, int64_t>> slices;  // (case, slice)
+  std::set<std::string> done;
+  for (const sharding::ShardCase& sc : shard.unlabeled) {
+    if (!done.insert(sc.id).second) continue;
+    cases.push_back(&sc);
+    for (int64_t z = 0; z < sc.slices; ++z) slices.emplace_back(cases.size() - 1, z);
+  }
+  auto rng = DeterministicRng::derive(static_cast<uint64_t>(step), static_cast<uint64_t>(world_.rank()));
+  for (size_t i = slices.size(); i > 1; --i) std::swap(slices[i - 1], slices[rng.below(i)]);
+  if (static_cast<int64_t>(slices.size()) > cap) slices.resize(static_cast<size_t>(cap));
+  torch::Tensor x = torch::empty({static_cast<int64_t>(slices.size()), 1, s, s});
+  for (size_t c = 0; c < cases.size(); ++c) {
+    if (std::none_of(slices.begin(), slices.end(), [&](const auto& p) { return p.first == c; })) continue;
+    const datastore::CaseFile file((fs::path(options_.dataset_dir) / cases[c]->file).string());
+    const auto& shape = file.metadata().geometry.shape;
+    const std::vector<float> image = file.read_image();
+    const datastore::SliceWarp resize(shape[1], shape[2], s, s, datastore::GeometricParams{});
+    for (size_t i = 0; i < slices.size(); ++i) {
+      if (slices[i].first != c) continue;
+      datastore::warp_image(image.data() + slices[i].second * shape[1] * shape[2], resize,
+                            x[static_cast<int64_t>(i)].data_ptr<float>());
+    }
+  }
+  for (int64_t start = 0; start < x.size(0); start += options_.batch) {
+    teacher.forward(x.narrow(0, start, std::min(options_.batch, x.size(0) - start)).to(device));
+  }
+  // Every rank labels with the same teacher: the population statistics over all ranks' slices.
+  at::Tensor sums = calibration.sums();
+  world_.all_reduce(sums, cluster::ReduceOp::kSum);
+  calibration.finish(sums);
+}
+
 std::string PseudoLabelPool::version_folder(int64_t version) const {
   return (fs::path(options_.run_dir) / kPoolFolder / ("v" + padded(version, 6))).string();
 }
@@ -127,6 +189,11 @@ nlohmann::json PseudoLabelPool::refresh(model::CmaformerImpl& teacher, const sha
   const bool was_training = teacher.is_training();
   const torch::Device device = model::module_device(teacher);
   teacher.eval();
+  std::optional<model::RunningStatisticsCalibration> calibration;  // restores the statistics on return
+  if (options_.recalibrate_batch_norm) {
+    calibration.emplace(teacher);
+    recalibrate(teacher, shard, step, device, *calibration);
+  }
   {
     AtomicFile out((folder / rank_file(world_.rank())).string());
     datastore::h5::guarded(out.temp_path(), "/", "writing the pseudo-label pool", [&] {
@@ -137,20 +204,14 @@ nlohmann::json PseudoLabelPool::refresh(model::CmaformerImpl& teacher, const sha
         if (!done.insert(sc.id).second) continue;
         const datastore::CaseFile file((fs::path(options_.dataset_dir) / sc.file).string());
         const auto& shape = file.metadata().geometry.shape;
-        const std::vector<float> image = file.read_image();
         std::vector<uint8_t> label(static_cast<size_t>(shape[0] * s * s));
         std::vector<uint8_t> confidence(label.size());
-        const datastore::SliceWarp resize(shape[1], shape[2], s, s, datastore::GeometricParams{});
         const auto site = static_cast<int64_t>(
             std::find_if(manifest.sites.begin(), manifest.sites.end(), [&](const auto& r) { return r.name == sc.site; }) -
             manifest.sites.begin());
-        for (int64_t start = 0; start < shape[0]; start += options_.batch) {
-          const int64_t n = std::min(options_.batch, shape[0] - start);
-          torch::Tensor x = torch::empty({n, 1, s, s});
-          for (int64_t i = 0; i < n; ++i) {
-            datastore::warp_image(image.data() + (start + i) * shape[1] * shape[2], resize, x[i].data_ptr<float>());
-          }
-          const auto [conf, arg] = torch::softmax(teacher.forward(x.to(device)).to(torch::kCPU, torch::kFloat), 1).max(1);
+        for_each_slice_batch(file, s, options_.batch, device, [&](int64_t start, const torch::Tensor& x) {
+          const int64_t n = x.size(0);
+          const auto [conf, arg] = torch::softmax(teacher.forward(x).to(torch::kCPU, torch::kFloat), 1).max(1);
           const at::Tensor l8 = arg.to(torch::kUInt8).contiguous();
           const at::Tensor c8 = (conf * 255.0).round().clamp(0, 255).to(torch::kUInt8).contiguous();
           std::copy(l8.data_ptr<uint8_t>(), l8.data_ptr<uint8_t>() + n * s * s, label.begin() + start * s * s);
@@ -165,7 +226,7 @@ nlohmann::json PseudoLabelPool::refresh(model::CmaformerImpl& teacher, const sha
               c[(row * k + cls) * 2 + 1] += confident;
             }
           }
-        }
+        });
         H5::Group group = h5.createGroup(sc.id);
         const hsize_t dims[3] = {static_cast<hsize_t>(shape[0]), static_cast<hsize_t>(s), static_cast<hsize_t>(s)};
         H5::DataSpace space(3, dims);

@@ -17,6 +17,15 @@
 // the share of class-c pixels at or above the base threshold (FlexMatch-like); while no organ
 // reaches the base threshold at all (an early teacher), every organ gets base / 2.
 //
+// Batch-norm recalibration (`recalibrate_batch_norm`, `train --pool-recalibrate-bn`, on by
+// default): before labeling, the teacher's running statistics are re-estimated on the slices it
+// is about to label, because the statistics it inherits from the student belong to the
+// student's weights, not to its averaged ones (model/batch_norm.h). Each rank forwards a random
+// sample of its unlabeled slices (all of them up to ~64 MiB of input; 1024 at 128 px) in
+// shuffled batches with the batch norms in training mode; the per-channel sums are added over
+// ranks, so every rank labels with the same population statistics. The teacher's own
+// statistics come back after the refresh.
+//
 // Organ gate (`prior_ratio` r > 0, `train --pool-prior-ratio`): a version accepts organ c only
 // when the share of the pool's pixels the teacher labels c at or above the base threshold lies
 // within [prior_c / r, prior_c * r], prior_c the share of class-c voxels in the labeled training
@@ -41,6 +50,7 @@
 #include "cluster/communicator.h"
 #include "datastore/manifest.h"
 #include "datastore/slice_augment.h"
+#include "model/batch_norm.h"
 #include "model/cmaformer.h"
 #include "sharding/shard_plan.h"
 
@@ -57,6 +67,7 @@ struct PoolOptions {
   ThresholdMode mode = ThresholdMode::kFixed;
   int64_t batch = 8;
   double prior_ratio = 0.0;  // > 0: the organ gate above; 0: every organ accepted
+  bool recalibrate_batch_norm = true;  // the teacher's batch-norm statistics re-estimated first
 };
 
 struct PoolTargets {
@@ -85,6 +96,10 @@ class PseudoLabelPool {
     std::vector<uint8_t> confidence;  // D x S x S, x 255
   };
   std::string version_folder(int64_t version) const;
+  // Forwards a random sample of the shard's unlabeled slices through `teacher` under
+  // `calibration`, adds the sums over ranks (a collective) and finishes the calibration.
+  void recalibrate(model::CmaformerImpl& teacher, const sharding::RankShard& shard, int64_t step,
+                   const torch::Device& device, model::RunningStatisticsCalibration& calibration) const;
   void retire_old_versions() const;
 
   PoolOptions options_;

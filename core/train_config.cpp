@@ -27,6 +27,7 @@ void visit_fields(Config& c, Visitor&& v) {
   v("confidence-threshold", c.confidence_threshold);
   v("pool-thresholds", c.pool_thresholds);
   v("pool-prior-ratio", c.pool_prior_ratio);
+  v("pool-recalibrate-bn", c.pool_recalibrate_bn);
   v("optimizer", c.optimizer);
   v("lr", c.lr);
   v("weight-decay", c.weight_decay);

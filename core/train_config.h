@@ -42,6 +42,7 @@ struct TrainConfig {
   double confidence_threshold = 0.8;  // below it a target pixel is ignored by LDC and contrastive
   std::string pool_thresholds = "fixed";  // fixed | adaptive (per-class, from acceptance)
   double pool_prior_ratio = 0.0;  // > 0: organ gate of the pool against the labeled cases' shares
+  bool pool_recalibrate_bn = true;  // teacher's batch-norm statistics re-estimated before each refresh
   // Optimisation.
   OptimizerKind optimizer = OptimizerKind::kAdamW;
   double lr = 1e-3;

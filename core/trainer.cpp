@@ -144,6 +144,7 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const 
     o.mode = threshold_mode_from_string(config_.pool_thresholds);
     o.batch = std::max<int64_t>(1, config_.labeled_batch + config_.unlabeled_batch);
     o.prior_ratio = config_.pool_prior_ratio;
+    o.recalibrate_batch_norm = config_.pool_recalibrate_bn;
     pool_ = std::make_unique<PseudoLabelPool>(o, world_);
     if (resumed_from_ >= 0 && state_.pool_version > 0) {
       pool_->load(state_.pool_version, plan_.ranks[static_cast<size_t>(world_.rank())]);

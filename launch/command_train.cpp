@@ -78,6 +78,7 @@ int run_train(int argc, char** argv) {
       ("keep-checkpoints", po::value(&c.keep_checkpoints)->default_value(c.keep_checkpoints), "newest checkpoints kept (plus the best)")
       ("pool-refresh-every", po::value(&c.pool_refresh_every)->default_value(c.pool_refresh_every), "steps between pseudo-label pool refreshes, 0 = teacher targets every step")
       ("pool-thresholds", po::value(&c.pool_thresholds)->default_value(c.pool_thresholds), "pool confidence thresholds: fixed or adaptive per class")
+      ("pool-recalibrate-bn", po::value(&c.pool_recalibrate_bn)->default_value(c.pool_recalibrate_bn), "re-estimate the teacher's batch-norm statistics on the slices it labels before each pool refresh")
       ("pool-prior-ratio", po::value(&c.pool_prior_ratio)->default_value(c.pool_prior_ratio), "pool organ gate: an organ enters a pool version only when its share of confident pixels is within this factor of its share in the labeled cases, 0 = off")
       ("resume", po::value(&c.resume)->default_value(c.resume), "auto (latest valid checkpoint), none, or a checkpoint folder")
       ("confidence-threshold", po::value(&c.confidence_threshold)->default_value(c.confidence_threshold), "teacher confidence below which a pixel is ignored")

@@ -13,7 +13,21 @@ BatchNorm2dImpl::BatchNorm2dImpl(int64_t channels, double eps, double momentum)
   num_batches_tracked = register_buffer("num_batches_tracked", at::zeros({}, at::kLong));
 }
 
+void BatchNorm2dImpl::set_calibration(bool on) {
+  calibration_sums_ = on ? at::zeros({3, running_mean.size(0)}, at::TensorOptions().dtype(at::kDouble)) : at::Tensor();
+}
+
 at::Tensor BatchNorm2dImpl::forward(const at::Tensor& x) {
+  if (is_training() && calibration_sums_.defined()) {
+    at::NoGradGuard no_grad;
+    const at::Tensor xd = x.detach().to(at::kDouble);
+    const std::vector<int64_t> dims{0, 2, 3};
+    calibration_sums_[0] += xd.sum(dims).to(at::kCPU);
+    calibration_sums_[1] += xd.square().sum(dims).to(at::kCPU);
+    calibration_sums_[2] += static_cast<double>(x.numel() / x.size(1));
+    return at::batch_norm(x, weight, bias, at::Tensor(), at::Tensor(), /*training=*/true, momentum_, eps_,
+                          /*cudnn_enabled=*/true);
+  }
   if (is_training() && track_running_) num_batches_tracked.add_(1);
   if (is_training() && reducer_) return synchronised_forward(x);
   // Frozen: a training forward without running statistics normalises with the batch's alone.
@@ -61,6 +75,61 @@ FrozenRunningStatistics::FrozenRunningStatistics(torch::nn::Module& module) : mo
 FrozenRunningStatistics::~FrozenRunningStatistics() {
   for (const auto& child : module_.modules(/*include_self=*/true)) {
     if (auto* norm = child->as<BatchNorm2d>()) norm->set_track_running_statistics(true);
+  }
+}
+
+RunningStatisticsCalibration::RunningStatisticsCalibration(torch::nn::Module& module) {
+  for (const auto& child : module.modules(/*include_self=*/true)) {
+    if (auto* norm = child->as<BatchNorm2d>()) {
+      norms_.push_back(norm);
+      saved_.push_back({norm->running_mean.clone(), norm->running_var.clone(), norm->num_batches_tracked.clone()});
+      was_training_.push_back(norm->is_training());
+      norm->set_calibration(true);
+      norm->train();
+    }
+  }
+}
+
+RunningStatisticsCalibration::~RunningStatisticsCalibration() {
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < norms_.size(); ++i) {
+    norms_[i]->set_calibration(false);
+    norms_[i]->running_mean.copy_(saved_[i][0]);
+    norms_[i]->running_var.copy_(saved_[i][1]);
+    norms_[i]->num_batches_tracked.copy_(saved_[i][2]);
+    norms_[i]->train(was_training_[i]);
+  }
+}
+
+at::Tensor RunningStatisticsCalibration::sums() const {
+  std::vector<at::Tensor> parts;
+  for (const auto* norm : norms_) {
+    const at::Tensor& s = norm->calibration_sums();
+    parts.push_back(s.defined() ? s.flatten() : at::zeros({3 * norm->running_mean.size(0)}, at::kDouble));
+  }
+  return parts.empty() ? at::zeros({0}, at::kDouble) : at::cat(parts);
+}
+
+void RunningStatisticsCalibration::finish(const at::Tensor& flat) {
+  at::NoGradGuard no_grad;
+  const at::Tensor source = flat.to(at::kCPU, at::kDouble).contiguous();
+  int64_t expected = 0;
+  for (const auto* norm : norms_) expected += 3 * norm->running_mean.size(0);
+  CMAF_CHECK_EQ(source.numel(), expected, "calibration sums: sum x, sum x^2 and a count per channel");
+  int64_t offset = 0;
+  for (auto* norm : norms_) {
+    const int64_t channels = norm->running_mean.size(0);
+    const at::Tensor s = source.narrow(0, offset, 3 * channels).view({3, channels});
+    offset += 3 * channels;
+    const at::Tensor count = s[2];
+    const at::Tensor use = count.ge(2.0);
+    const at::Tensor n = count.clamp_min(2.0);
+    const at::Tensor mean = s[0] / n;
+    const at::Tensor var = ((s[1] / n - mean.square()).clamp_min(0.0) * n / (n - 1.0));
+    norm->running_mean.copy_(at::where(use, mean, norm->running_mean.to(at::kCPU, at::kDouble)));
+    norm->running_var.copy_(at::where(use, var, norm->running_var.to(at::kCPU, at::kDouble)));
+    norm->set_calibration(false);
+    norm->eval();
   }
 }
 

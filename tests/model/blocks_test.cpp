@@ -122,5 +122,66 @@ TEST(Blocks, FrozenRunningStatisticsLeaveTheRunningBuffersAlone) {
   }
 }
 
+// RunningStatisticsCalibration: the running statistics become the population mean and unbiased
+// variance of everything forwarded under it (computed here by hand over the concatenated
+// batches, so the spread between batches counts), on both paths; only the batch norms go to
+// training mode (a dropout beside them stays off) and they normalise with batch statistics
+// meanwhile; sums from two "ranks" add up; a wrong-length sum is refused; destruction restores
+// statistics, modes and the batch count.
+TEST(Blocks, RunningStatisticsCalibrationEstimatesThePopulationStatistics) {
+  for (bool synchronised : {false, true}) {
+    torch::nn::Sequential net(BatchNorm2d(3, 1e-5, 0.1), torch::nn::Dropout(0.5), BatchNorm2d(3, 1e-5, 0.1));
+    auto first = net->ptr<BatchNorm2dImpl>(0);
+    if (synchronised) set_statistics_reducer(*net, [](const at::Tensor& t) { return t; });
+    {
+      torch::NoGradGuard no_grad;
+      first->running_mean.fill_(7.0);
+      first->running_var.fill_(9.0);
+    }
+    net->eval();
+    const std::vector<torch::Tensor> batches{torch::randn({4, 3, 5, 5}) * 2.0 + 3.0, torch::randn({2, 3, 5, 5}) - 1.0,
+                                             torch::randn({4, 3, 5, 5}) * 0.5};
+    const torch::Tensor all = torch::cat(batches).to(torch::kDouble);
+    const torch::Tensor mean = all.mean({0, 2, 3}), var = all.var({0, 2, 3}, /*unbiased=*/true);
+    {
+      RunningStatisticsCalibration calibration(*net);
+      EXPECT_TRUE(first->is_training());
+      EXPECT_FALSE(net[1]->is_training()) << "the dropout stays as the caller left it";
+      torch::NoGradGuard no_grad;
+      // "Rank 0" forwards the first batch, "rank 1" (a second calibration below) the others.
+      const torch::Tensor y = net->forward(batches[0]);
+      EXPECT_LT(y.mean({0, 2, 3}).abs().max().item<double>(), 1e-4) << "normalised with the batch's statistics";
+      EXPECT_TRUE(torch::allclose(y, net->forward(batches[0]))) << "no dropout";
+      at::Tensor sums = calibration.sums();
+      EXPECT_EQ(sums.numel(), 18);
+      EXPECT_THROW(calibration.finish(torch::zeros({17}, torch::kDouble)), std::exception);
+      sums = sums / 2.0;  // the first batch was forwarded twice
+      {
+        RunningStatisticsCalibration other(*net);
+        net->forward(batches[1]);
+        net->forward(batches[2]);
+        sums += other.sums();
+      }
+      EXPECT_TRUE(first->is_training()) << "the inner calibration restored the outer's mode";
+      calibration.finish(sums);
+      EXPECT_FALSE(first->is_training());
+      EXPECT_TRUE(torch::allclose(first->running_mean.to(torch::kDouble), mean, 1e-5, 1e-5)) << synchronised;
+      EXPECT_TRUE(torch::allclose(first->running_var.to(torch::kDouble), var, 1e-4, 1e-4)) << synchronised;
+      const torch::Tensor x = torch::randn({1, 3, 2, 2});
+      const torch::Tensor expected = (x.to(torch::kDouble) - mean.view({1, 3, 1, 1})) / (var.view({1, 3, 1, 1}) + 1e-5).sqrt();
+      EXPECT_TRUE(torch::allclose(net[0]->as<BatchNorm2d>()->forward(x).to(torch::kDouble), expected, 1e-4, 1e-4));
+    }
+    EXPECT_FALSE(first->is_training());
+    EXPECT_TRUE(torch::allclose(first->running_mean, torch::full({3}, 7.0)));
+    EXPECT_TRUE(torch::allclose(first->running_var, torch::full({3}, 9.0)));
+    EXPECT_EQ(first->num_batches_tracked.item<int64_t>(), 0);
+    // Tracking is exponential again afterwards: momentum 0.1.
+    net->train();
+    torch::NoGradGuard no_grad;
+    net->forward(batches[0]);
+    EXPECT_TRUE(torch::allclose(first->running_mean, 0.9 * 7.0 + 0.1 * batches[0].mean({0, 2, 3}), 1e-5, 1e-5));
+  }
+}
+
 }  // namespace
 }  // namespace cmaf::model
