@@ -7,8 +7,10 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include "common/error.h"
+#include "core/batch_norm_calibration.h"
 #include "core/checkpoint_store.h"
 #include "core/model_weights.h"
 #include "core/segmentation_metrics.h"
@@ -100,6 +102,19 @@ int64_t evaluate(const EvalOptions& o, cluster::Communicator& world) {
   }
   load_weights(*model, weights);
   model->eval();
+  std::optional<model::RunningStatisticsCalibration> calibration;  // alive while predicting
+  if (o.recalibrate_bn) {
+    std::vector<CalibrationCase> train;
+    int64_t index = 0;
+    for (const auto& c : manifest.cases) {
+      if (c.split != datastore::Split::kTrain) continue;
+      if (index++ % world.size() == world.rank()) train.push_back({(fs::path(o.data) / c.file).string(), c.shape[0]});
+    }
+    if (index == 0) throw InputError(datastore::manifest_path(o.data), "cases", "--recalibrate-bn: no case in split 'train'");
+    calibration.emplace(*model);
+    calibrate_on_slices(*model, *calibration, train, model->config().input_size, o.batch, /*seed=*/0,
+                        model::module_device(*model), world);
+  }
   // Largest case first onto the least loaded rank: the same plan on every rank.
   std::vector<const datastore::ManifestCase*> cases;
   for (const auto& c : manifest.cases) {
@@ -138,7 +153,7 @@ int64_t evaluate(const EvalOptions& o, cluster::Communicator& world) {
   const std::vector<CaseResult> all = gather(mine, world);
   if (world.rank() == 0) {
     write_metric_reports((fs::path(o.out) / "metrics.json").string(), all, manifest.classes,
-                         {{"checkpoint", o.checkpoint}, {"data", o.data}, {"split", o.split}, {"flip_tta", o.flip_tta}});
+                         {{"checkpoint", o.checkpoint}, {"data", o.data}, {"split", o.split}, {"flip_tta", o.flip_tta}, {"recalibrate_bn", o.recalibrate_bn}});
   }
   return world.rank() == 0 ? static_cast<int64_t>(all.size()) : static_cast<int64_t>(mine.size());
 }

@@ -22,6 +22,9 @@ struct EvalOptions {
   std::string split = "test";
   std::string out;
   bool flip_tta = false;
+  // Re-estimate the batch-norm statistics on the dataset's training slices (images only) first
+  // (core/batch_norm_calibration.h); the test cases are never used for it.
+  bool recalibrate_bn = false;
   bool save_predictions = false;
   int64_t batch = 8;
 };

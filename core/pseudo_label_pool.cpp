@@ -15,7 +15,7 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
-#include "common/random.h"
+#include "core/batch_norm_calibration.h"
 #include "core/checkpoint_store.h"
 #include "datastore/case_file.h"
 #include "datastore/h5_util.h"
@@ -130,46 +130,6 @@ PseudoLabelPool::PseudoLabelPool(PoolOptions options, cluster::Communicator& wor
   CMAF_CHECK(options_.input_size > 0 && options_.classes > 1, "pool options");
 }
 
-void PseudoLabelPool::recalibrate(model::CmaformerImpl& teacher, const sharding::RankShard& shard, int64_t step,
-                                  const torch::Device& device, model::RunningStatisticsCalibration& calibration) const {
-  torch::NoGradGuard no_grad;
-  // A random sample of the shard's unlabeled slices (up to ~64 MiB of network input), forwarded
-  // in shuffled batches that mix cases, as training batches do.
-  const int64_t s = options_.input_size;
-  const int64_t cap = std::max<int64_t>(64, (int64_t{64} << 20) / (s * s * static_cast<int64_t>(sizeof(float))));
-  std::vector<const sharding::ShardCase*> cases;
-  std::vector<std::pair<size_t, int64_t>> slices;  // (case, slice)
-  std::set<std::string> done;
-  for (const sharding::ShardCase& sc : shard.unlabeled) {
-    if (!done.insert(sc.id).second) continue;
-    cases.push_back(&sc);
-    for (int64_t z = 0; z < sc.slices; ++z) slices.emplace_back(cases.size() - 1, z);
-  }
-  auto rng = DeterministicRng::derive(static_cast<uint64_t>(step), static_cast<uint64_t>(world_.rank()));
-  for (size_t i = slices.size(); i > 1; --i) std::swap(slices[i - 1], slices[rng.below(i)]);
-  if (static_cast<int64_t>(slices.size()) > cap) slices.resize(static_cast<size_t>(cap));
-  torch::Tensor x = torch::empty({static_cast<int64_t>(slices.size()), 1, s, s});
-  for (size_t c = 0; c < cases.size(); ++c) {
-    if (std::none_of(slices.begin(), slices.end(), [&](const auto& p) { return p.first == c; })) continue;
-    const datastore::CaseFile file((fs::path(options_.dataset_dir) / cases[c]->file).string());
-    const auto& shape = file.metadata().geometry.shape;
-    const std::vector<float> image = file.read_image();
-    const datastore::SliceWarp resize(shape[1], shape[2], s, s, datastore::GeometricParams{});
-    for (size_t i = 0; i < slices.size(); ++i) {
-      if (slices[i].first != c) continue;
-      datastore::warp_image(image.data() + slices[i].second * shape[1] * shape[2], resize,
-                            x[static_cast<int64_t>(i)].data_ptr<float>());
-    }
-  }
-  for (int64_t start = 0; start < x.size(0); start += options_.batch) {
-    teacher.forward(x.narrow(0, start, std::min(options_.batch, x.size(0) - start)).to(device));
-  }
-  // Every rank labels with the same teacher: the population statistics over all ranks' slices.
-  at::Tensor sums = calibration.sums();
-  world_.all_reduce(sums, cluster::ReduceOp::kSum);
-  calibration.finish(sums);
-}
-
 std::string PseudoLabelPool::version_folder(int64_t version) const {
   return (fs::path(options_.run_dir) / kPoolFolder / ("v" + padded(version, 6))).string();
 }
@@ -192,7 +152,12 @@ nlohmann::json PseudoLabelPool::refresh(model::CmaformerImpl& teacher, const sha
   std::optional<model::RunningStatisticsCalibration> calibration;  // restores the statistics on return
   if (options_.recalibrate_batch_norm) {
     calibration.emplace(teacher);
-    recalibrate(teacher, shard, step, device, *calibration);
+    std::vector<CalibrationCase> cases;
+    std::set<std::string> seen;
+    for (const sharding::ShardCase& sc : shard.unlabeled) {
+      if (seen.insert(sc.id).second) cases.push_back({(fs::path(options_.dataset_dir) / sc.file).string(), sc.slices});
+    }
+    calibrate_on_slices(teacher, *calibration, cases, s, options_.batch, static_cast<uint64_t>(step), device, world_);
   }
   {
     AtomicFile out((folder / rank_file(world_.rank())).string());

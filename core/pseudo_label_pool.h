@@ -50,7 +50,6 @@
 #include "cluster/communicator.h"
 #include "datastore/manifest.h"
 #include "datastore/slice_augment.h"
-#include "model/batch_norm.h"
 #include "model/cmaformer.h"
 #include "sharding/shard_plan.h"
 
@@ -96,10 +95,6 @@ class PseudoLabelPool {
     std::vector<uint8_t> confidence;  // D x S x S, x 255
   };
   std::string version_folder(int64_t version) const;
-  // Forwards a random sample of the shard's unlabeled slices through `teacher` under
-  // `calibration`, adds the sums over ranks (a collective) and finishes the calibration.
-  void recalibrate(model::CmaformerImpl& teacher, const sharding::RankShard& shard, int64_t step,
-                   const torch::Device& device, model::RunningStatisticsCalibration& calibration) const;
   void retire_old_versions() const;
 
   PoolOptions options_;

@@ -12,7 +12,7 @@ namespace cmaf::launch {
 int run_eval(int argc, char** argv) {
   const CommandLine info{
       "eval",
-      "cmaformer eval --checkpoint CKPT --data DATASET [--split test] --out DIR [--flip-tta] [--save-predictions]\n"
+      "cmaformer eval --checkpoint CKPT --data DATASET [--split test] --out DIR [--flip-tta] [--recalibrate-bn] [--save-predictions]\n"
       "       (alone, or under mpirun / srun --mpi=pmix: cases are spread over ranks)",
       "Whole-volume evaluation of a checkpoint (a RUN/checkpoints/step-N folder or a model.pt): per\n"
       "case and organ Dice, HD95, ASSD and volume difference at the scan's resolution, in the papers'\n"
@@ -27,6 +27,7 @@ int run_eval(int argc, char** argv) {
       ("split", po::value(&o.split)->default_value(o.split), "train, val or test")
       ("out", po::value(&o.out), "output folder")
       ("flip-tta", po::bool_switch(&o.flip_tta), "average with the left-right flipped prediction")
+      ("recalibrate-bn", po::bool_switch(&o.recalibrate_bn), "re-estimate batch-norm statistics on the dataset's training slices (images only) before predicting")
       ("save-predictions", po::bool_switch(&o.save_predictions), "write the predicted volumes as NIfTI")
       ("batch", po::value(&o.batch)->default_value(o.batch), "slices per forward")
       ("threads", po::value(&threads)->default_value(threads), "LibTorch threads per rank, 0 = cores / local ranks");
