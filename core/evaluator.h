@@ -25,6 +25,7 @@ struct EvalOptions {
   // Re-estimate the batch-norm statistics on the dataset's training slices (images only) first
   // (core/batch_norm_calibration.h); the test cases are never used for it.
   bool recalibrate_bn = false;
+  std::string recalibrate_on = "train";  // or "labeled": the labeled training cases only
   bool save_predictions = false;
   int64_t batch = 8;
 };

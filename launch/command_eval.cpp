@@ -28,6 +28,7 @@ int run_eval(int argc, char** argv) {
       ("out", po::value(&o.out), "output folder")
       ("flip-tta", po::bool_switch(&o.flip_tta), "average with the left-right flipped prediction")
       ("recalibrate-bn", po::bool_switch(&o.recalibrate_bn), "re-estimate batch-norm statistics on the dataset's training slices (images only) before predicting")
+      ("recalibrate-on", po::value(&o.recalibrate_on)->default_value(o.recalibrate_on), "with --recalibrate-bn: train (every training case's images) or labeled (the labeled training cases only, for a supervised baseline that must not see unlabeled scans)")
       ("save-predictions", po::bool_switch(&o.save_predictions), "write the predicted volumes as NIfTI")
       ("batch", po::value(&o.batch)->default_value(o.batch), "slices per forward")
       ("threads", po::value(&threads)->default_value(threads), "LibTorch threads per rank, 0 = cores / local ranks");

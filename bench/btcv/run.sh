@@ -33,8 +33,13 @@
 #       share in the 2 labeled cases: no sparse first targets, no organ drifted to several times it)
 #   b9  b8 with the strong views in their      data-2    --pool-prior-ratio 3 --separate-strong-forward 1
 #       own forward (b6's batch norm on b8's gated pool)
+#   b10 b with the teacher's batch-norm         data-2    --pool-recalibrate-bn 0
+#       statistics as inherited from the student (the default before 2026-11-28)
 # Each run's last checkpoint is evaluated on the 6 test cases (whole volumes, Dice and HD95 in
-# both conventions) and plotted; WORK/results.md holds the tables (bench/btcv/table.sh). Runs
+# both conventions), once as trained (WORK/runs/NAME/eval) and once with its batch-norm
+# statistics re-estimated on the training slices (eval --recalibrate-bn: WORK/runs/NAME/eval-rc;
+# a, a1 and c on their labeled cases only, --recalibrate-on labeled),
+# and plotted; WORK/results.md holds the tables (bench/btcv/table.sh). Runs
 # with a pool also get WORK/runs/NAME/pool_accuracy.md, the pool versions still on disk scored
 # against the unlabeled cases' truth (bench/btcv/pool_accuracy.py; needs python3-h5py).
 set -euo pipefail
@@ -88,13 +93,21 @@ run() {  # run NAME DATA extra-flags...
     "${bin}" eval --checkpoint "${checkpoint}" --data "${data}" --split test --out "${dir}/eval" \
       --save-predictions --threads "${threads}" > "${dir}/eval.out" 2>&1
   fi
+  if [[ ! -f "${dir}/eval-rc/metrics.json" ]]; then
+    # The supervised baselines re-estimate on their labeled cases only: they never see the others.
+    local last on=train
+    case "${name}" in a|a1|c) on=labeled ;; esac
+    last="$(ls -d "${dir}"/checkpoints/step-* | sort | tail -1)"
+    "${bin}" eval --checkpoint "${last}" --data "${data}" --split test --out "${dir}/eval-rc" --recalibrate-bn \
+      --recalibrate-on "${on}" --threads "${threads}" > "${dir}/eval-rc.out" 2>&1
+  fi
   "${bin}" plot --run "${dir}" > "${dir}/plot.out" 2>&1 || log "run ${name}: plot failed, see ${dir}/plot.out"
   # How right the pool's pseudo-labels were (against the unlabeled cases' held-back truth).
   if [[ -d "${dir}/pool" ]] && /usr/bin/python3 -c "import h5py, numpy" 2> /dev/null; then
     /usr/bin/python3 "${here}/bench/btcv/pool_accuracy.py" "${dir}" "${data}" > "${dir}/pool_accuracy.md" \
       || log "run ${name}: pool_accuracy.py failed"
   fi
-  log "run ${name}: mean Dice $(jq -r '.summary.mean.dice' "${dir}/eval/metrics.json")"
+  log "run ${name}: mean Dice $(jq -r '.summary.mean.dice' "${dir}/eval/metrics.json"), recalibrated $(jq -r '.summary.mean.dice' "${dir}/eval-rc/metrics.json")"
 }
 
 supervised=(--unlabeled-batch 0 --ldc 0 --contrastive-weight 0)
@@ -114,7 +127,8 @@ for name in "${chosen[@]}"; do
     b7) run b7 "${work}/data-2" --multiplier-max 1 ;;
     b8) run b8 "${work}/data-2" --pool-prior-ratio 3 ;;
     b9) run b9 "${work}/data-2" --pool-prior-ratio 3 --separate-strong-forward 1 ;;
-    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6, b7, b8, b9" >&2; exit 2 ;;
+    b10) run b10 "${work}/data-2" --pool-recalibrate-bn 0 ;;
+    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10" >&2; exit 2 ;;
   esac
 done
 "${here}/bench/btcv/table.sh" "${work}" > "${work}/results.md"

@@ -45,6 +45,14 @@ paste -d, "${work}/rc1/metrics.csv" "${work}/rc2/metrics.csv" | awk -F, 'NR > 1 
   if (d > 0.15 * m + 200) { print "row " NR ": " a " vs " b " voxels"; bad = 1 } } END { exit bad }' \
   || fail "1-rank and 2-rank recalibrated eval disagree"
 ! cmp -s "${work}/rc1/metrics.csv" "${work}/one/metrics.csv" || fail "--recalibrate-bn changed nothing"
+"${bin}" eval --checkpoint "${ckpt}" --data "${work}/ds" --out "${work}/rcl" --recalibrate-bn --recalibrate-on labeled \
+  --threads 1 > "${work}/rcl.out" 2>&1 || { cat "${work}/rcl.out"; fail "eval --recalibrate-on labeled"; }
+grep -Eq '"recalibrate_on": *"labeled"' "${work}/rcl/metrics.json" || fail "metrics.json does not record --recalibrate-on"
+rc=0
+"${bin}" eval --checkpoint "${ckpt}" --data "${work}/ds" --out "${work}/rcx" --recalibrate-bn --recalibrate-on test \
+  --threads 1 > "${work}/rcx.out" 2>&1 || rc=$?
+[[ "${rc}" == 1 ]] && grep -q -- "--recalibrate-on" "${work}/rcx.out" || { cat "${work}/rcx.out"; fail "--recalibrate-on test: exit ${rc}, expected 1 naming the option"; }
+[[ ! -e "${work}/rcx/metrics.json" ]] || fail "a refused eval wrote metrics"
 
 "${bin}" metrics --pred "${work}/one/predictions" --truth "${work}/ds" --out "${work}/m/metrics.json" \
   > "${work}/m.out" 2>&1 || { cat "${work}/m.out"; fail "metrics"; }
