@@ -113,7 +113,10 @@ int64_t evaluate(const EvalOptions& o, cluster::Communicator& world) {
       if (c.split != datastore::Split::kTrain || (o.recalibrate_on == "labeled" && !c.labeled)) continue;
       if (index++ % world.size() == world.rank()) train.push_back({(fs::path(o.data) / c.file).string(), c.shape[0]});
     }
-    if (index == 0) throw InputError(datastore::manifest_path(o.data), "cases", str("--recalibrate-bn: no ", o.recalibrate_on == "labeled" ? "labeled " : "", "case in split 'train'"));
+    if (index == 0) {
+      throw InputError(datastore::manifest_path(o.data), "cases",
+                       str("--recalibrate-bn: no ", o.recalibrate_on == "labeled" ? "labeled " : "", "case in split 'train'"));
+    }
     calibration.emplace(*model);
     calibrate_on_slices(*model, *calibration, train, model->config().input_size, o.batch, /*seed=*/0,
                         model::module_device(*model), world);
@@ -156,7 +159,12 @@ int64_t evaluate(const EvalOptions& o, cluster::Communicator& world) {
   const std::vector<CaseResult> all = gather(mine, world);
   if (world.rank() == 0) {
     write_metric_reports((fs::path(o.out) / "metrics.json").string(), all, manifest.classes,
-                         {{"checkpoint", o.checkpoint}, {"data", o.data}, {"split", o.split}, {"flip_tta", o.flip_tta}, {"recalibrate_bn", o.recalibrate_bn}, {"recalibrate_on", o.recalibrate_bn ? o.recalibrate_on : ""}});
+                         {{"checkpoint", o.checkpoint},
+                          {"data", o.data},
+                          {"split", o.split},
+                          {"flip_tta", o.flip_tta},
+                          {"recalibrate_bn", o.recalibrate_bn},
+                          {"recalibrate_on", o.recalibrate_bn ? o.recalibrate_on : ""}});
   }
   return world.rank() == 0 ? static_cast<int64_t>(all.size()) : static_cast<int64_t>(mine.size());
 }

@@ -41,9 +41,9 @@ std::string padded(int64_t value, int width) {
 std::string rank_file(int rank) { return "rank-" + padded(rank, 5) + ".h5"; }
 
 // Calls fn(start, x) for consecutive batches of a case's slices, each resized to the network
-// input (x: [n, 1, S, S] on `device`); returns the case's depth.
+// input (x: [n, 1, S, S] on `device`).
 template <typename Fn>
-int64_t for_each_slice_batch(const datastore::CaseFile& file, int64_t s, int64_t batch, const torch::Device& device,
+void for_each_slice_batch(const datastore::CaseFile& file, int64_t s, int64_t batch, const torch::Device& device,
                              Fn&& fn) {
   const auto& shape = file.metadata().geometry.shape;
   const std::vector<float> image = file.read_image();
@@ -56,7 +56,6 @@ int64_t for_each_slice_batch(const datastore::CaseFile& file, int64_t s, int64_t
     }
     fn(start, x.to(device));
   }
-  return shape[0];
 }
 
 // Versions named by the checkpoints of the run (they must stay readable for a resume).
