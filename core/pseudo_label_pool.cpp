@@ -40,24 +40,6 @@ std::string padded(int64_t value, int width) {
 
 std::string rank_file(int rank) { return "rank-" + padded(rank, 5) + ".h5"; }
 
-// Calls fn(start, x) for consecutive batches of a case's slices, each resized to the network
-// input (x: [n, 1, S, S] on `device`).
-template <typename Fn>
-void for_each_slice_batch(const datastore::CaseFile& file, int64_t s, int64_t batch, const torch::Device& device,
-                             Fn&& fn) {
-  const auto& shape = file.metadata().geometry.shape;
-  const std::vector<float> image = file.read_image();
-  const datastore::SliceWarp resize(shape[1], shape[2], s, s, datastore::GeometricParams{});
-  for (int64_t start = 0; start < shape[0]; start += batch) {
-    const int64_t n = std::min(batch, shape[0] - start);
-    torch::Tensor x = torch::empty({n, 1, s, s});
-    for (int64_t i = 0; i < n; ++i) {
-      datastore::warp_image(image.data() + (start + i) * shape[1] * shape[2], resize, x[i].data_ptr<float>());
-    }
-    fn(start, x.to(device));
-  }
-}
-
 // Versions named by the checkpoints of the run (they must stay readable for a resume).
 std::set<int64_t> versions_in_checkpoints(const std::string& run_dir) {
   std::set<int64_t> out;
@@ -168,14 +150,20 @@ nlohmann::json PseudoLabelPool::refresh(model::CmaformerImpl& teacher, const sha
         if (!done.insert(sc.id).second) continue;
         const datastore::CaseFile file((fs::path(options_.dataset_dir) / sc.file).string());
         const auto& shape = file.metadata().geometry.shape;
+        const std::vector<float> image = file.read_image();
         std::vector<uint8_t> label(static_cast<size_t>(shape[0] * s * s));
         std::vector<uint8_t> confidence(label.size());
+        const datastore::SliceWarp resize(shape[1], shape[2], s, s, datastore::GeometricParams{});
         const auto site = static_cast<int64_t>(
             std::find_if(manifest.sites.begin(), manifest.sites.end(), [&](const auto& r) { return r.name == sc.site; }) -
             manifest.sites.begin());
-        for_each_slice_batch(file, s, options_.batch, device, [&](int64_t start, const torch::Tensor& x) {
-          const int64_t n = x.size(0);
-          const auto [conf, arg] = torch::softmax(teacher.forward(x).to(torch::kCPU, torch::kFloat), 1).max(1);
+        for (int64_t start = 0; start < shape[0]; start += options_.batch) {
+          const int64_t n = std::min(options_.batch, shape[0] - start);
+          torch::Tensor x = torch::empty({n, 1, s, s});
+          for (int64_t i = 0; i < n; ++i) {
+            datastore::warp_image(image.data() + (start + i) * shape[1] * shape[2], resize, x[i].data_ptr<float>());
+          }
+          const auto [conf, arg] = torch::softmax(teacher.forward(x.to(device)).to(torch::kCPU, torch::kFloat), 1).max(1);
           const at::Tensor l8 = arg.to(torch::kUInt8).contiguous();
           const at::Tensor c8 = (conf * 255.0).round().clamp(0, 255).to(torch::kUInt8).contiguous();
           std::copy(l8.data_ptr<uint8_t>(), l8.data_ptr<uint8_t>() + n * s * s, label.begin() + start * s * s);
@@ -190,7 +178,7 @@ nlohmann::json PseudoLabelPool::refresh(model::CmaformerImpl& teacher, const sha
               c[(row * k + cls) * 2 + 1] += confident;
             }
           }
-        });
+        }
         H5::Group group = h5.createGroup(sc.id);
         const hsize_t dims[3] = {static_cast<hsize_t>(shape[0]), static_cast<hsize_t>(s), static_cast<hsize_t>(s)};
         H5::DataSpace space(3, dims);
