@@ -43,6 +43,7 @@ void visit_fields(Config& c, Visitor&& v) {
   v("non-finite", c.non_finite);
   v("ema-decay", c.ema_decay);
   v("ramp-up-steps", c.ramp_up_steps);
+  v("unlabeled-start-step", c.unlabeled_start_step);
   v("ldc", c.use_ldc);
   v("ldc-fixed-weight", c.ldc_fixed_weight);
   v("dual-step", c.dual_step);
@@ -178,6 +179,10 @@ void TrainConfig::validate() const {
   if (warmup_steps < 0) throw InputError("--warmup-steps", "", str(warmup_steps, ", expected >= 0"));
   if (!(ema_decay >= 0.0 && ema_decay < 1.0)) throw InputError("--ema-decay", "", str(ema_decay, ", expected [0, 1)"));
   if (ramp_up_steps < 0) throw InputError("--ramp-up-steps", "", str(ramp_up_steps, ", expected >= 0"));
+  if (unlabeled_start_step < 0 || unlabeled_start_step >= steps) {
+    throw InputError("--unlabeled-start-step", "",
+                     str(unlabeled_start_step, ", expected 0 <= N < --steps (", steps, ")"));
+  }
   non_negative(ldc_fixed_weight, "ldc-fixed-weight");
   non_negative(dual_step, "dual-step");
   non_negative(constraint_tolerance, "constraint-tolerance");

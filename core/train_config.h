@@ -65,6 +65,10 @@ struct TrainConfig {
   // Semi-supervised method.
   double ema_decay = 0.99;
   int64_t ramp_up_steps = 200;
+  // Steps trained on the labeled slices alone before the unlabeled stream, its losses and the
+  // pool start; the ramp-up and the pool refreshes count from there. A teacher that has not yet
+  // learned an organ labels it background with confidence, and the pool feeds that back.
+  int64_t unlabeled_start_step = 0;
   bool use_ldc = true;
   double ldc_fixed_weight = 0.0;  // > 0: fixed weight instead of multipliers (ablation)
   double dual_step = 0.1;

@@ -146,11 +146,10 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const 
     o.prior_ratio = config_.pool_prior_ratio;
     o.recalibrate_batch_norm = config_.pool_recalibrate_bn;
     pool_ = std::make_unique<PseudoLabelPool>(o, world_);
+    // A fresh start (or a resume from before the first version) publishes its first version at
+    // the top of the step loop, at --unlabeled-start-step.
     if (resumed_from_ >= 0 && state_.pool_version > 0) {
       pool_->load(state_.pool_version, plan_.ranks[static_cast<size_t>(world_.rank())]);
-    } else {
-      refresh_pool(state_.step);
-      last_pool_refresh_ = state_.step;
     }
   }
 }
@@ -264,6 +263,7 @@ void Trainer::set_up_data() {
   s.unlabeled_batch = unlabeled_anywhere_ ? config_.unlabeled_batch : 0;
   s.foreground_fraction = config_.foreground_fraction;
   s.seed = config_.seed;
+  s.unlabeled_from_step = config_.unlabeled_start_step * config_.accumulate_steps;
   sampler_ = std::make_unique<sharding::StepSampler>(shard, s, world_.rank(),
                                                      config_.foreground_fraction > 0.0 ? &foreground_ : nullptr);
   steps_per_epoch_ = sharding::steps_per_epoch(plan_, config_.labeled_batch);
@@ -300,7 +300,7 @@ torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, int64_t mi
   o.ldc = unlabeled_anywhere_ && config_.use_ldc;
   o.ldc_fixed_weight = config_.ldc_fixed_weight;
   o.contrastive_weight = config_.contrastive_weight;
-  o.ramp = losses::sigmoid_ramp_up(step, config_.ramp_up_steps);
+  o.ramp = losses::delayed_ramp_up(step, config_.unlabeled_start_step, config_.ramp_up_steps);
   o.bf16 = config_.bf16;
   o.separate_strong_forward = config_.separate_strong_forward;
   o.contrastive_seed = config_.seed ^ (static_cast<uint64_t>(step) * 1000003ULL) ^
@@ -357,7 +357,10 @@ TrainResult Trainer::run() {
   int64_t window_steps = 0;
   while (state_.step < config_.steps) {
     const int64_t step = state_.step;
-    if (pool_ && step > 0 && step % config_.pool_refresh_every == 0 && last_pool_refresh_ != step) {
+    // Versions at --unlabeled-start-step and every --pool-refresh-every steps after it.
+    const int64_t since_start = step - config_.unlabeled_start_step;
+    if (pool_ && since_start >= 0 && last_pool_refresh_ != step &&
+        (state_.pool_version == 0 || since_start % config_.pool_refresh_every == 0)) {
       refresh_pool(step);
       last_pool_refresh_ = step;
     }
@@ -400,7 +403,9 @@ TrainResult Trainer::run() {
       }
       optimizer_->step();
       update_teacher(step);
-      if (!constraints.empty() && config_.ldc_fixed_weight == 0.0) state_.multipliers.update(constraints);
+      if (!constraints.empty() && config_.ldc_fixed_weight == 0.0 && step >= config_.unlabeled_start_step) {
+        state_.multipliers.update(constraints);
+      }
     }
     state_.step = step + 1;
     ++window_steps;
@@ -411,7 +416,7 @@ TrainResult Trainer::run() {
       report.epoch = step * config_.accumulate_steps / steps_per_epoch_;
       report.total_steps = config_.steps;
       report.lr = lr;
-      report.ramp = losses::sigmoid_ramp_up(step, config_.ramp_up_steps);
+      report.ramp = losses::delayed_ramp_up(step, config_.unlabeled_start_step, config_.ramp_up_steps);
       report.sums = v;
       report.world_size = world_.size();
       report.multipliers = state_.multipliers.values();

@@ -97,6 +97,7 @@ int run_train(int argc, char** argv) {
       ("non-finite", po::value(&non_finite)->default_value(non_finite), "non-finite loss or gradients: stop or skip")
       ("ema-decay", po::value(&c.ema_decay)->default_value(c.ema_decay), "EMA teacher decay")
       ("ramp-up-steps", po::value(&c.ramp_up_steps)->default_value(c.ramp_up_steps), "sigmoid ramp-up of the unlabeled terms")
+      ("unlabeled-start-step", po::value(&c.unlabeled_start_step)->default_value(c.unlabeled_start_step), "steps on the labeled slices alone before the unlabeled stream, its losses and the pool start (the ramp-up and pool refreshes count from it)")
       ("ldc", po::value(&c.use_ldc)->default_value(c.use_ldc), "LDC constraints on unlabeled slices")
       ("ldc-fixed-weight", po::value(&c.ldc_fixed_weight)->default_value(c.ldc_fixed_weight), "> 0: fixed weight instead of multipliers")
       ("dual-step", po::value(&c.dual_step)->default_value(c.dual_step), "multiplier step eta")

@@ -88,6 +88,7 @@ std::vector<SliceRef> StepSampler::labeled(int64_t step) const {
 }
 
 std::vector<SliceRef> StepSampler::unlabeled(int64_t step) const {
+  if (step < options_.unlabeled_from_step) return {};
   return draw(shard_.unlabeled, options_.unlabeled_batch, step, kUnlabeledStream, 0);
 }
 

@@ -39,6 +39,9 @@ struct SamplerOptions {
   double foreground_fraction = 0.0;
   std::map<std::string, double> site_weights;  // default 1
   uint64_t seed = 0;
+  // Loader steps (micro-batches) before this one draw no unlabeled slices (train
+  // --unlabeled-start-step). The labeled draws do not depend on it.
+  int64_t unlabeled_from_step = 0;
 };
 
 class StepSampler {

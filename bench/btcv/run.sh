@@ -35,6 +35,9 @@
 #       own forward (b6's batch norm on b8's gated pool)
 #   b10 b with the teacher's batch-norm         data-2    --pool-recalibrate-bn 0
 #       statistics as inherited from the student (the default before 2026-11-28)
+#   b11 b with the first half of the steps     data-2    --unlabeled-start-step STEPS/2
+#       on the labeled slices alone: the unlabeled stream, LDC, the contrastive term and the
+#       pool start from a teacher trained like a (the ramp-up and pool refreshes count from there)
 # Each run's last checkpoint is evaluated on the 6 test cases (whole volumes, Dice and HD95 in
 # both conventions), once as trained (WORK/runs/NAME/eval) and once with its batch-norm
 # statistics re-estimated on the training slices (eval --recalibrate-bn: WORK/runs/NAME/eval-rc;
@@ -111,6 +114,12 @@ run() {  # run NAME DATA extra-flags...
 }
 
 supervised=(--unlabeled-batch 0 --ldc 0 --contrastive-weight 0)
+budget() {  # the step budget: the last --steps in --flags, else common.ini's
+  local steps i
+  steps="$(sed -n 's/^steps *= *//p' "${here}/bench/btcv/common.ini")"
+  for ((i = 0; i + 1 < ${#flags[@]}; i++)); do [[ "${flags[i]}" == --steps ]] && steps="${flags[i + 1]}"; done
+  echo "${steps}"
+}
 IFS=, read -r -a chosen <<< "${runs}"
 for name in "${chosen[@]}"; do
   case "${name}" in
@@ -128,7 +137,8 @@ for name in "${chosen[@]}"; do
     b8) run b8 "${work}/data-2" --pool-prior-ratio 3 ;;
     b9) run b9 "${work}/data-2" --pool-prior-ratio 3 --separate-strong-forward 1 ;;
     b10) run b10 "${work}/data-2" --pool-recalibrate-bn 0 ;;
-    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10" >&2; exit 2 ;;
+    b11) run b11 "${work}/data-2" --unlabeled-start-step $(( $(budget) / 2 )) ;;
+    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11" >&2; exit 2 ;;
   esac
 done
 "${here}/bench/btcv/table.sh" "${work}" > "${work}/results.md"

@@ -238,6 +238,66 @@ TEST_F(TrainerTest, PoolVersionsArePublishedAndAResumeReadsTheVersionItsCheckpoi
   }
 }
 
+TEST_F(TrainerTest, BeforeTheUnlabeledStartStepTrainingIsSupervisedAndThePoolStartsThere) {
+  test::TempDir delayed_dir, supervised_dir;
+  TrainConfig delayed = small_run(delayed_dir.path(), 12);
+  delayed.contrastive_weight = 0.0;  // so that the supervised run below has the same parameters
+  delayed.pool_refresh_every = 4;
+  delayed.unlabeled_start_step = 6;
+  delayed.checkpoint_every = 6;
+  delayed.log_every = 1;
+  train(delayed, world_);
+  // Versions at steps 6 and 10 (the refreshes count from the start), none before.
+  const fs::path pool = fs::path(delayed_dir.path()) / "pool";
+  EXPECT_EQ(std::stoi(test::read_bytes((pool / "CURRENT").string())), 2);
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(pool / "v000001" / "POOL.json"))["step"], 6);
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(pool / "v000002" / "POOL.json"))["step"], 10);
+  const auto state6 =
+      nlohmann::json::parse(std::ifstream(fs::path(checkpoint_folder(delayed_dir.path(), 6)) / "state.json"));
+  EXPECT_EQ(state6["state"]["pool_version"], 0);
+  int64_t before = 0, after = 0;
+  for (const auto& l : metrics(delayed_dir.path())) {
+    if (!l.contains("loss")) continue;
+    const int64_t step = l["step"].get<int64_t>();  // steps done: the last one's index is step - 1
+    if (step <= 6) {
+      EXPECT_EQ(l["ramp"].get<double>(), 0.0) << step;
+      EXPECT_EQ(l["confident_fraction"].get<double>(), 0.0) << step;
+      for (const auto& m : l["multipliers"]) EXPECT_EQ(m.get<double>(), 0.0) << step;
+      ++before;
+    } else {
+      EXPECT_GT(l["ramp"].get<double>(), 0.0) << step;
+      ++after;
+    }
+  }
+  EXPECT_EQ(before, 6);
+  EXPECT_EQ(after, 6);
+  // Until the start it is the supervised run: same labeled batches, same weights at step 6.
+  TrainConfig supervised = delayed;
+  supervised.run_dir = supervised_dir.path();
+  supervised.unlabeled_batch = 0;
+  supervised.unlabeled_start_step = 0;
+  train(supervised, world_);
+  expect_same_weights((fs::path(checkpoint_folder(delayed_dir.path(), 6)) / "model.pt").string(),
+                      (fs::path(checkpoint_folder(supervised_dir.path(), 6)) / "model.pt").string());
+  // A resume from the step-6 checkpoint (no pool version yet) publishes at step 6 like the
+  // uninterrupted run and ends with its weights.
+  const std::string uninterrupted = (fs::path(delayed_dir.path()) / "uninterrupted.pt").string();
+  fs::copy_file(fs::path(checkpoint_folder(delayed_dir.path(), 12)) / "model.pt", uninterrupted);
+  fs::remove_all(checkpoint_folder(delayed_dir.path(), 12));
+  const TrainResult r = train(delayed, world_);
+  EXPECT_EQ(r.resumed_from, 6);
+  expect_same_weights(uninterrupted, (fs::path(checkpoint_folder(delayed_dir.path(), 12)) / "model.pt").string());
+  // The start must leave steps for the unlabeled terms.
+  TrainConfig late = delayed;
+  late.unlabeled_start_step = 12;
+  try {
+    late.validate();
+    FAIL() << "accepted --unlabeled-start-step 12 with --steps 12";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--unlabeled-start-step"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(TrainerTest, ThePoolsOrganGateComparesConfidentSharesWithTheLabeledCases) {
   test::TempDir run;
   TrainConfig c = small_run(run.path(), 10);  // pool versions at steps 0, 4, 8; the newest two kept

@@ -88,5 +88,16 @@ TEST(RampUp, SigmoidScheduleFromExpMinus5ToOne) {
   }
 }
 
+TEST(RampUp, ADelayedRampIsZeroBeforeItsStartAndCountsFromIt) {
+  EXPECT_EQ(delayed_ramp_up(0, 30, 100), 0.0);
+  EXPECT_EQ(delayed_ramp_up(29, 30, 100), 0.0);
+  EXPECT_DOUBLE_EQ(delayed_ramp_up(30, 30, 100), std::exp(-5.0));
+  EXPECT_DOUBLE_EQ(delayed_ramp_up(80, 30, 100), sigmoid_ramp_up(50, 100));
+  EXPECT_DOUBLE_EQ(delayed_ramp_up(130, 30, 100), 1.0);
+  EXPECT_DOUBLE_EQ(delayed_ramp_up(29, 30, 0), 0.0);
+  EXPECT_DOUBLE_EQ(delayed_ramp_up(30, 30, 0), 1.0);
+  EXPECT_DOUBLE_EQ(delayed_ramp_up(12, 0, 100), sigmoid_ramp_up(12, 100));
+}
+
 }  // namespace
 }  // namespace cmaf::losses

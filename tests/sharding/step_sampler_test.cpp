@@ -36,6 +36,26 @@ TEST(StepSampler, StepsArePureFunctionsSoAResumeReplaysThem) {
   EXPECT_EQ(resumed.unlabeled(5).size(), 2u);
 }
 
+TEST(StepSampler, NoUnlabeledSlicesBeforeTheirStartAndTheLabeledDrawsUnchanged) {
+  const RankShard s = shard();
+  SamplerOptions o;
+  o.labeled_batch = 3;
+  o.unlabeled_batch = 2;
+  o.seed = 5;
+  const StepSampler from_zero(s, o, 0, nullptr);
+  o.unlabeled_from_step = 8;
+  const StepSampler delayed(s, o, 0, nullptr);
+  for (int64_t step = 0; step < 12; ++step) {
+    EXPECT_EQ(flat(delayed.labeled(step)), flat(from_zero.labeled(step))) << step;
+    if (step < 8) {
+      EXPECT_TRUE(delayed.unlabeled(step).empty()) << step;
+    } else {  // the same slices the undelayed stream draws at that step
+      EXPECT_EQ(flat(delayed.unlabeled(step)), flat(from_zero.unlabeled(step))) << step;
+    }
+  }
+  EXPECT_EQ(from_zero.unlabeled(3).size(), 2u);
+}
+
 TEST(StepSampler, CasesAreDrawnBySlicesTimesSiteWeight) {
   const RankShard s = shard();
   SamplerOptions o;
