@@ -101,6 +101,8 @@ void assign_splits(const PrepOptions& o, std::vector<PlannedCase>& planned) {
 struct LoadedCase {
   Volume<float> image;
   std::vector<uint8_t> label;
+  std::vector<int64_t> constant_slices;
+  float constant_value = 0.0f;  // the first constant slice's value, as read
 };
 
 LoadedCase load_case(const PlannedCase& p, SourceFormat format, const IntensityNormalization& how,
@@ -111,6 +113,11 @@ LoadedCase load_case(const PlannedCase& p, SourceFormat format, const IntensityN
   loaded.image = nifti ? read_nifti_image(c.image_path) : read_h5_volume_image(c.image_path, p.h5_header);
   check_finite(loaded.image.voxels, loaded.image.geometry, c.image_path);
   check_not_constant(loaded.image.voxels, c.image_path);
+  loaded.constant_slices = constant_slices(loaded.image.voxels, loaded.image.geometry);
+  if (!loaded.constant_slices.empty()) {
+    loaded.constant_value = loaded.image.voxels[static_cast<size_t>(
+        loaded.constant_slices.front() * loaded.image.geometry.shape[1] * loaded.image.geometry.shape[2])];
+  }
   normalize_intensities(loaded.image.voxels, how, c.image_path);
   if (p.role != LabelRole::kNone) {
     const Volume<int32_t> labels =
@@ -191,6 +198,18 @@ PrepReport run_prep(const PrepOptions& o) {
 
     report.cases += 1;
     report.slices += metadata.geometry.shape[0];
+    if (!loaded.constant_slices.empty()) {
+      report.constant_slices += static_cast<int64_t>(loaded.constant_slices.size());
+      std::string where;
+      for (size_t k = 0; k < loaded.constant_slices.size() && k < 8; ++k) {
+        where += str(k == 0 ? "" : ",", loaded.constant_slices[k]);
+      }
+      if (loaded.constant_slices.size() > 8) where += ",...";
+      LOG(WARNING) << p.source.image_path << ": " << loaded.constant_slices.size() << " of "
+                   << metadata.geometry.shape[0] << " slices hold a single value (z=" << where << "; the first is all "
+                   << loaded.constant_value << "): a blank or padded part of the series, kept; "
+                   << "the network will see and, if unlabeled, pseudo-label it like any other slice";
+    }
     report.voxels += metadata.geometry.voxel_count();
     report.bytes_read += file_bytes(p.source.image_path) +
                          (metadata.source_label.empty() ? 0 : file_bytes(p.source.label_path));

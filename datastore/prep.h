@@ -44,6 +44,7 @@ struct PrepReport {
   int64_t voxels = 0;
   int64_t bytes_read = 0;     // compressed input bytes
   int64_t bytes_written = 0;  // case files
+  int64_t constant_slices = 0;  // slices holding one value (warned about per case)
   double seconds = 0.0;
 };
 

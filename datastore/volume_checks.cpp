@@ -1,5 +1,6 @@
 #include "datastore/volume_checks.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/error.h"
@@ -34,6 +35,17 @@ void check_not_constant(const std::vector<float>& voxels, const std::string& pat
   throw InputError(path, "data",
                    str("every voxel is ", voxels.empty() ? 0.0f : voxels.front(),
                        ": the scan is empty, expected varying intensities"));
+}
+
+std::vector<int64_t> constant_slices(const std::vector<float>& voxels, const VolumeGeometry& geometry) {
+  const auto plane = static_cast<size_t>(geometry.shape[1] * geometry.shape[2]);
+  std::vector<int64_t> out;
+  for (int64_t z = 0; z < geometry.shape[0]; ++z) {
+    const float* begin = voxels.data() + static_cast<size_t>(z) * plane;
+    const float first = begin[0];
+    if (std::all_of(begin, begin + plane, [first](float v) { return v == first; })) out.push_back(z);
+  }
+  return out;
 }
 
 void check_same_grid(const VolumeGeometry& image, const std::string& image_path,

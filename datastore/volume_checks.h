@@ -24,6 +24,11 @@ void check_finite(const std::vector<float>& voxels, const VolumeGeometry& geomet
 // A volume whose voxels all hold one value is an empty scan (failed export, blank series).
 void check_not_constant(const std::vector<float>& voxels, const std::string& path);
 
+// The z indices of the slices whose voxels all hold one value (a blank end of a series, padding).
+// Not an error: prep reports them, since a network sees such a slice as an input like any other
+// (on BTCV every scan ends with one, and an early teacher labeled it an organ).
+std::vector<int64_t> constant_slices(const std::vector<float>& voxels, const VolumeGeometry& geometry);
+
 // Same shape, spacing and affine (within the tolerances above).
 void check_same_grid(const VolumeGeometry& image, const std::string& image_path,
                      const VolumeGeometry& label, const std::string& label_path);

@@ -67,6 +67,10 @@ int run_prep(int argc, char** argv) {
             << static_cast<double>(r.voxels) * 4e-6 / r.seconds << " MB/s of float32 voxels), "
             << static_cast<double>(r.slices) / r.seconds << " slices/s; case files "
             << static_cast<double>(r.bytes_written) / 1e6 << " MB\n";
+  if (r.constant_slices > 0) {
+    std::cout << r.constant_slices << " slice(s) hold a single value (blank or padded parts of a series): see the "
+              << "warnings above\n";
+  }
   return 0;
 }
 

@@ -3,6 +3,7 @@
 // being appended to is byte-for-byte unchanged.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "datastore/dataset_writer.h"
 #include "datastore/nifti_volume.h"
 #include "datastore/prep.h"
+#include "datastore/volume_checks.h"
 #include "tests/datastore/test_volumes.h"
 #include "tests/temp_dir.h"
 
@@ -143,6 +145,25 @@ TEST_F(PrepBadInput, EmptyScan) {
   const std::vector<int16_t> blank(static_cast<size_t>(g.voxel_count()), -1024);
   write_nifti(image(2), g, blank.data());
   expect_rejected(image(2), "data", "the scan is empty");
+}
+
+// Not bad input, but worth a word: slices that hold one value are kept and counted (warned about
+// per case), not rejected.
+TEST_F(PrepBadInput, BlankSlicesAreKeptAndCounted) {
+  const VolumeGeometry g = read_nifti_header(image(2)).geometry;
+  std::vector<int16_t> voxels = test::ct_image(g);
+  const auto plane = static_cast<size_t>(g.shape[1] * g.shape[2]);
+  for (int64_t z : {int64_t{0}, g.shape[0] - 1}) {
+    std::fill_n(voxels.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(z) * plane), plane, int16_t{-125});
+  }
+  write_nifti(image(2), g, voxels.data());
+  std::vector<float> as_float(voxels.begin(), voxels.end());
+  EXPECT_EQ(constant_slices(as_float, g), (std::vector<int64_t>{0, g.shape[0] - 1}));
+  as_float[plane * static_cast<size_t>(g.shape[0] - 1) + 5] = 0.0f;  // one voxel differs: not blank
+  EXPECT_EQ(constant_slices(as_float, g), (std::vector<int64_t>{0}));
+  const PrepReport r = run_prep(options(raw(), dir_.file("out")));
+  EXPECT_EQ(r.cases, 3);
+  EXPECT_EQ(r.constant_slices, 2);
 }
 
 TEST_F(PrepBadInput, LabelFileMissing) {
