@@ -14,6 +14,7 @@
 #include "core/checkpoint_store.h"
 #include "core/model_weights.h"
 #include "core/segmentation_metrics.h"
+#include "core/largest_component.h"
 #include "core/slice_predictor.h"
 #include "datastore/case_file.h"
 #include "datastore/manifest.h"
@@ -140,8 +141,9 @@ int64_t evaluate(const EvalOptions& o, cluster::Communicator& world) {
     if (rank != world.rank()) continue;
     const auto start = std::chrono::steady_clock::now();
     const datastore::CaseFile file((fs::path(o.data) / c->file).string());
-    const std::vector<uint8_t> prediction =
+    std::vector<uint8_t> prediction =
         predict_volume(*model, file.read_image(), file.metadata().geometry.shape, o.batch, o.flip_tta);
+    if (o.largest_component) keep_largest_component(prediction, file.metadata().geometry.shape);
     if (o.save_predictions) {
       fs::create_directories(fs::path(o.out) / "predictions");
       datastore::write_nifti((fs::path(o.out) / "predictions" / (c->id + ".nii.gz")).string(),
@@ -164,7 +166,8 @@ int64_t evaluate(const EvalOptions& o, cluster::Communicator& world) {
                           {"split", o.split},
                           {"flip_tta", o.flip_tta},
                           {"recalibrate_bn", o.recalibrate_bn},
-                          {"recalibrate_on", o.recalibrate_bn ? o.recalibrate_on : ""}});
+                          {"recalibrate_on", o.recalibrate_bn ? o.recalibrate_on : ""},
+                          {"largest_component", o.largest_component}});
   }
   return world.rank() == 0 ? static_cast<int64_t>(all.size()) : static_cast<int64_t>(mine.size());
 }

@@ -2,7 +2,8 @@
 //
 // Each case: slices resized to the network input in batches, softmax probabilities resized back
 // to the scan's in-plane size (bilinear, align_corners false), optionally averaged with the
-// left-right flipped input's (flip test-time augmentation), argmax; then per-class metrics
+// left-right flipped input's (flip test-time augmentation), argmax, optionally each organ's
+// largest connected component only; then per-class metrics
 // (core/segmentation_metrics.h) at the case's own resolution and spacing. Cases are spread over
 // ranks by voxel count (largest first onto the least loaded rank, the same plan on every rank),
 // and rank 0 gathers the results and writes OUT/metrics.{json,csv,md} and, on request, the
@@ -27,6 +28,9 @@ struct EvalOptions {
   bool recalibrate_bn = false;
   std::string recalibrate_on = "train";  // or "labeled": the labeled training cases only
   bool save_predictions = false;
+  // Per organ, keep the largest 3-D connected component of the prediction (core/largest_component.h),
+  // before scoring and saving.
+  bool largest_component = false;
   int64_t batch = 8;
 };
 

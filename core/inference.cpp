@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "core/checkpoint_store.h"
+#include "core/largest_component.h"
 #include "core/model_weights.h"
 #include "core/slice_predictor.h"
 #include "datastore/intensity.h"
@@ -95,8 +96,8 @@ int64_t run_inference(const InferOptions& o) {
     const auto start = std::chrono::steady_clock::now();
     datastore::Volume<float> volume = datastore::read_nifti_image(scan.string());
     datastore::normalize_intensities(volume.voxels, normalization, scan.string());
-    const std::vector<uint8_t> labels =
-        predict_volume(*model, volume.voxels, volume.geometry.shape, o.batch, o.flip_tta);
+    std::vector<uint8_t> labels = predict_volume(*model, volume.voxels, volume.geometry.shape, o.batch, o.flip_tta);
+    if (o.largest_component) keep_largest_component(labels, volume.geometry.shape);
     datastore::write_nifti(out.string(), volume.geometry, labels.data());
     LOG(INFO) << scan.string() << " (" << volume.geometry.shape_string() << ", " << normalization.describe() << ") -> "
               << out.string() << " in " << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()

@@ -16,6 +16,7 @@ struct InferOptions {
   std::string output;      // a NIfTI path, or a folder (created) for a folder input
   std::string site;        // whose preprocessing to apply; "" = the only one (or all identical)
   bool flip_tta = false;
+  bool largest_component = false;  // each organ's largest connected component only
   int64_t batch = 8;
 };
 

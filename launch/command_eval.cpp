@@ -12,7 +12,7 @@ namespace cmaf::launch {
 int run_eval(int argc, char** argv) {
   const CommandLine info{
       "eval",
-      "cmaformer eval --checkpoint CKPT --data DATASET [--split test] --out DIR [--flip-tta] [--recalibrate-bn] [--save-predictions]\n"
+      "cmaformer eval --checkpoint CKPT --data DATASET [--split test] --out DIR [--flip-tta] [--recalibrate-bn] [--largest-component] [--save-predictions]\n"
       "       (alone, or under mpirun / srun --mpi=pmix: cases are spread over ranks)",
       "Whole-volume evaluation of a checkpoint (a RUN/checkpoints/step-N folder or a model.pt): per\n"
       "case and organ Dice, HD95, ASSD and volume difference at the scan's resolution, in the papers'\n"
@@ -30,6 +30,7 @@ int run_eval(int argc, char** argv) {
       ("recalibrate-bn", po::bool_switch(&o.recalibrate_bn), "re-estimate batch-norm statistics on the dataset's training slices (images only) before predicting")
       ("recalibrate-on", po::value(&o.recalibrate_on)->default_value(o.recalibrate_on), "with --recalibrate-bn: train (every training case's images) or labeled (the labeled training cases only, for a supervised baseline that must not see unlabeled scans)")
       ("save-predictions", po::bool_switch(&o.save_predictions), "write the predicted volumes as NIfTI")
+      ("largest-component", po::bool_switch(&o.largest_component), "keep each organ's largest 3-D connected component (26-connectivity) of the prediction, the rest background, before scoring and saving")
       ("batch", po::value(&o.batch)->default_value(o.batch), "slices per forward")
       ("threads", po::value(&threads)->default_value(threads), "LibTorch threads per rank, 0 = cores / local ranks");
   po::variables_map values;

@@ -10,7 +10,7 @@ namespace cmaf::launch {
 int run_infer(int argc, char** argv) {
   const CommandLine info{
       "infer",
-      "cmaformer infer --checkpoint CKPT --input SCAN.nii.gz|DIR --output SEG.nii.gz|DIR [--site S] [--flip-tta]",
+      "cmaformer infer --checkpoint CKPT --input SCAN.nii.gz|DIR --output SEG.nii.gz|DIR [--site S] [--flip-tta] [--largest-component]",
       "Segments new scans with a checkpoint folder: the scan is normalised as the training data was\n"
       "(recorded in the checkpoint), predicted slice by slice, and written as a label NIfTI with the\n"
       "input's dimensions and affine. A folder input gives a folder of <case>.nii.gz (nnU-Net's\n"
@@ -24,6 +24,7 @@ int run_infer(int argc, char** argv) {
       ("output", po::value(&o.output), "output NIfTI path, or folder for a folder input")
       ("site", po::value(&o.site), "whose preprocessing to apply when the training sites differ")
       ("flip-tta", po::bool_switch(&o.flip_tta), "average with the left-right flipped prediction")
+      ("largest-component", po::bool_switch(&o.largest_component), "keep each organ's largest 3-D connected component (26-connectivity), the rest background")
       ("batch", po::value(&o.batch)->default_value(o.batch), "slices per forward")
       ("threads", po::value(&threads)->default_value(threads), "LibTorch threads, 0 = all cores");
   po::variables_map values;

@@ -38,10 +38,13 @@
 #   b11 b with the first half of the steps     data-2    --unlabeled-start-step STEPS/2
 #       on the labeled slices alone: the unlabeled stream, LDC, the contrastive term and the
 #       pool start from a teacher trained like a (the ramp-up and pool refreshes count from there)
+#   b12 b11 without the contrastive loss       data-2    --unlabeled-start-step STEPS/2 --contrastive-weight 0
+#   b13 b11 with LDC at a fixed weight         data-2    --unlabeled-start-step STEPS/2 --ldc-fixed-weight 1
 # Each run's last checkpoint is evaluated on the 6 test cases (whole volumes, Dice and HD95 in
 # both conventions), once as trained (WORK/runs/NAME/eval) and once with its batch-norm
 # statistics re-estimated on the training slices (eval --recalibrate-bn: WORK/runs/NAME/eval-rc;
-# a, a1 and c on their labeled cases only, --recalibrate-on labeled),
+# a, a1 and c on their labeled cases only, --recalibrate-on labeled), once post-processed to each
+# organ's largest connected component (eval --largest-component: WORK/runs/NAME/eval-lc),
 # and plotted; WORK/results.md holds the tables (bench/btcv/table.sh). Runs
 # with a pool also get WORK/runs/NAME/pool_accuracy.md, the pool versions still on disk scored
 # against the unlabeled cases' truth (bench/btcv/pool_accuracy.py; needs python3-h5py).
@@ -104,13 +107,18 @@ run() {  # run NAME DATA extra-flags...
     "${bin}" eval --checkpoint "${last}" --data "${data}" --split test --out "${dir}/eval-rc" --recalibrate-bn \
       --recalibrate-on "${on}" --threads "${threads}" > "${dir}/eval-rc.out" 2>&1
   fi
+  if [[ ! -f "${dir}/eval-lc/metrics.json" ]]; then
+    # Post-processed: each organ's largest connected component only (nnU-Net's usual step).
+    "${bin}" eval --checkpoint "$(ls -d "${dir}"/checkpoints/step-* | sort | tail -1)" --data "${data}" --split test \
+      --out "${dir}/eval-lc" --largest-component --threads "${threads}" > "${dir}/eval-lc.out" 2>&1
+  fi
   "${bin}" plot --run "${dir}" > "${dir}/plot.out" 2>&1 || log "run ${name}: plot failed, see ${dir}/plot.out"
   # How right the pool's pseudo-labels were (against the unlabeled cases' held-back truth).
   if [[ -d "${dir}/pool" ]] && /usr/bin/python3 -c "import h5py, numpy" 2> /dev/null; then
     /usr/bin/python3 "${here}/bench/btcv/pool_accuracy.py" "${dir}" "${data}" > "${dir}/pool_accuracy.md" \
       || log "run ${name}: pool_accuracy.py failed"
   fi
-  log "run ${name}: mean Dice $(jq -r '.summary.mean.dice' "${dir}/eval/metrics.json"), recalibrated $(jq -r '.summary.mean.dice' "${dir}/eval-rc/metrics.json")"
+  log "run ${name}: mean Dice $(jq -r '.summary.mean.dice' "${dir}/eval/metrics.json"), recalibrated $(jq -r '.summary.mean.dice' "${dir}/eval-rc/metrics.json"), largest component $(jq -r '.summary.mean.dice' "${dir}/eval-lc/metrics.json")"
 }
 
 supervised=(--unlabeled-batch 0 --ldc 0 --contrastive-weight 0)
@@ -138,7 +146,9 @@ for name in "${chosen[@]}"; do
     b9) run b9 "${work}/data-2" --pool-prior-ratio 3 --separate-strong-forward 1 ;;
     b10) run b10 "${work}/data-2" --pool-recalibrate-bn 0 ;;
     b11) run b11 "${work}/data-2" --unlabeled-start-step $(( $(budget) / 2 )) ;;
-    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11" >&2; exit 2 ;;
+    b12) run b12 "${work}/data-2" --unlabeled-start-step $(( $(budget) / 2 )) --contrastive-weight 0 ;;
+    b13) run b13 "${work}/data-2" --unlabeled-start-step $(( $(budget) / 2 )) --ldc-fixed-weight 1 ;;
+    *) echo "error: --runs: unknown run '${name}', expected a, b, c, a1, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13" >&2; exit 2 ;;
   esac
 done
 "${here}/bench/btcv/table.sh" "${work}" > "${work}/results.md"

@@ -3,6 +3,7 @@
 #   - a short training run gives a checkpoint;
 #   - eval alone and eval under a 2-rank mpirun score the same cases with the same numbers, also
 #     with --recalibrate-bn (whose sums the ranks add);
+#   - --largest-component is recorded and only removes predicted voxels;
 #   - metrics on eval's saved NIfTI predictions against the dataset reproduces eval's table;
 #   - a missing prediction is an error (exit 1) naming the case;
 #   - plot renders the run's figures as PNG files, and only those a run has data for (a
@@ -53,6 +54,12 @@ rc=0
   --threads 1 > "${work}/rcx.out" 2>&1 || rc=$?
 [[ "${rc}" == 1 ]] && grep -q -- "--recalibrate-on" "${work}/rcx.out" || { cat "${work}/rcx.out"; fail "--recalibrate-on test: exit ${rc}, expected 1 naming the option"; }
 [[ ! -e "${work}/rcx/metrics.json" ]] || fail "a refused eval wrote metrics"
+# --largest-component: recorded, and it only ever removes predicted voxels.
+"${bin}" eval --checkpoint "${ckpt}" --data "${work}/ds" --out "${work}/lc" --recalibrate-bn --largest-component \
+  --threads 1 > "${work}/lc.out" 2>&1 || { cat "${work}/lc.out"; fail "eval --largest-component"; }
+grep -Eq '"largest_component": *true' "${work}/lc/metrics.json" || fail "metrics.json does not record --largest-component"
+paste -d, "${work}/rc1/metrics.csv" "${work}/lc/metrics.csv" | awk -F, 'NR > 1 && $19 > $5 { print "row " NR ": " $5 " -> " $19; bad = 1 } END { exit bad }' \
+  || fail "--largest-component added predicted voxels"
 
 "${bin}" metrics --pred "${work}/one/predictions" --truth "${work}/ds" --out "${work}/m/metrics.json" \
   > "${work}/m.out" 2>&1 || { cat "${work}/m.out"; fail "metrics"; }
