@@ -5,10 +5,9 @@
 #     INPUT  nnU-Net raw folder (default ../shared/data/btcv: 18 BTCV cases, 13 organs)
 #     WORK   folder for the datasets, runs and tables (default /tmp/cmaf-btcv); re-running
 #            continues where it stopped (finished runs are kept, a cut run resumes)
-#     --runs which runs, in order (default a,c,b; the ablations a1, b1-b5 are opt-in)
-#     --flags train options added to every run after common.ini (for example a longer budget:
-#            "--steps 6000 --warmup-steps 150 --ramp-up-steps 1200 --pool-refresh-every 600");
-#            use a new WORK folder for a new budget, finished runs are not redone
+#     --runs which runs, in order (default a,c,b11; b and the ablations a1, b1-b13 are opt-in)
+#     --flags train options added to every run after common.ini (for example another seed:
+#            "--seed 1"); use a new WORK folder for new flags, finished runs are not redone
 #
 # Prepares two datasets with the same case split (Synapse 8 organs, 6 test cases drawn with
 # seed 1, the other 12 for training): WORK/data-2 with 2 labeled train cases (~15 %) and 10
@@ -51,7 +50,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="${CMAF_BIN:-${here}/build/launch/cmaformer}"
-runs="a,c,b"
+runs="a,c,b11"
 flags=()
 while [[ "${1:-}" == --* ]]; do
   case "$1" in
