@@ -1,9 +1,29 @@
 #include "cluster/parameter_sync.h"
 
+#include <torch/nn/module.h>
+
 #include "cluster/cluster_error.h"
 #include "common/fingerprint.h"
 
 namespace cmaf::cluster {
+
+std::vector<NamedTensor> named_tensors(const torch::nn::Module& module, const std::string& prefix, bool buffers) {
+  std::vector<NamedTensor> out;
+  for (const auto& p : module.named_parameters()) out.push_back({prefix + p.key(), p.value()});
+  if (buffers) {
+    for (const auto& b : module.named_buffers()) out.push_back({prefix + b.key(), b.value()});
+  }
+  return out;
+}
+
+bool all_finite(const std::vector<NamedTensor>& tensors, bool gradients) {
+  std::vector<at::Tensor> finite;
+  for (const auto& t : tensors) {
+    const at::Tensor v = gradients ? t.tensor.grad() : t.tensor;
+    if (v.defined() && v.is_floating_point()) finite.push_back(at::isfinite(v).all());
+  }
+  return finite.empty() || at::stack(finite).all().item<bool>();
+}
 
 void broadcast_tensors(const std::vector<NamedTensor>& tensors, Communicator& communicator, int root) {
   std::vector<WorkHandle> works;

@@ -3,12 +3,25 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "cluster/communicator.h"
 #include "cluster/gradient_reducer.h"
 
+namespace torch::nn {
+class Module;
+}
+
 namespace cmaf::cluster {
+
+// A module's parameters (and, with `buffers`, its buffers after them), named `prefix` + the
+// module's own names, in registration order.
+std::vector<NamedTensor> named_tensors(const torch::nn::Module& module, const std::string& prefix, bool buffers);
+
+// Whether every floating-point tensor (or, with `gradients`, every defined gradient) is finite:
+// one host read for all of them (on a GPU, one synchronisation instead of one per tensor).
+bool all_finite(const std::vector<NamedTensor>& tensors, bool gradients);
 
 // Overwrites every rank's tensors with `root`'s (values only, in the given order).
 void broadcast_tensors(const std::vector<NamedTensor>& tensors, Communicator& communicator, int root = 0);

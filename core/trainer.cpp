@@ -38,25 +38,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-std::vector<cluster::NamedTensor> named(const torch::nn::Module& module, const std::string& prefix, bool buffers) {
-  std::vector<cluster::NamedTensor> out;
-  for (const auto& p : module.named_parameters()) out.push_back({prefix + p.key(), p.value()});
-  if (buffers) {
-    for (const auto& b : module.named_buffers()) out.push_back({prefix + b.key(), b.value()});
-  }
-  return out;
-}
-
-// One host read for all tensors (on a GPU, one synchronisation instead of one per tensor).
-bool all_finite(const std::vector<cluster::NamedTensor>& tensors, bool gradients) {
-  std::vector<torch::Tensor> finite;
-  for (const auto& t : tensors) {
-    const torch::Tensor v = gradients ? t.tensor.grad() : t.tensor;
-    if (v.defined() && v.is_floating_point()) finite.push_back(torch::isfinite(v).all());
-  }
-  return finite.empty() || torch::stack(finite).all().item<bool>();
-}
-
 class Trainer {
  public:
   Trainer(const TrainConfig& config, cluster::Communicator& world, const TrainDevice& device);
@@ -182,9 +163,9 @@ void Trainer::set_up_model() {
   if (world_.size() > 1 && config_.sync_batch_norm) {
     model::set_statistics_reducer(*student_, cluster::statistics_reducer(device_world_));
   }
-  parameters_ = named(*student_, "", false);
+  parameters_ = cluster::named_tensors(*student_, "", false);
   if (head_) {
-    for (auto& p : named(*head_, "projection_head.", false)) parameters_.push_back(p);
+    for (auto& p : cluster::named_tensors(*head_, "projection_head.", false)) parameters_.push_back(p);
   }
   std::vector<torch::Tensor> tensors;
   for (const auto& p : parameters_) tensors.push_back(p.tensor);
@@ -210,15 +191,15 @@ void Trainer::resume_or_start() {
     resumed_from_ = chosen->step;
   }
   // Every replica starts from rank 0's bytes (a fresh run's seeds agree already; this makes it a fact).
-  auto state = named(*student_, "", true);
-  for (auto& t : named(*teacher_, "teacher.", true)) state.push_back(t);
+  auto state = cluster::named_tensors(*student_, "", true);
+  for (auto& t : cluster::named_tensors(*teacher_, "teacher.", true)) state.push_back(t);
   if (head_) {
-    for (auto& t : named(*head_, "projection_head.", true)) state.push_back(t);
+    for (auto& t : cluster::named_tensors(*head_, "projection_head.", true)) state.push_back(t);
   }
   if (!chosen) {
     torch::NoGradGuard no_grad;
-    auto source = named(*student_, "", true);
-    auto target = named(*teacher_, "", true);
+    auto source = cluster::named_tensors(*student_, "", true);
+    auto target = cluster::named_tensors(*teacher_, "", true);
     for (size_t i = 0; i < source.size(); ++i) target[i].tensor.copy_(source[i].tensor);
   }
   cluster::broadcast_tensors(state, device_world_);
@@ -319,7 +300,7 @@ torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, int64_t mi
   sums[kBadSupervised] = bad(loss.supervised.total);
   sums[kBadLdc] = bad(loss.ldc);
   sums[kBadContrastive] = bad(loss.contrastive);
-  sums[kBadGradient] = last && !all_finite(parameters_, true) ? 1.0 : 0.0;
+  sums[kBadGradient] = last && !cluster::all_finite(parameters_, true) ? 1.0 : 0.0;
   sums[kStop] = last && stop_requested() ? 1.0 : 0.0;
   sums[kTotal] = loss.total.item<double>() / a;
   sums[kSupervised] = loss.supervised.total.item<double>() / a;
