@@ -81,6 +81,16 @@ void expect_same_weights(const std::string& a, const std::string& b) {
   for (const auto& b : bx) EXPECT_TRUE(torch::equal(b.value(), by[b.key()])) << b.key() << " differs";
 }
 
+// validate() must refuse `c` with an InputError that names `flag`.
+void expect_refused_naming(const TrainConfig& c, const std::string& flag) {
+  try {
+    c.validate();
+    ADD_FAILURE() << "accepted a configuration that " << flag << " should refuse";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(flag), std::string::npos) << e.what();
+  }
+}
+
 class TrainerTest : public ::testing::Test {
  protected:
   void SetUp() override { at::set_num_threads(2); }
@@ -290,12 +300,7 @@ TEST_F(TrainerTest, BeforeTheUnlabeledStartStepTrainingIsSupervisedAndThePoolSta
   // The start must leave steps for the unlabeled terms.
   TrainConfig late = delayed;
   late.unlabeled_start_step = 12;
-  try {
-    late.validate();
-    FAIL() << "accepted --unlabeled-start-step 12 with --steps 12";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("--unlabeled-start-step"), std::string::npos) << e.what();
-  }
+  expect_refused_naming(late, "--unlabeled-start-step");  // 12 with --steps 12
 }
 
 TEST_F(TrainerTest, ThePoolsOrganGateComparesConfidentSharesWithTheLabeledCases) {
@@ -423,12 +428,7 @@ TEST(TrainConfig, JsonRoundTripAndNamedErrors) {
   }
   c.site_weights = "";
   c.pool_prior_ratio = 0.5;
-  try {
-    c.validate();
-    FAIL() << "accepted --pool-prior-ratio 0.5";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("--pool-prior-ratio"), std::string::npos) << e.what();
-  }
+  expect_refused_naming(c, "--pool-prior-ratio");  // 0.5
   c.pool_prior_ratio = 0.0;
   // The augmentation options are train options: an error names the flag the user typed.
   c.augment.flip_probability = 0.0;
@@ -436,28 +436,13 @@ TEST(TrainConfig, JsonRoundTripAndNamedErrors) {
   EXPECT_EQ(TrainConfig::from_json(c.to_json(), "x").augment.flip_probability, 0.0);
   c.validate();
   c.augment.flip_probability = 1.5;
-  try {
-    c.validate();
-    FAIL() << "accepted --flip-probability 1.5";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("--flip-probability"), std::string::npos) << e.what();
-  }
+  expect_refused_naming(c, "--flip-probability");  // 1.5
   c.augment.flip_probability = 0.5;
   c.augment.min_scale = 1.2;
-  try {
-    c.validate();
-    FAIL() << "accepted --min-scale 1.2 > --max-scale 1.15";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("--min-scale"), std::string::npos) << e.what();
-  }
+  expect_refused_naming(c, "--min-scale");  // 1.2 > --max-scale 1.15
   c.augment.min_scale = 0.85;
   c.steps = 0;
-  try {
-    c.validate();
-    FAIL() << "accepted --steps 0";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("--steps"), std::string::npos) << e.what();
-  }
+  expect_refused_naming(c, "--steps");  // 0
 }
 
 }  // namespace
