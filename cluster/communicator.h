@@ -44,7 +44,10 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
 
-  // float32, float64, bfloat16 (reduced in fp32 and rounded back) and int64 (not kAvg).
+  // float32, float64, bfloat16 and int64 (not kAvg). bf16 is reduced in fp32 and rounded back:
+  // the MPI and NCCL backends send it as 2 bytes and round each partial sum (one rounding with 2
+  // ranks, up to n-1 with n), the local backend accumulates all ranks in fp32 and rounds once, so
+  // with 2 ranks every backend gives the same bits. kAvg divides the reduced bf16 and rounds again.
   virtual WorkHandle all_reduce_async(at::Tensor tensor, ReduceOp op) = 0;
   virtual WorkHandle broadcast_async(at::Tensor tensor, int root) = 0;
   // Returns [size, *tensor.sizes()] with rank r's tensor at index r.

@@ -68,7 +68,9 @@ class ReferenceReducer : public GradientReducer {
 struct BucketOptions {
   int64_t first_bucket_bytes = kFirstBucketBytes;
   int64_t bucket_bytes = kDefaultBucketBytes;
-  bool bf16_wire = false;  // send bf16 (half the bytes), reduce in fp32, round once
+  // Send gradients as bf16 (half the bytes): each rank's gradient divided by the world size and
+  // rounded to bf16, summed in bf16 (communicator.h), written back to the fp32 .grad.
+  bool bf16_wire = false;
 };
 
 class BucketedReducer : public GradientReducer {
@@ -91,7 +93,7 @@ class BucketedReducer : public GradientReducer {
   struct Bucket {
     std::vector<size_t> parameters;  // indices into parameters_, in bucket order
     at::Tensor buffer;  // fp32, all gradients of the bucket back to back
-    at::Tensor wire;    // what is sent: buffer, or its bf16 copy
+    at::Tensor wire;    // what is sent: buffer itself, or (bf16_wire) a bf16 tensor of its size
     int64_t pending = 0;
     WorkHandle work;
   };

@@ -1,7 +1,8 @@
 // MPI backend for CPU tensors. Owns a duplicate of the world communicator (its traffic cannot
 // mix with anyone else's), with MPI_ERRORS_RETURN so that every failing call becomes a
 // ClusterError naming the call, the rank, the host and MPI's error string. All MPI calls run on
-// the communicator's CommThread.
+// the communicator's CommThread. bf16 tensors travel as 2 bytes an element, reduced by
+// user-defined ops (cluster/bf16_wire.h): each partial sum is rounded to bf16, as NCCL does.
 //
 // Stall detection (HeartbeatMonitor): a collective that has waited longer than the stall limit
 // is reported on every live rank with the ranks that have not arrived, and the job aborts with
@@ -44,6 +45,7 @@ class MpiCommunicator : public Communicator {
  private:
   void check(int code, const char* call) const;
   void run_all_reduce(at::Tensor& tensor, ReduceOp op);
+  MPI_Op mpi_op(at::ScalarType type, ReduceOp op) const;
   // Numbers the collective and tells the watchdog; the returned guard tells it the end.
   struct CollectiveScope {
     HeartbeatMonitor* monitor;
@@ -54,6 +56,8 @@ class MpiCommunicator : public Communicator {
   CollectiveScope begin_collective(const char* call, int64_t bytes);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
+  MPI_Op bf16_sum_ = MPI_OP_NULL;  // user-defined ops for bf16 (MPI has no such type)
+  MPI_Op bf16_max_ = MPI_OP_NULL;
   int rank_ = 0;
   int size_ = 1;
   std::string host_;

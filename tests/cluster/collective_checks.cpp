@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cmath>
 #include <thread>
 
 #include "cluster/cluster_error.h"
@@ -189,22 +190,65 @@ void check_parameter_sync(Communicator& c) {
 }
 
 void check_matches_local_backend(Communicator& c) {
-  at::Generator generator = at::detail::createCPUGenerator(500 + static_cast<uint64_t>(c.rank()));
-  const at::Tensor mine = at::randn({4099}, generator);  // an odd size: no block alignment luck
-  const at::Tensor everyone = c.all_gather(mine);        // [size, 4099], the same inputs everywhere
-  // What the local backend computes from these inputs, with ranks as threads of this process.
-  std::vector<at::Tensor> local_results(static_cast<size_t>(c.size()));
-  run_as_threads(c.size(), [&](Communicator& local) {
-    at::Tensor t = everyone[local.rank()].clone();
-    local.all_reduce(t, ReduceOp::kSum);
-    local_results[static_cast<size_t>(local.rank())] = t;
-  });
-  at::Tensor reduced = mine.clone();
-  c.all_reduce(reduced, ReduceOp::kSum);
-  if (c.size() <= 2) {
-    EXPECT_TRUE(torch::equal(reduced, local_results[0])) << c.name() << " vs local";
-  } else {
-    EXPECT_TRUE(torch::allclose(reduced, local_results[0], 1e-5, 1e-6)) << c.name() << " vs local";
+  for (at::ScalarType type : {at::kFloat, at::kBFloat16}) {
+    at::Generator generator = at::detail::createCPUGenerator(500 + static_cast<uint64_t>(c.rank()));
+    const at::Tensor mine = at::randn({4099}, generator).to(type);  // an odd size: no block alignment luck
+    const at::Tensor everyone = c.all_gather(mine);                  // [size, 4099], the same inputs everywhere
+    // What the local backend computes from these inputs, with ranks as threads of this process.
+    std::vector<at::Tensor> local_results(static_cast<size_t>(c.size()));
+    run_as_threads(c.size(), [&](Communicator& local) {
+      at::Tensor t = everyone[local.rank()].clone();
+      local.all_reduce(t, ReduceOp::kSum);
+      local_results[static_cast<size_t>(local.rank())] = t;
+    });
+    at::Tensor reduced = mine.clone();
+    c.all_reduce(reduced, ReduceOp::kSum);
+    if (c.size() <= 2) {
+      EXPECT_TRUE(torch::equal(reduced, local_results[0])) << c.name() << " vs local, " << at::toString(type);
+    } else if (type == at::kFloat) {
+      EXPECT_TRUE(torch::allclose(reduced, local_results[0], 1e-5, 1e-6)) << c.name() << " vs local";
+    } else {
+      // bf16 partial sums are rounded (communicator.h): n - 1 roundings against one, 8-bit mantissa.
+      const at::Tensor error = (reduced.to(at::kFloat) - local_results[0].to(at::kFloat)).abs();
+      const at::Tensor bound = everyone.to(at::kFloat).abs().sum(0) * (c.size() * std::ldexp(1.0, -8));
+      EXPECT_TRUE(error.le(bound).all().item<bool>()) << c.name() << " vs local, bf16: max error "
+                                                      << error.max().item<double>();
+    }
+  }
+}
+
+void check_bf16_wire_reducer(Communicator& c) {
+  SmallNet net;
+  std::vector<NamedTensor> parameters = named(net);
+  cluster::broadcast_tensors(parameters, c, 0);
+  cluster::BucketOptions options;
+  options.first_bucket_bytes = 64;  // several buckets
+  options.bucket_bytes = 512;
+  options.bf16_wire = true;
+  cluster::BucketedReducer reducer(parameters, c, options);
+  for (int step = 0; step < 2; ++step) {
+    reducer.prepare_for_backward();
+    local_backward(net, c.rank(), /*micro=*/step + 1);  // a micro-batch seed: no zero_grad() after prepare
+    std::vector<at::Tensor> local;
+    for (const auto& p : net.parameters()) local.push_back(p.grad().clone());  // before finish: still local
+    reducer.finish();
+    std::vector<NamedTensor> grads;
+    for (size_t k = 0; k < local.size(); ++k) {
+      const at::Tensor averaged = parameters[k].tensor.grad();
+      grads.push_back({parameters[k].name, averaged});
+      const at::Tensor everyone = c.all_gather(local[k]).to(at::kFloat);
+      // Each rank's share g / n rounded to bf16, then summed with bf16 rounding.
+      const at::Tensor shares = (everyone * (1.0f / static_cast<float>(c.size()))).to(at::kBFloat16).to(at::kFloat);
+      if (c.size() <= 2) {
+        at::Tensor expected = shares[0].to(at::kBFloat16);
+        if (c.size() == 2) expected = (shares[0] + shares[1]).to(at::kBFloat16);
+        EXPECT_TRUE(torch::equal(averaged, expected.to(at::kFloat))) << parameters[k].name << " step " << step;
+      }
+      const at::Tensor bound = everyone.abs().sum(0) / c.size() * (c.size() * std::ldexp(1.0, -8)) + 1e-30;
+      EXPECT_TRUE((averaged - everyone.mean(0)).abs().le(bound).all().item<bool>()) << parameters[k].name;
+    }
+    // Every rank holds the same averaged gradients, bit for bit.
+    EXPECT_NO_THROW(cluster::check_replicas_identical(grads, c, "bf16-wire gradients"));
   }
 }
 

@@ -22,7 +22,12 @@ void check_accumulation_agrees(cluster::Communicator& c, const cluster::BucketOp
 void check_parameter_sync(cluster::Communicator& c);
 // The backend's all-reduce equals the local backend's rank-ordered reduction of the same seeded
 // tensors (gathered here): bit-identical for 2 ranks, within fp32 rounding for more.
+// Likewise for bf16: the same bits with 2 ranks, within the rounding of n - 1 partial sums for more.
 void check_matches_local_backend(cluster::Communicator& c);
+// The bucketed reducer with bf16 on the wire: the average is the sum of each rank's g / n rounded
+// to bf16 (exactly that with 1 or 2 ranks, within bf16 rounding of the fp32 mean for more), and
+// the same on every rank.
+void check_bf16_wire_reducer(cluster::Communicator& c);
 
 // Runs `body` on `ranks` threads, each with its communicator of one local group.
 void run_as_threads(int ranks, const std::function<void(cluster::Communicator&)>& body);

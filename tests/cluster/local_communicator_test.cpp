@@ -36,6 +36,8 @@ TEST_P(Ranks, GradientAccumulationAgreesWithTheReference) {
   run_as_threads(GetParam(), [&](cluster::Communicator& c) { check_accumulation_agrees(c, small); });
 }
 
+TEST_P(Ranks, Bf16WireReducerAveragesRoundedShares) { run_as_threads(GetParam(), check_bf16_wire_reducer); }
+
 INSTANTIATE_TEST_SUITE_P(WorldSizes, Ranks, ::testing::Values(1, 2, 3));
 
 TEST(BucketedReducer, LayoutIsReverseRegistrationOrderWithTheFirstBucketCap) {

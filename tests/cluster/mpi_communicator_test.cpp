@@ -23,6 +23,7 @@ TEST(Mpi, ReducersAgreeWithBucketsSmallerThanOneTensor) {
 }
 TEST(Mpi, ReducersAgreeWithManyTensorsPerBucket) { check_reducers_agree(mpi_world(), {}); }
 TEST(Mpi, SameSeededTensorsAgreeWithTheLocalBackend) { check_matches_local_backend(mpi_world()); }
+TEST(Mpi, Bf16WireReducerAveragesRoundedShares) { check_bf16_wire_reducer(mpi_world()); }
 
 }  // namespace
 }  // namespace cmaf::test
