@@ -3,7 +3,8 @@
 # overlap) against the same step in two unsynchronised 1-thread processes side by side (the
 # ceiling on a shared 2-core machine) and in one lone 1-thread process; plus the same 2 ranks in
 # lockstep without gradient communication (a barrier per step: the cost of waiting for each
-# step's slower rank), and PyTorch DDP (gloo) on the eager twin when python3-torch is installed.
+# step's slower rank), the 2 ranks with bf16 gradients on the wire, and PyTorch DDP (gloo) on
+# the eager twin when python3-torch is installed.
 #   bench/ddp_step_bench.sh [PRESET] [BATCH] [STEPS]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +20,8 @@ echo "## two unsynchronised processes side by side"
 wait "${first}"
 echo "## mpirun -np 2, bucketed reducer"
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --bind-to none "${bin}" "${args[@]}"
+echo "## mpirun -np 2, bucketed reducer, bf16 on the wire"
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --bind-to none "${bin}" "${args[@]}" --bf16-wire
 echo "## mpirun -np 2, lockstep only (barrier per step, no gradient all-reduce)"
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --bind-to none "${bin}" "${args[@]}" --sync-only
 if /usr/bin/python3 -c "import torch" 2> /dev/null; then

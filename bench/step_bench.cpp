@@ -1,7 +1,7 @@
 // Training-step benchmark of CMAformer: forward + backward + AdamW step on random data.
 //
 //   step_bench --preset paper --batch 2 --input-size 512 --threads 2 --precision fp32|bf16
-//              [--channels-last] [--steps 5] [--warmup 2] [--sync-only]
+//              [--channels-last] [--steps 5] [--warmup 2] [--sync-only] [--bf16-wire]
 //
 // Prints the median step time, images/s and model FLOP utilisation: 3 x forward FLOPs (forward
 // + backward) per second against the measured fp32 matrix-product peak of the same threads
@@ -13,7 +13,8 @@
 // backward and the share of the all-reduce time hidden behind backward (overlap). With
 // --sync-only the ranks do not all-reduce gradients: they only meet at a barrier after every
 // step, so each step takes as long as the slowest rank's. That isolates what lockstep costs
-// (waiting for the straggler of each step) from what moving gradients costs.
+// (waiting for the straggler of each step) from what moving gradients costs. With --bf16-wire the
+// reducer sends the gradients as bf16 (half the bytes; BucketOptions::bf16_wire).
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -63,6 +64,7 @@ struct Options {
   int steps = 5;
   int warmup = 2;
   bool sync_only = false;
+  bool bf16_wire = false;
 };
 
 Options parse(int argc, char** argv) {
@@ -82,6 +84,7 @@ Options parse(int argc, char** argv) {
     else if (arg == "--steps") o.steps = std::stoi(next());
     else if (arg == "--warmup") o.warmup = std::stoi(next());
     else if (arg == "--sync-only") o.sync_only = true;
+    else if (arg == "--bf16-wire") o.bf16_wire = true;
     else throw std::invalid_argument("unknown option " + arg);
   }
   if (o.precision != "fp32" && o.precision != "bf16") throw std::invalid_argument("--precision fp32|bf16");
@@ -140,7 +143,9 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     std::vector<cmaf::cluster::NamedTensor> state = parameters;
     for (const auto& b : model->named_buffers()) state.push_back({b.key(), b.value()});
     cmaf::cluster::broadcast_tensors(state, *world);
-    if (!o.sync_only) reducer = std::make_unique<cmaf::cluster::BucketedReducer>(parameters, *world);
+    cmaf::cluster::BucketOptions bucket_options;
+    bucket_options.bf16_wire = o.bf16_wire;
+    if (!o.sync_only) reducer = std::make_unique<cmaf::cluster::BucketedReducer>(parameters, *world, bucket_options);
   }
 
   std::vector<double> times, exposed;
@@ -174,7 +179,7 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     // The same gradients all-reduced with nothing to overlap: the time communication takes.
     std::vector<at::Tensor> grads;
     for (const auto& p : parameters) grads.push_back(p.tensor.grad().reshape({-1}));
-    at::Tensor flat = at::cat(grads);
+    at::Tensor flat = at::cat(grads).to(o.bf16_wire ? at::kBFloat16 : at::kFloat);
     world->barrier();
     const auto start = Clock::now();
     world->all_reduce(flat, cmaf::cluster::ReduceOp::kAvg);
@@ -182,8 +187,8 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     std::sort(exposed.begin(), exposed.end());
     const double visible = exposed[exposed.size() / 2];
     char text[256];
-    std::snprintf(text, sizeof(text), "; %d ranks: all-reduce alone %.3f s, exposed after backward %.3f s, "
-                  "%.0f %% hidden", world->size(), alone, visible, 100.0 * std::max(0.0, 1.0 - visible / alone));
+    std::snprintf(text, sizeof(text), "; %d ranks%s: all-reduce alone %.3f s, exposed after backward %.3f s, "
+                  "%.0f %% hidden", world->size(), o.bf16_wire ? ", bf16 wire" : "", alone, visible, 100.0 * std::max(0.0, 1.0 - visible / alone));
     overlap = text;
   }
   if (torch::equal(probe_before, model->parameters().front().detach())) ++wrong;  // no update
