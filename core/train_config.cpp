@@ -54,6 +54,8 @@ void visit_fields(Config& c, Visitor&& v) {
   v("foreground-fraction", c.foreground_fraction);
   v("site-weights", c.site_weights);
   v("sync-batch-norm", c.sync_batch_norm);
+  v("bucket-cap-mib", c.bucket_cap_mib);
+  v("bf16-allreduce", c.bf16_allreduce);
   v("loader-threads", c.loader_threads);
   v("loader-queue", c.loader_queue);
   v("cache-budget-mib", c.cache_budget_mib);
@@ -198,6 +200,7 @@ void TrainConfig::validate() const {
   if (val_every < 0 || val_max_slices < 0) throw InputError("--val-every", "--val-max-slices", "expected >= 0");
   positive(log_every, "log-every");
   positive(fingerprint_every, "fingerprint-every");
+  positive(bucket_cap_mib, "bucket-cap-mib");
   if (!(stall_seconds > 0.0)) throw InputError("--stall-seconds", "", str(stall_seconds, ", expected > 0"));
   datastore::check_augment_options(augment);
 }

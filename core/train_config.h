@@ -85,6 +85,10 @@ struct TrainConfig {
   // cases (default 1), so a small hospital is not drowned by a large one.
   std::string site_weights;
   bool sync_batch_norm = true;
+  // Gradient all-reduce: bucket cap (the first bucket stays 1 MiB, as in PyTorch DDP) and bf16 on
+  // the wire (half the bytes; each rank's share rounded to bf16, summed in bf16).
+  int64_t bucket_cap_mib = 25;
+  bool bf16_allreduce = false;
   // Loader.
   int loader_threads = 1;
   int64_t loader_queue = 4;

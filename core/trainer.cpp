@@ -205,7 +205,10 @@ void Trainer::resume_or_start() {
   cluster::broadcast_tensors(state, device_world_);
   for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
   teacher_->eval();
-  reducer_ = std::make_unique<cluster::BucketedReducer>(parameters_, device_world_);
+  cluster::BucketOptions buckets;
+  buckets.bucket_bytes = config_.bucket_cap_mib << 20;
+  buckets.bf16_wire = config_.bf16_allreduce;
+  reducer_ = std::make_unique<cluster::BucketedReducer>(parameters_, device_world_, buckets);
 }
 
 void Trainer::set_up_data() {

@@ -108,6 +108,8 @@ int run_train(int argc, char** argv) {
       ("foreground-fraction", po::value(&c.foreground_fraction)->default_value(c.foreground_fraction), "labeled slices forced to hold an organ")
       ("site-weights", po::value(&c.site_weights), "per-site sampling weights, e.g. hospitalA:3,hospitalB:1 (default 1)")
       ("sync-batch-norm", po::value(&c.sync_batch_norm)->default_value(c.sync_batch_norm), "batch statistics over all ranks")
+      ("bucket-cap-mib", po::value(&c.bucket_cap_mib)->default_value(c.bucket_cap_mib), "gradient all-reduce bucket size after the first (1 MiB) bucket")
+      ("bf16-allreduce", po::value(&c.bf16_allreduce)->default_value(c.bf16_allreduce), "send gradients as bf16 (half the bytes, rounded to bf16)")
       ("loader-threads", po::value(&c.loader_threads)->default_value(c.loader_threads), "reader threads per rank")
       ("loader-queue", po::value(&c.loader_queue)->default_value(c.loader_queue), "batches prepared ahead")
       ("cache-budget-mib", po::value(&c.cache_budget_mib)->default_value(c.cache_budget_mib), "cache the shard in memory below this size")

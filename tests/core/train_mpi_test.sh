@@ -12,6 +12,9 @@
 #             its files): the previous checkpoint is intact and --resume auto uses it
 #     usr1twice SIGUSR1, then another while the checkpoint is being written: one valid
 #             checkpoint, exit 85, resume from it
+#     bf16wire  --bf16-allreduce with 1 MiB buckets: the replicas stay identical (fingerprints
+#             every 2 steps), the option is recorded and in effect (losses differ from fp32's,
+#             by little)
 set -euo pipefail
 mpiexec="$1"
 bin="$2"
@@ -145,6 +148,21 @@ case "${mode}" in
     train "${work}/t" $((step + 2)) 1000 > "${work}/t2.out" 2>&1 || { cat "${work}/t2.out"; fail "resume"; }
     grep -q "resumed from step ${step}" "${work}/t2.out" || { cat "${work}/t2.out"; fail "did not resume from ${step}"; }
     echo "usr1twice: a second signal during the save changed nothing; resumed from step ${step}"
+    ;;
+  bf16wire)
+    train "${work}/f" 6 6 > "${work}/f.out" 2>&1 || { cat "${work}/f.out"; fail "fp32 run"; }
+    train "${work}/w" 6 6 --bf16-allreduce 1 --bucket-cap-mib 1 > "${work}/w.out" 2>&1 \
+      || { cat "${work}/w.out"; fail "bf16-allreduce run (a replica check fails it if the ranks drift)"; }
+    grep -q '"bf16-allreduce": *true' "${work}/w/config.json" || fail "config.json does not record bf16-allreduce"
+    grep -q '"bucket-cap-mib": *1[,}]' "${work}/w/config.json" || fail "config.json does not record bucket-cap-mib 1"
+    total() { grep -E '"step":6[,}]' "$1/metrics.jsonl" | grep -o '"total":[-0-9.e+]*' | head -1 | cut -d: -f2; }
+    fp32="$(total "${work}/f")"
+    bf16="$(total "${work}/w")"
+    [[ -n "${fp32}" && -n "${bf16}" ]] || fail "no step-6 total loss (fp32 '${fp32}', bf16 '${bf16}')"
+    [[ "${fp32}" != "${bf16}" ]] || fail "bf16 gradients changed nothing: step-6 loss ${fp32} both ways"
+    awk -v a="${fp32}" -v b="${bf16}" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.1 * a) }' \
+      || fail "step-6 loss ${bf16} with bf16 gradients, ${fp32} with fp32: more than 10 % apart"
+    echo "bf16wire: replicas identical; step-6 loss ${bf16} with bf16 gradients, ${fp32} with fp32"
     ;;
   *) fail "unknown mode ${mode}" ;;
 esac

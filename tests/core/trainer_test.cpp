@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 
+#include "cluster/gradient_reducer.h"
 #include "cluster/local_communicator.h"
 #include "common/error.h"
 #include "core/checkpoint_store.h"
@@ -443,6 +444,16 @@ TEST(TrainConfig, JsonRoundTripAndNamedErrors) {
   c.augment.min_scale = 0.85;
   c.steps = 0;
   expect_refused_naming(c, "--steps");  // 0
+  c.steps = 12;
+  // The gradient reducer's options: the default bucket is the reducer's own default (c10d's 25 MiB).
+  EXPECT_EQ(TrainConfig().bucket_cap_mib << 20, cluster::kDefaultBucketBytes);
+  c.bucket_cap_mib = 0;
+  expect_refused_naming(c, "--bucket-cap-mib");  // 0
+  c.bucket_cap_mib = 4;
+  c.bf16_allreduce = true;
+  const TrainConfig back = TrainConfig::from_json(c.to_json(), "x");
+  EXPECT_EQ(back.bucket_cap_mib, 4);
+  EXPECT_TRUE(back.bf16_allreduce);
 }
 
 }  // namespace
