@@ -105,12 +105,16 @@ void BucketedReducer::prepare_for_micro_backward(bool first, bool last) {
     CMAF_CHECK(!bucket.work || bucket.work->completed(), "prepare_for_backward before finish()");
     bucket.pending = static_cast<int64_t>(bucket.parameters.size());
     bucket.work.reset();
-    if (first) bucket.buffer.zero_();
   }
   for (size_t k = 0; k < parameters_.size(); ++k) {
     at::Tensor& grad = parameters_[k].tensor.mutable_grad();
-    const at::Tensor view = bucket_view(k);
-    if (!grad.defined() || grad.data_ptr() != view.data_ptr()) grad = view;
+    if (first) {
+      // No zeroing pass: autograd writes a fresh gradient and the hook moves it into the bucket.
+      grad = at::Tensor();
+    } else {
+      CMAF_CHECK(grad.defined() && grad.data_ptr() == bucket_view(k).data_ptr(), "the gradient of ",
+                 parameters_[k].name, " is not in its bucket between micro-batches (was .grad reset?)");
+    }
   }
   std::fill(received_.begin(), received_.end(), false);
   next_launch_ = 0;
@@ -120,11 +124,26 @@ void BucketedReducer::prepare_for_micro_backward(bool first, bool last) {
 void BucketedReducer::on_gradient_ready(size_t parameter) {
   CMAF_CHECK(!received_[parameter], "gradient of ", parameters_[parameter].name,
              " produced twice in one backward (call prepare_for_backward() before each backward)");
-  const at::Tensor& grad = parameters_[parameter].tensor.grad();
-  CMAF_CHECK(grad.defined() && grad.data_ptr() == bucket_view(parameter).data_ptr(),
-             "the gradient of ", parameters_[parameter].name,
-             " is no longer a view of its bucket (was .grad replaced between prepare_for_backward() and backward?)");
+  at::Tensor& grad = parameters_[parameter].tensor.mutable_grad();
+  CMAF_CHECK(grad.defined(), "no gradient after accumulation for ", parameters_[parameter].name);
   received_[parameter] = true;
+  // The share each rank contributes to the sum: g / world size (bf16: scaled while packing).
+  const bool scale = !local_only_ && !options_.bf16_wire && communicator_.size() > 1;
+  const at::Tensor view = bucket_view(parameter);
+  if (grad.data_ptr() != view.data_ptr()) {
+    // The first backward since prepare: autograd made a fresh gradient. Move it into the bucket
+    // (scaled in the same pass) and leave .grad pointing there, as DDP does for bucket views.
+    at::NoGradGuard no_grad;
+    if (scale) {
+      at::Tensor out = view;
+      at::mul_out(out, grad, at::scalar_tensor(share_scale(), grad.options()));
+    } else {
+      at::Tensor(view).copy_(grad);
+    }
+    grad = view;
+  } else if (scale) {
+    grad.mul_(share_scale());  // accumulated in place over micro-batches: scale the sum once
+  }
   if (local_only_) return;  // accumulating: the last micro-batch's backward communicates
   if (--buckets_[bucket_of_[parameter]].pending == 0) launch_ready_buckets();
 }
@@ -132,19 +151,18 @@ void BucketedReducer::on_gradient_ready(size_t parameter) {
 void BucketedReducer::launch_ready_buckets() {
   while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
     Bucket& bucket = buckets_[next_launch_++];
-    if (!options_.bf16_wire) {
-      bucket.work = communicator_.all_reduce_async(bucket.buffer, ReduceOp::kAvg);
-      continue;
+    if (options_.bf16_wire) {
+      // Divide by the world size before rounding to bf16 (as DDP's bf16 compression hook), in
+      // the same pass as the rounding.
+      const float scale = share_scale();
+      if (bucket.buffer.is_cpu()) {
+        scaled_to_bf16(bucket.buffer.data_ptr<float>(), scale, reinterpret_cast<uint16_t*>(bucket.wire.data_ptr()),
+                       bucket.buffer.numel());
+      } else {
+        bucket.wire.copy_(bucket.buffer.mul(scale));  // device buffers: ATen's kernels
+      }
     }
-    // Divide by the world size before rounding to bf16 (as DDP's bf16 compression hook), in the
-    // same pass as the rounding, then sum: one pass over the bucket instead of three.
-    const float scale = 1.0f / static_cast<float>(communicator_.size());
-    if (bucket.buffer.is_cpu()) {
-      scaled_to_bf16(bucket.buffer.data_ptr<float>(), scale, reinterpret_cast<uint16_t*>(bucket.wire.data_ptr()),
-                     bucket.buffer.numel());
-    } else {
-      bucket.wire.copy_(bucket.buffer.mul(scale));  // device buffers: ATen's kernels
-    }
+    // The shares are already divided by the world size: a sum is the average.
     bucket.work = communicator_.all_reduce_async(bucket.wire, ReduceOp::kSum);
   }
 }

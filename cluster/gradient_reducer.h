@@ -5,18 +5,22 @@
 //   reducer.finish();                 // every parameter's .grad = mean over ranks
 //   optimizer.step();
 //
+// Both average the same way: each rank's gradient times float(1 / world size), then a sum
+// all-reduce (no division pass after the collective).
+//
 // ReferenceReducer: one all-reduce per gradient after backward; obviously correct.
 // BucketedReducer (PyTorch DDP's design): parameters in reverse registration order (roughly the
 // order backward produces their gradients) grouped into buckets (first kFirstBucketBytes, then
-// kDefaultBucketBytes). Each parameter's .grad is a view into its bucket (DDP's
-// gradient_as_bucket_view), so autograd accumulates straight into the bucket and nothing is
-// copied; a hook after each gradient's accumulation marks it ready, and a full bucket's
-// all-reduce starts at once, asynchronously, overlapping the rest of backward, in place.
+// kDefaultBucketBytes). After each step .grad is a view into its bucket (DDP's
+// gradient_as_bucket_view). prepare_for_backward() resets .grad (no zeroing pass); a hook after
+// each gradient's accumulation moves autograd's fresh gradient into the bucket, scaled by
+// 1 / world size in the same pass, and points .grad there; later micro-batches of an accumulation
+// add straight into the bucket. A full bucket's all-reduce starts at once, asynchronously,
+// overlapping the rest of backward, in place.
 // Buckets start in index order on every rank (a bucket that fills early waits for its
 // predecessors), so the collectives pair up identically everywhere.
 //
-// prepare_for_backward() zeroes the buckets (and re-attaches .grad views an optimizer's
-// zero_grad(set_to_none) may have dropped): gradients are not accumulated across steps.
+// prepare_for_backward() starts from no gradient: gradients are not accumulated across steps.
 //
 // A parameter without a gradient after backward is an error naming it: every rank must reduce
 // the same tensors, and an unused parameter means a module forward never calls.
@@ -101,6 +105,9 @@ class BucketedReducer : public GradientReducer {
   void on_gradient_ready(size_t parameter);
   void launch_ready_buckets();
   at::Tensor bucket_view(size_t parameter) const;
+  // Each rank sends g / world size and the buckets are summed: the same factor, in float, as the
+  // reference reducer's, so both give the same bits.
+  float share_scale() const { return 1.0f / static_cast<float>(communicator_.size()); }
 
   std::vector<NamedTensor> parameters_;
   Communicator& communicator_;

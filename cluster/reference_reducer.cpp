@@ -15,7 +15,12 @@ void ReferenceReducer::finish() {
     throw ClusterError(str("parameters that received no gradient: ", missing,
                            ". Every parameter must contribute to the loss on every rank"));
   }
-  for (const NamedTensor& p : parameters_) communicator_.all_reduce(p.tensor.grad(), ReduceOp::kAvg);
+  // Each rank's share g * float(1 / n), summed: the bucketed reducer's arithmetic, bit for bit.
+  const float scale = 1.0f / static_cast<float>(communicator_.size());
+  for (const NamedTensor& p : parameters_) {
+    if (communicator_.size() > 1) p.tensor.mutable_grad().mul_(scale);
+    communicator_.all_reduce(p.tensor.grad(), ReduceOp::kSum);
+  }
 }
 
 }  // namespace cmaf::cluster
