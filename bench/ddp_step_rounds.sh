@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The 2-rank data-parallel step against two unsynchronised processes side by side, in
+# interleaved rounds: on a shared 2-core VM one leg's median moves by 5-10 % between identical
+# runs, so a single pair of legs cannot settle a 3 % target. Each round runs the pair, then the
+# 2-rank job (then, with CMAF_STEP_BENCH_B, the same 2-rank job with a second binary, for an
+# A/B of two builds); it prints the per-round ratio to the pair's mean and, at the end, the
+# median and range of the ratios.
+#   bench/ddp_step_rounds.sh [PRESET] [BATCH] [STEPS] [ROUNDS] [step_bench options...]
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+preset="${1:-half}"; batch="${2:-2}"; steps="${3:-10}"; rounds="${4:-5}"
+shift $(( $# < 4 ? $# : 4 ))
+bin="${CMAF_STEP_BENCH:-${here}/build/bench/step_bench}"
+second="${CMAF_STEP_BENCH_B:-}"
+args=(--preset "${preset}" --batch "${batch}" --threads 1 --steps "${steps}" --warmup 2 "$@")
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+median_of() { grep -o 'median step [0-9.]*' | awk '{ s += $3; n++ } END { printf "%.4f", s / n }'; }  # mean over ranks
+echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "# ${args[*]}; ${rounds} rounds"
+ratios=(); ratios_b=()
+for ((r = 1; r <= rounds; r++)); do
+  pair="$({ "${bin}" "${args[@]}" & "${bin}" "${args[@]}"; wait; } 2>/dev/null | median_of)"
+  ddp="$(mpirun -np 2 --bind-to none "${bin}" "${args[@]}" 2>/dev/null | median_of)"
+  line="round ${r}: pair ${pair} s, 2-rank ${ddp} s ($(awk -v a="${ddp}" -v b="${pair}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }'))"
+  ratios+=("$(awk -v a="${ddp}" -v b="${pair}" 'BEGIN { print a / b }')")
+  if [[ -n "${second}" ]]; then
+    ddp_b="$(mpirun -np 2 --bind-to none "${second}" "${args[@]}" 2>/dev/null | median_of)"
+    line+=", 2-rank B ${ddp_b} s ($(awk -v a="${ddp_b}" -v b="${pair}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }'))"
+    ratios_b+=("$(awk -v a="${ddp_b}" -v b="${pair}" 'BEGIN { print a / b }')")
+  fi
+  echo "${line}"
+done
+summary() {  # summary LABEL RATIO...
+  local label="$1"; shift
+  printf '%s\n' "$@" | sort -g | awk -v label="${label}" '{ v[NR] = $1 } END {
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%s vs pair: median %+.1f %%, range %+.1f .. %+.1f %% over %d rounds\n", label, 100 * (m - 1),
+           100 * (v[1] - 1), 100 * (v[NR] - 1), NR }'
+}
+summary "2-rank" "${ratios[@]}"
+if [[ -n "${second}" ]]; then summary "2-rank B" "${ratios_b[@]}"; fi
