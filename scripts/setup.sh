@@ -24,6 +24,7 @@ packages=(
   nlohmann-json3-dev
   slurmctld slurmd slurm-client munge   # the one-node Slurm of scripts/local-slurm.sh (tests)
   gnuplot-nox                       # cmaformer plot
+  jq                                # bench/btcv/run.sh reads manifests and metrics with it
 )
 
 if [[ "${CMAF_SKIP_APT:-0}" != "1" ]]; then
