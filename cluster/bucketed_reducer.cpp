@@ -129,16 +129,15 @@ void BucketedReducer::on_gradient_ready(size_t parameter) {
   received_[parameter] = true;
   // The share each rank contributes to the sum: g / world size (bf16: scaled while packing).
   const bool scale = !local_only_ && !options_.bf16_wire && communicator_.size() > 1;
-  const at::Tensor view = bucket_view(parameter);
+  at::Tensor view = bucket_view(parameter);
   if (grad.data_ptr() != view.data_ptr()) {
     // The first backward since prepare: autograd made a fresh gradient. Move it into the bucket
     // (scaled in the same pass) and leave .grad pointing there, as DDP does for bucket views.
     at::NoGradGuard no_grad;
     if (scale) {
-      at::Tensor out = view;
-      at::mul_out(out, grad, at::scalar_tensor(share_scale(), grad.options()));
+      at::mul_out(view, grad, at::scalar_tensor(share_scale(), grad.options()));
     } else {
-      at::Tensor(view).copy_(grad);
+      view.copy_(grad);
     }
     grad = view;
   } else if (scale) {
