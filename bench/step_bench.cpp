@@ -188,7 +188,8 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     const double visible = exposed[exposed.size() / 2];
     char text[256];
     std::snprintf(text, sizeof(text), "; %d ranks%s: all-reduce alone %.3f s, exposed after backward %.3f s, "
-                  "%.0f %% hidden", world->size(), o.bf16_wire ? ", bf16 wire" : "", alone, visible, 100.0 * std::max(0.0, 1.0 - visible / alone));
+                  "%.0f %% hidden", world->size(), o.bf16_wire ? ", bf16 wire" : "", alone, visible,
+                  100.0 * std::max(0.0, 1.0 - visible / alone));
     overlap = text;
   }
   if (torch::equal(probe_before, model->parameters().front().detach())) ++wrong;  // no update

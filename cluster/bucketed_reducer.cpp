@@ -53,7 +53,8 @@ BucketedReducer::BucketedReducer(std::vector<NamedTensor> parameters, Communicat
     int64_t elements = 0;
     for (size_t k : bucket.parameters) elements += parameters_[k].tensor.numel();
     bucket.buffer = at::zeros({elements}, parameters_[bucket.parameters.front()].tensor.options().dtype(at::kFloat));
-    bucket.wire = options_.bf16_wire ? at::empty({elements}, bucket.buffer.options().dtype(at::kBFloat16)) : bucket.buffer;
+    bucket.wire = options_.bf16_wire ? at::empty({elements}, bucket.buffer.options().dtype(at::kBFloat16))
+                                     : bucket.buffer;
   }
   for (size_t k = 0; k < n; ++k) {
     std::shared_ptr<torch::autograd::Node> accumulator =

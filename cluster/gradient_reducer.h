@@ -40,6 +40,10 @@ namespace cmaf::cluster {
 inline constexpr int64_t kFirstBucketBytes = int64_t{1} << 20;    // 1 MiB, as c10d
 inline constexpr int64_t kDefaultBucketBytes = int64_t{25} << 20;  // 25 MiB, as c10d
 
+// Each rank's share of the average is g * share_scale(n), then the shares are summed: both
+// reducers use this one factor, so they give the same bits.
+inline float share_scale(int world_size) { return 1.0f / static_cast<float>(world_size); }
+
 struct NamedTensor {
   std::string name;
   at::Tensor tensor;
@@ -105,9 +109,7 @@ class BucketedReducer : public GradientReducer {
   void on_gradient_ready(size_t parameter);
   void launch_ready_buckets();
   at::Tensor bucket_view(size_t parameter) const;
-  // Each rank sends g / world size and the buckets are summed: the same factor, in float, as the
-  // reference reducer's, so both give the same bits.
-  float share_scale() const { return 1.0f / static_cast<float>(communicator_.size()); }
+  float share_scale() const { return cluster::share_scale(communicator_.size()); }
 
   std::vector<NamedTensor> parameters_;
   Communicator& communicator_;

@@ -16,7 +16,7 @@ void ReferenceReducer::finish() {
                            ". Every parameter must contribute to the loss on every rank"));
   }
   // Each rank's share g * float(1 / n), summed: the bucketed reducer's arithmetic, bit for bit.
-  const float scale = 1.0f / static_cast<float>(communicator_.size());
+  const float scale = share_scale(communicator_.size());
   for (const NamedTensor& p : parameters_) {
     if (communicator_.size() > 1) p.tensor.mutable_grad().mul_(scale);
     communicator_.all_reduce(p.tensor.grad(), ReduceOp::kSum);
