@@ -52,9 +52,15 @@ BucketedReducer::BucketedReducer(std::vector<NamedTensor> parameters, Communicat
   for (Bucket& bucket : buckets_) {
     int64_t elements = 0;
     for (size_t k : bucket.parameters) elements += parameters_[k].tensor.numel();
-    bucket.buffer = at::zeros({elements}, parameters_[bucket.parameters.front()].tensor.options().dtype(at::kFloat));
-    bucket.wire = options_.bf16_wire ? at::empty({elements}, bucket.buffer.options().dtype(at::kBFloat16))
-                                     : bucket.buffer;
+    const at::TensorOptions fp32 = parameters_[bucket.parameters.front()].tensor.options().dtype(at::kFloat);
+    if (options_.bf16_wire) {
+      bucket.buffer = at::zeros({elements}, fp32);
+      bucket.wire = at::empty({elements}, fp32.dtype(at::kBFloat16));
+    } else {
+      // Where the communicator sums fastest (mpi on one node: shared memory, summed in place).
+      bucket.buffer = communicator_.new_buffer(elements, fp32);
+      bucket.wire = bucket.buffer;
+    }
   }
   for (size_t k = 0; k < n; ++k) {
     std::shared_ptr<torch::autograd::Node> accumulator =

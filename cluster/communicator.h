@@ -53,6 +53,12 @@ class Communicator {
   // Returns [size, *tensor.sizes()] with rank r's tensor at index r.
   virtual at::Tensor all_gather(const at::Tensor& tensor) = 0;
   virtual void barrier() = 0;
+  // A zeroed buffer that will be all-reduced again and again (gradient buckets). Collective:
+  // every rank calls it in the same order with the same size. A backend may place it where its
+  // collectives are fastest (mpi: node shared memory); the default is at::zeros.
+  virtual at::Tensor new_buffer(int64_t elements, const at::TensorOptions& options) {
+    return at::zeros({elements}, options);
+  }
 
   void all_reduce(const at::Tensor& tensor, ReduceOp op) { all_reduce_async(tensor, op)->wait(); }
   void broadcast(const at::Tensor& tensor, int root) { broadcast_async(tensor, root)->wait(); }

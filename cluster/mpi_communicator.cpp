@@ -3,7 +3,11 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
+#include <atomic>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 
 #include "cluster/bf16_wire.h"
 #include "cluster/cluster_error.h"
@@ -35,9 +39,18 @@ void bf16_max_op(void* in, void* inout, int* count, MPI_Datatype* /*type*/) {
 // MPI counts are int: large tensors go in chunks of at most this many elements.
 constexpr int64_t kMaxChunk = INT_MAX / 2;
 
+// Each rank's staging block for sums of tensors that are not in node shared memory.
+constexpr int64_t kStagingBytes = int64_t{4} << 20;
+
+bool shared_memory_wanted() {
+  const char* value = std::getenv("CMAF_NODE_SHARED_MEMORY");
+  return value == nullptr || std::strcmp(value, "0") != 0;
+}
+
 }  // namespace
 
-MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall) : host_(host_name()), stall_(stall) {
+MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_shared_memory)
+    : host_(host_name()), stall_(stall) {
   check(MPI_Comm_dup(parent, &comm_), "MPI_Comm_dup");
   check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
@@ -51,11 +64,34 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall) : host_(ho
   }
   check(MPI_Op_create(&bf16_sum_op, /*commute=*/1, &bf16_sum_), "MPI_Op_create");
   check(MPI_Op_create(&bf16_max_op, /*commute=*/1, &bf16_max_), "MPI_Op_create");
+  if (size_ > 1) {
+    int wanted = node_shared_memory && shared_memory_wanted() ? 1 : 0;
+    int everyone = 0;  // one answer for all ranks, whatever each one's environment says
+    check(MPI_Allreduce(&wanted, &everyone, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+    if (everyone) setup_node_shared_memory();
+  }
   thread_ = std::make_unique<CommThread>();
+}
+
+void MpiCommunicator::setup_node_shared_memory() {
+  MPI_Comm node = MPI_COMM_NULL;
+  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
+  int node_size = 0;
+  check(MPI_Comm_size(node, &node_size), "MPI_Comm_size");
+  check(MPI_Comm_free(&node), "MPI_Comm_free");
+  if (node_size != size_) return;  // several nodes: MPI's transports (a hierarchical sum is not done)
+  std::string why;
+  staging_ = SharedSegment::map(comm_, kStagingBytes, &why);
+  if (!staging_) {
+    LOG(WARNING) << "node shared memory unavailable, float sums go through MPI_Allreduce: " << why;
+  } else if (rank_ == 0) {
+    LOG(INFO) << "float sums through node shared memory (" << size_ << " ranks on one node)";
+  }
 }
 
 MpiCommunicator::~MpiCommunicator() {
   thread_.reset();  // finishes the queued collectives first
+  staging_.reset();
   monitor_.reset();
   if (bf16_sum_ != MPI_OP_NULL) MPI_Op_free(&bf16_sum_);
   if (bf16_max_ != MPI_OP_NULL) MPI_Op_free(&bf16_max_);
@@ -86,6 +122,12 @@ MPI_Op MpiCommunicator::mpi_op(at::ScalarType type, ReduceOp op) const {
 }
 
 void MpiCommunicator::run_all_reduce(at::Tensor& tensor, ReduceOp op) {
+  const at::ScalarType type = tensor.scalar_type();
+  if (staging_ && op != ReduceOp::kMax && (type == at::kFloat || type == at::kDouble)) {
+    shared_memory_sum(tensor);
+    if (op == ReduceOp::kAvg) tensor.div_(size_);
+    return;
+  }
   auto* base = static_cast<char*>(tensor.data_ptr());
   const int64_t element = static_cast<int64_t>(tensor.element_size());
   for (int64_t offset = 0; offset < tensor.numel(); offset += kMaxChunk) {
@@ -96,6 +138,73 @@ void MpiCommunicator::run_all_reduce(at::Tensor& tensor, ReduceOp op) {
           "MPI_Allreduce");
   }
   if (op == ReduceOp::kAvg) tensor.div_(size_);
+}
+
+void MpiCommunicator::sum_slots(const std::vector<char*>& slots, at::ScalarType type, int64_t elements) {
+  // The barriers order the memory: every rank's copy is written before anyone reads it, and
+  // every slice is summed before anyone uses (or overwrites) its copy again.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  check(MPI_Barrier(comm_), "MPI_Barrier");
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const auto [begin, end] = owned_range(elements, static_cast<int64_t>(at::elementSize(type)), rank_, size_);
+  sum_into_all(slots, type, begin, end);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  check(MPI_Barrier(comm_), "MPI_Barrier");
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+void MpiCommunicator::shared_memory_sum(at::Tensor& tensor) {
+  auto* data = static_cast<char*>(tensor.data_ptr());
+  const int64_t element = static_cast<int64_t>(tensor.element_size());
+  const int64_t bytes = tensor.numel() * element;
+  if (bytes == 0) return;
+  std::vector<char*> slots(static_cast<size_t>(size_));
+  for (const auto& weak : buffers_) {
+    const std::shared_ptr<SharedSegment> segment = weak.lock();
+    if (!segment || !segment->holds(data, bytes)) continue;
+    // In node shared memory already (a bucket): summed where it lies, at the same offset in
+    // every rank's block (the contract: the same collectives on the same buffers everywhere).
+    const CollectiveScope scope = begin_collective("shared-memory sum", bytes);
+    for (int r = 0; r < size_; ++r) slots[static_cast<size_t>(r)] = segment->block(r) + (data - segment->mine());
+    sum_slots(slots, tensor.scalar_type(), tensor.numel());
+    return;
+  }
+  for (int r = 0; r < size_; ++r) slots[static_cast<size_t>(r)] = staging_->block(r);
+  const int64_t chunk = staging_->bytes() / element * element;
+  for (int64_t offset = 0; offset < bytes; offset += chunk) {
+    const int64_t count = std::min(chunk, bytes - offset);
+    const CollectiveScope scope = begin_collective("shared-memory sum (staged)", count);
+    std::memcpy(staging_->mine(), data + offset, static_cast<size_t>(count));
+    sum_slots(slots, tensor.scalar_type(), count / element);
+    std::memcpy(data + offset, staging_->mine(), static_cast<size_t>(count));
+  }
+}
+
+at::Tensor MpiCommunicator::new_buffer(int64_t elements, const at::TensorOptions& options) {
+  const at::ScalarType type = at::typeMetaToScalarType(options.dtype());
+  if (!staging_ || elements == 0 || options.device().type() != at::kCPU || (type != at::kFloat && type != at::kDouble)) {
+    return at::zeros({elements}, options);
+  }
+  const int64_t bytes = elements * static_cast<int64_t>(at::elementSize(type));
+  std::shared_ptr<SharedSegment> segment;
+  std::string why;
+  thread_->submit([&] {
+    const CollectiveScope scope = begin_collective("shared-memory buffer", bytes);
+    segment = SharedSegment::map(comm_, bytes, &why);
+    if (segment) {
+      buffers_.erase(std::remove_if(buffers_.begin(), buffers_.end(), [](const auto& w) { return w.expired(); }),
+                     buffers_.end());
+      buffers_.push_back(segment);
+    }
+  }).get();
+  if (!segment) {
+    LOG(WARNING) << "a " << bytes << "-byte buffer could not go to node shared memory (summed through the "
+                 << "staging block instead): " << why;
+    return at::zeros({elements}, options);
+  }
+  // The tensor owns the mapping: it unmaps when the last view of it goes (fresh pages are zero).
+  char* block = segment->mine();
+  return at::from_blob(block, {elements}, [segment](void*) mutable { segment.reset(); }, options);
 }
 
 WorkHandle MpiCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {

@@ -8,15 +8,26 @@
 // is reported on every live rank with the ranks that have not arrived, and the job aborts with
 // exit status kStallExitCode. It needs MPI_THREAD_MULTIPLE (the monitor's thread calls MPI
 // beside the communication thread); without it a warning says stall detection is off.
+//
+// Node shared memory: when every rank is on one node, float32/float64 sums (and averages) do not
+// go through MPI_Allreduce but through shared memory (cluster/node_shared_memory.h): buffers
+// from new_buffer() (the reducer's buckets) are summed where they lie, other tensors through a
+// staging block. One pass that reads every rank's copy and writes the sum into all of them,
+// between two MPI_Barriers, instead of MPI's copies through its transport; each element summed
+// in rank order, so the bits are the local backend's at any rank count. Off between nodes, with
+// node_shared_memory = false, with CMAF_NODE_SHARED_MEMORY=0 in the environment, or (with a
+// warning) when /dev/shm cannot hold the blocks; then every collective is MPI's.
 #pragma once
 
 #include <mpi.h>
 
 #include <memory>
+#include <vector>
 
 #include "cluster/comm_thread.h"
 #include "cluster/communicator.h"
 #include "cluster/heartbeat_monitor.h"
+#include "cluster/node_shared_memory.h"
 
 namespace cmaf::cluster {
 
@@ -30,8 +41,10 @@ std::string mpi_error_text(int code);
 
 class MpiCommunicator : public Communicator {
  public:
-  // MPI must be initialised (ProcessRuntime) with at least MPI_THREAD_SERIALIZED.
-  explicit MpiCommunicator(MPI_Comm parent = MPI_COMM_WORLD, StallOptions stall = {});
+  // MPI must be initialised (ProcessRuntime) with at least MPI_THREAD_SERIALIZED. Collective
+  // over `parent`.
+  explicit MpiCommunicator(MPI_Comm parent = MPI_COMM_WORLD, StallOptions stall = {},
+                           bool node_shared_memory = true);
   ~MpiCommunicator() override;
 
   std::string name() const override { return "mpi"; }
@@ -41,10 +54,19 @@ class MpiCommunicator : public Communicator {
   WorkHandle broadcast_async(at::Tensor tensor, int root) override;
   at::Tensor all_gather(const at::Tensor& tensor) override;
   void barrier() override;
+  // Collective (same order and size on every rank): a zeroed buffer in node shared memory when
+  // sums go there, so that all-reducing it copies nothing; else at::zeros.
+  at::Tensor new_buffer(int64_t elements, const at::TensorOptions& options) override;
+  // Whether float sums go through node shared memory (the same answer on every rank).
+  bool node_shared_memory() const { return staging_ != nullptr; }
 
  private:
   void check(int code, const char* call) const;
   void run_all_reduce(at::Tensor& tensor, ReduceOp op);
+  void setup_node_shared_memory();
+  // The sum over ranks of `slots[*]` (rank r's copy at slots[r]) into all of them.
+  void sum_slots(const std::vector<char*>& slots, at::ScalarType type, int64_t elements);
+  void shared_memory_sum(at::Tensor& tensor);
   MPI_Op mpi_op(at::ScalarType type, ReduceOp op) const;
   // Numbers the collective and tells the watchdog; the returned guard tells it the end.
   struct CollectiveScope {
@@ -64,6 +86,8 @@ class MpiCommunicator : public Communicator {
   StallOptions stall_;
   int64_t sequence_ = 0;  // collectives issued (same numbering on every rank)
   std::unique_ptr<HeartbeatMonitor> monitor_;
+  std::shared_ptr<SharedSegment> staging_;               // null: node shared memory is off
+  std::vector<std::weak_ptr<SharedSegment>> buffers_;    // from new_buffer(), comm thread only
   std::unique_ptr<CommThread> thread_;
 };
 

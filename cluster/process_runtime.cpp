@@ -89,11 +89,12 @@ ProcessRuntime::~ProcessRuntime() {
   if (mpi_) MPI_Finalize();
 }
 
-std::unique_ptr<Communicator> ProcessRuntime::world_communicator(std::chrono::milliseconds stall_limit) const {
+std::unique_ptr<Communicator> ProcessRuntime::world_communicator(std::chrono::milliseconds stall_limit,
+                                                                 bool node_shared_memory) const {
   if (mpi_) {
     StallOptions stall;
     if (stall_limit.count() > 0) stall.limit = stall_limit;
-    return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, stall);
+    return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, stall, node_shared_memory);
   }
   return std::make_unique<LocalCommunicator>();
 }

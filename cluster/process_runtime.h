@@ -55,8 +55,10 @@ class ProcessRuntime {
   const LaunchEnvironment& environment() const { return environment_; }
 
   // The world communicator of this process: mpi when launched, local otherwise. A positive
-  // `stall_limit` replaces the default limit of the MPI stall watchdog.
-  std::unique_ptr<Communicator> world_communicator(std::chrono::milliseconds stall_limit = {}) const;
+  // `stall_limit` replaces the default limit of the MPI stall watchdog; `node_shared_memory`
+  // false keeps every mpi collective in MPI (mpi_communicator.h). Collective when launched.
+  std::unique_ptr<Communicator> world_communicator(std::chrono::milliseconds stall_limit = {},
+                                                   bool node_shared_memory = true) const;
 
   std::string describe() const;  // one log line
 

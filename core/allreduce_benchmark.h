@@ -18,6 +18,9 @@ struct AllreduceBenchmarkOptions {
   std::string preset = "paper";  // whose gradients the reducer part reduces
 };
 
-int64_t run_allreduce_benchmark(cluster::Communicator& world, const AllreduceBenchmarkOptions& options);
+// `mpi`: optionally the same world with every collective through MPI_Allreduce (the world's sums
+// going through node shared memory): then each raw figure is also measured on it, alternating.
+int64_t run_allreduce_benchmark(cluster::Communicator& world, const AllreduceBenchmarkOptions& options,
+                                cluster::Communicator* mpi = nullptr);
 
 }  // namespace cmaf::core

@@ -1,5 +1,6 @@
 #include <iostream>
 
+#include "cluster/mpi_communicator.h"
 #include "cluster/process_runtime.h"
 #include "common/error.h"
 #include "core/allreduce_benchmark.h"
@@ -16,7 +17,8 @@ int run_bench(int argc, char** argv) {
       "       cmaformer bench loader --data DIR [--preset P] [--reader-threads 1,2] [--steps N]",
       "Benchmarks that check their own results. `allreduce`: float32 sum all-reduce from 1 KiB to\n"
       "--max-mib MiB on the world communicator (time, algbw, busbw = algbw * 2(n-1)/n, #wrong),\n"
-      "then the bucketed reducer over one 25 MiB tensor and over the preset's gradients. Run it\n"
+      "then the bucketed reducer over one 25 MiB tensor and over the preset's gradients. When the\n"
+      "sums go through node shared memory, MPI_Allreduce is timed beside them, alternating. Run it\n"
       "under mpirun or srun (alone it measures 1 rank).\n"
       "`loader`: slices/s from HDF5 through augmentation into batches per reader-thread count\n"
       "(cache off and on), then the training step time with a live loader divided by the step on\n"
@@ -64,7 +66,11 @@ int run_bench(int argc, char** argv) {
   int64_t wrong = 0;
   {
     auto world = runtime->world_communicator();
-    wrong = core::run_allreduce_benchmark(*world, options);
+    // When the world sums through node shared memory, MPI_Allreduce is measured beside it.
+    const auto* mpi_world = dynamic_cast<const cluster::MpiCommunicator*>(world.get());
+    std::unique_ptr<cluster::Communicator> mpi_only;
+    if (mpi_world && mpi_world->node_shared_memory()) mpi_only = runtime->world_communicator({}, false);
+    wrong = core::run_allreduce_benchmark(*world, options, mpi_only.get());
   }
   runtime.reset();
   return wrong == 0 ? 0 : 1;

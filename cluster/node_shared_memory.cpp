@@ -1,0 +1,158 @@
+#include "cluster/node_shared_memory.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include "cluster/cluster_error.h"
+#include "cluster/process_runtime.h"
+#include "common/error.h"
+
+namespace cmaf::cluster {
+namespace {
+
+constexpr int kNameBytes = 64;
+constexpr int64_t kLineBytes = 64;
+
+void check_mpi(int code, const char* call, int rank) {
+  if (code == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING] = {0};
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  throw ClusterError(str("[rank ", rank, " on ", host_name(), "] ", call, " failed: ", std::string(text, length)));
+}
+
+std::string errno_text(int code) { return std::strerror(code); }
+
+// Creates and maps this rank's block; returns an error text, empty on success.
+std::string create_block(const char* name, int64_t bytes, char** block) {
+  const int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+  if (fd < 0) return str("shm_open(", name, ") failed: ", errno_text(errno));
+  // Reserve the pages now: a tmpfs that is too small fails here, not with SIGBUS on first touch.
+  const int reserved = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+  if (reserved != 0) {
+    close(fd);
+    shm_unlink(name);
+    return str("posix_fallocate of ", bytes, " bytes in /dev/shm failed: ", errno_text(reserved),
+               " (a tmpfs too small for the gradient buckets? docker: --shm-size)");
+  }
+  void* address = mmap(nullptr, static_cast<size_t>(bytes), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (address == MAP_FAILED) {
+    shm_unlink(name);
+    return str("mmap of ", bytes, " bytes of ", name, " failed: ", errno_text(errno));
+  }
+  *block = static_cast<char*>(address);
+  return "";
+}
+
+std::string map_peer_block(const char* name, int64_t bytes, char** block) {
+  const int fd = shm_open(name, O_RDWR, 0600);
+  if (fd < 0) return str("shm_open(", name, ") of a peer's block failed: ", errno_text(errno));
+  void* address = mmap(nullptr, static_cast<size_t>(bytes), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (address == MAP_FAILED) return str("mmap of a peer's block ", name, " failed: ", errno_text(errno));
+  *block = static_cast<char*>(address);
+  return "";
+}
+
+template <typename T>
+void sum_block(const std::vector<char*>& slots, int64_t begin, int64_t end) {
+  constexpr int64_t kBlock = 2048;  // elements summed in a stack buffer that stays in L1
+  T sum[kBlock];
+  const size_t n = slots.size();
+  for (int64_t start = begin; start < end; start += kBlock) {
+    const int64_t count = std::min(kBlock, end - start);
+    const T* first = reinterpret_cast<const T*>(slots[0]) + start;
+    for (int64_t i = 0; i < count; ++i) sum[i] = first[i];
+    for (size_t r = 1; r < n; ++r) {
+      const T* next = reinterpret_cast<const T*>(slots[r]) + start;
+      for (int64_t i = 0; i < count; ++i) sum[i] += next[i];
+    }
+    for (size_t r = 0; r < n; ++r) {
+      std::memcpy(reinterpret_cast<T*>(slots[r]) + start, sum, static_cast<size_t>(count) * sizeof(T));
+    }
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, std::string* why) {
+  int rank = 0;
+  int size = 1;
+  check_mpi(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank", rank);
+  check_mpi(MPI_Comm_size(comm, &size), "MPI_Comm_size", rank);
+  std::shared_ptr<SharedSegment> segment(new SharedSegment());
+  segment->rank_ = rank;
+  segment->bytes_ = bytes;
+  // Whole pages, at least one: mmap of 0 bytes fails.
+  const int64_t page = std::max<int64_t>(1, sysconf(_SC_PAGESIZE));
+  segment->mapped_bytes_ = std::max<int64_t>(page, (bytes + page - 1) / page * page);
+  segment->blocks_.assign(static_cast<size_t>(size), nullptr);
+
+  static std::atomic<int64_t> counter{0};
+  std::array<char, kNameBytes> name{};
+  std::snprintf(name.data(), name.size(), "/cmaf-%ld-%lld", static_cast<long>(getpid()),
+                static_cast<long long>(counter++));
+  std::string error = create_block(name.data(), segment->mapped_bytes_, &segment->blocks_[static_cast<size_t>(rank)]);
+  std::vector<char> names(static_cast<size_t>(size) * kNameBytes, 0);
+  check_mpi(MPI_Allgather(name.data(), kNameBytes, MPI_CHAR, names.data(), kNameBytes, MPI_CHAR, comm),
+            "MPI_Allgather", rank);
+  int created = error.empty() ? 1 : 0;
+  int all_created = 0;
+  check_mpi(MPI_Allreduce(&created, &all_created, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce", rank);
+  if (all_created) {
+    for (int r = 0; r < size && error.empty(); ++r) {
+      if (r == rank) continue;
+      error = map_peer_block(&names[static_cast<size_t>(r) * kNameBytes], segment->mapped_bytes_,
+                             &segment->blocks_[static_cast<size_t>(r)]);
+    }
+  }
+  int mapped = error.empty() ? 1 : 0;
+  int all_mapped = 0;
+  check_mpi(MPI_Allreduce(&mapped, &all_mapped, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce", rank);
+  // Every rank has opened every name (or given up): the names can go, the mappings stay.
+  if (created) shm_unlink(name.data());
+  if (all_mapped) return segment;
+  if (why) {
+    *why = error.empty() ? "another rank could not map node shared memory (its log says why)"
+                         : str("[rank ", rank, " on ", host_name(), "] ", error);
+  }
+  return nullptr;  // the destructor unmaps what was mapped
+}
+
+SharedSegment::~SharedSegment() {
+  for (char* block : blocks_) {
+    if (block) munmap(block, static_cast<size_t>(mapped_bytes_));
+  }
+}
+
+bool SharedSegment::holds(const void* data, int64_t bytes) const {
+  const char* begin = static_cast<const char*>(data);
+  return begin >= mine() && bytes >= 0 && begin + bytes <= mine() + bytes_;
+}
+
+std::pair<int64_t, int64_t> owned_range(int64_t elements, int64_t element_bytes, int rank, int size) {
+  const int64_t line = std::max<int64_t>(1, kLineBytes / element_bytes);
+  int64_t share = (elements + size - 1) / size;
+  share = (share + line - 1) / line * line;
+  const int64_t begin = std::min(elements, share * rank);
+  return {begin, std::min(elements, begin + share)};
+}
+
+void sum_into_all(const std::vector<char*>& slots, at::ScalarType type, int64_t begin, int64_t end) {
+  if (type == at::kFloat) {
+    sum_block<float>(slots, begin, end);
+  } else {
+    CMAF_CHECK(type == at::kDouble, "node shared-memory sum of ", at::toString(type));
+    sum_block<double>(slots, begin, end);
+  }
+}
+
+}  // namespace cmaf::cluster

@@ -1,0 +1,60 @@
+// Node shared memory for the MPI backend's float sums (what NCCL and oneCCL do inside a node).
+//
+// A SharedSegment is one block of memory per rank, every rank's block mapped into every rank's
+// address space (POSIX shm_open + mmap; the names are unlinked as soon as all ranks have mapped
+// them, so nothing is left in /dev/shm when a job dies). A sum over the ranks then needs no
+// transport at all: after a barrier, rank r adds the ranks' r-th slices in rank order and
+// writes the result into every rank's block; after a second barrier every block holds the sum.
+// Each element is summed once, by one rank, in rank order, the order of the local backend: on
+// one node the float sums of the MPI backend give the bits of the local backend at any size.
+//
+// Freeing is local: a segment unmaps when its last tensor goes; the memory is released when the
+// last rank has unmapped it. No MPI call happens in a destructor.
+#pragma once
+
+#include <mpi.h>
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cmaf::cluster {
+
+class SharedSegment {
+ public:
+  // Collective over `comm` (all ranks on one node): each rank maps `bytes` of its own and every
+  // peer's block. Returns nullptr on every rank when any rank cannot (no /dev/shm, too small a
+  // tmpfs: the space is reserved up front with posix_fallocate, so a full tmpfs is an error here,
+  // not a SIGBUS later); `why` then says what failed and where. A failing MPI call throws
+  // ClusterError naming it.
+  static std::shared_ptr<SharedSegment> map(MPI_Comm comm, int64_t bytes, std::string* why);
+  ~SharedSegment();
+  SharedSegment(const SharedSegment&) = delete;
+  SharedSegment& operator=(const SharedSegment&) = delete;
+
+  int64_t bytes() const { return bytes_; }
+  char* mine() const { return blocks_[static_cast<size_t>(rank_)]; }
+  char* block(int rank) const { return blocks_[static_cast<size_t>(rank)]; }
+  // True when [data, data + bytes) lies inside this rank's own block.
+  bool holds(const void* data, int64_t bytes) const;
+
+ private:
+  SharedSegment() = default;
+  int rank_ = 0;
+  int64_t bytes_ = 0;
+  int64_t mapped_bytes_ = 0;
+  std::vector<char*> blocks_;  // rank -> that rank's block, as mapped here (nullptr: not mapped)
+};
+
+// The part of [0, elements) whose sum rank `rank` of `size` computes: contiguous, aligned to
+// 64-byte lines so that two ranks never write the same cache line.
+std::pair<int64_t, int64_t> owned_range(int64_t elements, int64_t element_bytes, int rank, int size);
+
+// slots[r] points at rank r's copy of the same elements; for i in [begin, end):
+// slots[*][i] = ((slots[0][i] + slots[1][i]) + slots[2][i]) + ...  (float32 or float64).
+void sum_into_all(const std::vector<char*>& slots, at::ScalarType type, int64_t begin, int64_t end);
+
+}  // namespace cmaf::cluster
