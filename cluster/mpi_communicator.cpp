@@ -4,7 +4,6 @@
 #include <glog/logging.h>
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -81,7 +80,9 @@ void MpiCommunicator::setup_node_shared_memory() {
   check(MPI_Comm_free(&node), "MPI_Comm_free");
   if (node_size != size_) return;  // several nodes: MPI's transports (a hierarchical sum is not done)
   std::string why;
-  staging_ = SharedSegment::map(comm_, kStagingBytes, &why);
+  std::shared_ptr<SharedSegment> control = SharedSegment::map(comm_, sizeof(uint32_t), &why);
+  if (control) staging_ = SharedSegment::map(comm_, kStagingBytes, &why);
+  if (staging_) node_barrier_ = std::make_unique<NodeBarrier>(std::move(control), rank_, size_);
   if (!staging_) {
     LOG(WARNING) << "node shared memory unavailable, float sums go through MPI_Allreduce: " << why;
   } else if (rank_ == 0) {
@@ -91,6 +92,7 @@ void MpiCommunicator::setup_node_shared_memory() {
 
 MpiCommunicator::~MpiCommunicator() {
   thread_.reset();  // finishes the queued collectives first
+  node_barrier_.reset();
   staging_.reset();
   monitor_.reset();
   if (bf16_sum_ != MPI_OP_NULL) MPI_Op_free(&bf16_sum_);
@@ -143,14 +145,10 @@ void MpiCommunicator::run_all_reduce(at::Tensor& tensor, ReduceOp op) {
 void MpiCommunicator::sum_slots(const std::vector<char*>& slots, at::ScalarType type, int64_t elements) {
   // The barriers order the memory: every rank's copy is written before anyone reads it, and
   // every slice is summed before anyone uses (or overwrites) its copy again.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  check(MPI_Barrier(comm_), "MPI_Barrier");
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  node_barrier_->arrive_and_wait();
   const auto [begin, end] = owned_range(elements, static_cast<int64_t>(at::elementSize(type)), rank_, size_);
   sum_into_all(slots, type, begin, end);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  check(MPI_Barrier(comm_), "MPI_Barrier");
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  node_barrier_->arrive_and_wait();
 }
 
 void MpiCommunicator::shared_memory_sum(at::Tensor& tensor) {

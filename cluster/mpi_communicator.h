@@ -13,7 +13,8 @@
 // go through MPI_Allreduce but through shared memory (cluster/node_shared_memory.h): buffers
 // from new_buffer() (the reducer's buckets) are summed where they lie, other tensors through a
 // staging block. One pass that reads every rank's copy and writes the sum into all of them,
-// between two MPI_Barriers, instead of MPI's copies through its transport; each element summed
+// between two NodeBarriers (which sleep, not poll, while a peer is still computing), instead of
+// MPI's copies through its transport; each element summed
 // in rank order, so the bits are the local backend's at any rank count. Off between nodes, with
 // node_shared_memory = false, with CMAF_NODE_SHARED_MEMORY=0 in the environment, or (with a
 // warning) when /dev/shm cannot hold the blocks; then every collective is MPI's.
@@ -87,6 +88,7 @@ class MpiCommunicator : public Communicator {
   int64_t sequence_ = 0;  // collectives issued (same numbering on every rank)
   std::unique_ptr<HeartbeatMonitor> monitor_;
   std::shared_ptr<SharedSegment> staging_;               // null: node shared memory is off
+  std::unique_ptr<NodeBarrier> node_barrier_;
   std::vector<std::weak_ptr<SharedSegment>> buffers_;    // from new_buffer(), comm thread only
   std::unique_ptr<CommThread> thread_;
 };

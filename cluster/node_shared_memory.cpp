@@ -1,14 +1,18 @@
 #include "cluster/node_shared_memory.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cstring>
+#include <thread>
 
 #include "cluster/cluster_error.h"
 #include "cluster/process_runtime.h"
@@ -136,6 +140,56 @@ SharedSegment::~SharedSegment() {
 bool SharedSegment::holds(const void* data, int64_t bytes) const {
   const char* begin = static_cast<const char*>(data);
   return begin >= mine() && bytes >= 0 && begin + bytes <= mine() + bytes_;
+}
+
+namespace {
+
+std::atomic<uint32_t>* counter_of(const SharedSegment& segment, int rank) {
+  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) && std::atomic<uint32_t>::is_always_lock_free);
+  return reinterpret_cast<std::atomic<uint32_t>*>(segment.block(rank));
+}
+
+// Not FUTEX_PRIVATE: the word is in memory shared between processes.
+void futex_wait(std::atomic<uint32_t>* word, uint32_t seen) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, seen, nullptr, nullptr, 0);
+}
+void futex_wake_all(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+bool reached(uint32_t value, uint32_t generation) {  // wrap-around safe
+  return static_cast<int32_t>(value - generation) >= 0;
+}
+
+}  // namespace
+
+NodeBarrier::NodeBarrier(std::shared_ptr<SharedSegment> segment, int rank, int size)
+    : segment_(std::move(segment)), rank_(rank), size_(size) {
+  CMAF_CHECK(segment_ && segment_->bytes() >= static_cast<int64_t>(sizeof(uint32_t)), "node barrier segment");
+}
+
+void NodeBarrier::arrive_and_wait() {
+  ++generation_;
+  std::atomic<uint32_t>* mine = counter_of(*segment_, rank_);
+  mine->store(generation_, std::memory_order_release);
+  futex_wake_all(mine);
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    std::atomic<uint32_t>* peer = counter_of(*segment_, r);
+    // About 10 us of spinning covers a peer that arrives at the same moment; then sleep.
+    for (int spin = 0; spin < 256 && !reached(peer->load(std::memory_order_acquire), generation_); ++spin) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#else
+      std::this_thread::yield();
+#endif
+    }
+    for (;;) {
+      const uint32_t seen = peer->load(std::memory_order_acquire);
+      if (reached(seen, generation_)) break;
+      futex_wait(peer, seen);  // returns at once if the word has changed since `seen`
+    }
+  }
 }
 
 std::pair<int64_t, int64_t> owned_range(int64_t elements, int64_t element_bytes, int rank, int size) {

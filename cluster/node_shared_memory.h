@@ -49,6 +49,25 @@ class SharedSegment {
   std::vector<char*> blocks_;  // rank -> that rank's block, as mapped here (nullptr: not mapped)
 };
 
+// A barrier of the ranks of one node in a SharedSegment (one counter in each rank's block):
+// each rank advances its own counter, wakes its waiters and waits until every peer's counter
+// has reached the same generation, spinning briefly, then asleep in a futex. A rank that waits
+// for a peer still in backward burns no core (MPI_Barrier's progress loop polls on the core the
+// peer's or its own compute thread needs). Release/acquire: what a rank wrote before arriving
+// is seen by every rank after leaving. A peer that never arrives is the stall watchdog's to
+// report; a dead one ends the job through the launcher.
+class NodeBarrier {
+ public:
+  NodeBarrier(std::shared_ptr<SharedSegment> segment, int rank, int size);
+  void arrive_and_wait();
+
+ private:
+  std::shared_ptr<SharedSegment> segment_;
+  int rank_ = 0;
+  int size_ = 1;
+  uint32_t generation_ = 0;  // the same on every rank: barriers are issued in the same order
+};
+
 // The part of [0, elements) whose sum rank `rank` of `size` computes: contiguous, aligned to
 // 64-byte lines so that two ranks never write the same cache line.
 std::pair<int64_t, int64_t> owned_range(int64_t elements, int64_t element_bytes, int rank, int size);
