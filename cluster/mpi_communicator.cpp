@@ -202,7 +202,7 @@ at::Tensor MpiCommunicator::new_buffer(int64_t elements, const at::TensorOptions
   }
   // The tensor owns the mapping: it unmaps when the last view of it goes (fresh pages are zero).
   char* block = segment->mine();
-  return at::from_blob(block, {elements}, [segment](void*) mutable { segment.reset(); }, options);
+  return at::from_blob(block, {elements}, [segment](void*) {}, options);
 }
 
 WorkHandle MpiCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "cluster/cluster_error.h"
+#include "cluster/mpi_communicator.h"
 #include "cluster/process_runtime.h"
 #include "common/error.h"
 
@@ -26,10 +27,7 @@ constexpr int64_t kLineBytes = 64;
 
 void check_mpi(int code, const char* call, int rank) {
   if (code == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING] = {0};
-  int length = 0;
-  MPI_Error_string(code, text, &length);
-  throw ClusterError(str("[rank ", rank, " on ", host_name(), "] ", call, " failed: ", std::string(text, length)));
+  throw ClusterError(str("[rank ", rank, " on ", host_name(), "] ", call, " failed: ", mpi_error_text(code)));
 }
 
 std::string errno_text(int code) { return std::strerror(code); }
@@ -84,6 +82,24 @@ void sum_block(const std::vector<char*>& slots, int64_t begin, int64_t end) {
     }
   }
 }
+
+std::atomic<uint32_t>* counter_of(const SharedSegment& segment, int rank) {
+  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) && std::atomic<uint32_t>::is_always_lock_free);
+  return reinterpret_cast<std::atomic<uint32_t>*>(segment.block(rank));
+}
+
+// Not FUTEX_PRIVATE: the word is in memory shared between processes.
+void futex_wait(std::atomic<uint32_t>* word, uint32_t seen) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, seen, nullptr, nullptr, 0);
+}
+void futex_wake_all(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+bool reached(uint32_t value, uint32_t generation) {  // wrap-around safe
+  return static_cast<int32_t>(value - generation) >= 0;
+}
+
 
 }  // namespace
 
@@ -141,27 +157,6 @@ bool SharedSegment::holds(const void* data, int64_t bytes) const {
   const char* begin = static_cast<const char*>(data);
   return begin >= mine() && bytes >= 0 && begin + bytes <= mine() + bytes_;
 }
-
-namespace {
-
-std::atomic<uint32_t>* counter_of(const SharedSegment& segment, int rank) {
-  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) && std::atomic<uint32_t>::is_always_lock_free);
-  return reinterpret_cast<std::atomic<uint32_t>*>(segment.block(rank));
-}
-
-// Not FUTEX_PRIVATE: the word is in memory shared between processes.
-void futex_wait(std::atomic<uint32_t>* word, uint32_t seen) {
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, seen, nullptr, nullptr, 0);
-}
-void futex_wake_all(std::atomic<uint32_t>* word) {
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
-}
-
-bool reached(uint32_t value, uint32_t generation) {  // wrap-around safe
-  return static_cast<int32_t>(value - generation) >= 0;
-}
-
-}  // namespace
 
 NodeBarrier::NodeBarrier(std::shared_ptr<SharedSegment> segment, int rank, int size)
     : segment_(std::move(segment)), rank_(rank), size_(size) {

@@ -25,8 +25,8 @@ namespace cmaf::cluster {
 
 class SharedSegment {
  public:
-  // Collective over `comm` (all ranks on one node): each rank maps `bytes` of its own and every
-  // peer's block. Returns nullptr on every rank when any rank cannot (no /dev/shm, too small a
+  // Collective over `comm` (all ranks on one node, the same `bytes` on every rank): each rank
+  // maps `bytes` of its own and every peer's block. Returns nullptr on every rank when any rank cannot (no /dev/shm, too small a
   // tmpfs: the space is reserved up front with posix_fallocate, so a full tmpfs is an error here,
   // not a SIGBUS later); `why` then says what failed and where. A failing MPI call throws
   // ClusterError naming it.
