@@ -46,6 +46,18 @@ bool shared_memory_wanted() {
   return value == nullptr || std::strcmp(value, "0") != 0;
 }
 
+// CMAF_SIMULATED_RANKS_PER_NODE=k (tests and benchmarks of the several-node path on one
+// machine): ranks 0..k-1 count as one node, k..2k-1 as the next, and so on. 0: unset.
+int simulated_ranks_per_node() {
+  const char* value = std::getenv("CMAF_SIMULATED_RANKS_PER_NODE");
+  if (value == nullptr || *value == '\0') return 0;
+  char* end = nullptr;
+  const long k = std::strtol(value, &end, 10);
+  CMAF_CHECK(end != value && *end == '\0' && k > 0 && k <= INT_MAX,
+             "CMAF_SIMULATED_RANKS_PER_NODE=", value, ": expected a positive number of ranks per node");
+  return static_cast<int>(k);
+}
+
 }  // namespace
 
 MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_shared_memory)
@@ -67,27 +79,68 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
     int wanted = node_shared_memory && shared_memory_wanted() ? 1 : 0;
     int everyone = 0;  // one answer for all ranks, whatever each one's environment says
     check(MPI_Allreduce(&wanted, &everyone, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+    find_nodes();
     if (everyone) setup_node_shared_memory();
   }
   thread_ = std::make_unique<CommThread>();
 }
 
-void MpiCommunicator::setup_node_shared_memory() {
-  MPI_Comm node = MPI_COMM_NULL;
-  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
-  int node_size = 0;
-  check(MPI_Comm_size(node, &node_size), "MPI_Comm_size");
-  check(MPI_Comm_free(&node), "MPI_Comm_free");
-  if (node_size != size_) return;  // several nodes: MPI's transports (a hierarchical sum is not done)
-  std::string why;
-  std::shared_ptr<SharedSegment> control = SharedSegment::map(comm_, sizeof(uint32_t), &why);
-  if (control) staging_ = SharedSegment::map(comm_, kStagingBytes, &why);
-  if (staging_) node_barrier_ = std::make_unique<NodeBarrier>(std::move(control), rank_, size_);
-  if (!staging_) {
-    LOG(WARNING) << "node shared memory unavailable, float sums go through MPI_Allreduce: " << why;
-  } else if (rank_ == 0) {
-    LOG(INFO) << "float sums through node shared memory (" << size_ << " ranks on one node)";
+void MpiCommunicator::find_nodes() {
+  const int simulated = simulated_ranks_per_node();
+  if (simulated > 0) {
+    check(MPI_Comm_split(comm_, rank_ / simulated, rank_, &node_comm_), "MPI_Comm_split");
+  } else {
+    check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node_comm_), "MPI_Comm_split_type");
   }
+  check(MPI_Comm_rank(node_comm_, &node_rank_), "MPI_Comm_rank");
+  check(MPI_Comm_size(node_comm_, &node_size_), "MPI_Comm_size");
+  const int leader = node_rank_ == 0 ? 1 : 0;
+  check(MPI_Allreduce(&leader, &nodes_, 1, MPI_INT, MPI_SUM, comm_), "MPI_Allreduce");
+  const int sizes[2] = {-node_size_, node_size_};
+  int extremes[2] = {0, 0};  // -(smallest node), largest node
+  check(MPI_Allreduce(sizes, extremes, 2, MPI_INT, MPI_MAX, comm_), "MPI_Allreduce");
+  smallest_node_ = -extremes[0];
+  largest_node_ = extremes[1];
+}
+
+void MpiCommunicator::setup_node_shared_memory() {
+  if (smallest_node_ != largest_node_ || largest_node_ == 1) {
+    // A node's slice of the sum is split among its ranks, and the same slices cross between
+    // nodes: that needs the same number of ranks on every node (and more than one).
+    if (rank_ == 0) {
+      LOG(INFO) << "float sums through MPI_Allreduce: " << nodes_ << " nodes with " << smallest_node_ << " to "
+                << largest_node_ << " ranks each (node shared memory needs the same count, above 1, on every node)";
+    }
+    return;
+  }
+  if (nodes_ > 1) {
+    // Rank i of every node sums slice i of the node sums with its counterparts on the other nodes.
+    check(MPI_Comm_split(comm_, node_rank_, rank_, &cross_comm_), "MPI_Comm_split");
+  }
+  std::string why;
+  std::shared_ptr<SharedSegment> control = SharedSegment::map(node_comm_, sizeof(uint32_t), &why);
+  std::shared_ptr<SharedSegment> staging;
+  if (control) staging = SharedSegment::map(node_comm_, kStagingBytes, &why);
+  // Every node takes the same path: a node that cannot map sends all sums through MPI.
+  if (!agreed_by_all_nodes(staging != nullptr, &why)) {
+    LOG(WARNING) << "node shared memory unavailable, float sums go through MPI_Allreduce: " << why;
+    return;
+  }
+  staging_ = std::move(staging);
+  node_barrier_ = std::make_unique<NodeBarrier>(std::move(control), node_rank_, node_size_);
+  if (rank_ == 0) {
+    LOG(INFO) << "float sums through node shared memory (" << node_size_ << " ranks a node"
+              << (nodes_ > 1 ? str(", then MPI_Allreduce between ", nodes_, " nodes") : std::string()) << ")";
+  }
+}
+
+bool MpiCommunicator::agreed_by_all_nodes(bool ok, std::string* why) {
+  if (nodes_ == 1) return ok;  // SharedSegment::map has agreed over the node already
+  int everyone = 0;
+  const int mine = ok ? 1 : 0;
+  check(MPI_Allreduce(&mine, &everyone, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+  if (ok && !everyone && why) *why = "a rank on another node could not map node shared memory (its log says why)";
+  return everyone != 0;
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -95,6 +148,8 @@ MpiCommunicator::~MpiCommunicator() {
   node_barrier_.reset();
   staging_.reset();
   monitor_.reset();
+  if (cross_comm_ != MPI_COMM_NULL) MPI_Comm_free(&cross_comm_);
+  if (node_comm_ != MPI_COMM_NULL) MPI_Comm_free(&node_comm_);
   if (bf16_sum_ != MPI_OP_NULL) MPI_Op_free(&bf16_sum_);
   if (bf16_max_ != MPI_OP_NULL) MPI_Op_free(&bf16_max_);
   if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
@@ -146,8 +201,22 @@ void MpiCommunicator::sum_slots(const std::vector<char*>& slots, at::ScalarType 
   // The barriers order the memory: every rank's copy is written before anyone reads it, and
   // every slice is summed before anyone uses (or overwrites) its copy again.
   node_barrier_->arrive_and_wait();
-  const auto [begin, end] = owned_range(elements, static_cast<int64_t>(at::elementSize(type)), rank_, size_);
-  sum_into_all(slots, type, begin, end);
+  const int64_t element = static_cast<int64_t>(at::elementSize(type));
+  const auto [begin, end] = owned_range(elements, element, node_rank_, node_size_);
+  if (cross_comm_ == MPI_COMM_NULL) {
+    sum_into_all(slots, type, begin, end);
+  } else if (begin < end) {  // the same slice is empty on every node (owned_range of the same sizes)
+    // This node's sum of the slice, then the sum over nodes of the node sums (every node's rank
+    // of this node rank gets the same result), then to the node's other ranks.
+    sum_into(slots, type, begin, end, node_rank_);
+    char* own = slots[static_cast<size_t>(node_rank_)];
+    for (int64_t offset = begin; offset < end; offset += kMaxChunk) {
+      const int count = static_cast<int>(std::min(kMaxChunk, end - offset));
+      check(MPI_Allreduce(MPI_IN_PLACE, own + offset * element, count, mpi_type(type), MPI_SUM, cross_comm_),
+            "MPI_Allreduce (between nodes)");
+    }
+    copy_to_all(slots, element, begin, end, node_rank_);
+  }
   node_barrier_->arrive_and_wait();
 }
 
@@ -156,18 +225,18 @@ void MpiCommunicator::shared_memory_sum(at::Tensor& tensor) {
   const int64_t element = static_cast<int64_t>(tensor.element_size());
   const int64_t bytes = tensor.numel() * element;
   if (bytes == 0) return;
-  std::vector<char*> slots(static_cast<size_t>(size_));
+  std::vector<char*> slots(static_cast<size_t>(node_size_));
   for (const auto& weak : buffers_) {
     const std::shared_ptr<SharedSegment> segment = weak.lock();
     if (!segment || !segment->holds(data, bytes)) continue;
     // In node shared memory already (a bucket): summed where it lies, at the same offset in
     // every rank's block (the contract: the same collectives on the same buffers everywhere).
     const CollectiveScope scope = begin_collective("shared-memory sum", bytes);
-    for (int r = 0; r < size_; ++r) slots[static_cast<size_t>(r)] = segment->block(r) + (data - segment->mine());
+    for (int r = 0; r < node_size_; ++r) slots[static_cast<size_t>(r)] = segment->block(r) + (data - segment->mine());
     sum_slots(slots, tensor.scalar_type(), tensor.numel());
     return;
   }
-  for (int r = 0; r < size_; ++r) slots[static_cast<size_t>(r)] = staging_->block(r);
+  for (int r = 0; r < node_size_; ++r) slots[static_cast<size_t>(r)] = staging_->block(r);
   const int64_t chunk = staging_->bytes() / element * element;
   for (int64_t offset = 0; offset < bytes; offset += chunk) {
     const int64_t count = std::min(chunk, bytes - offset);
@@ -188,7 +257,8 @@ at::Tensor MpiCommunicator::new_buffer(int64_t elements, const at::TensorOptions
   std::string why;
   thread_->submit([&] {
     const CollectiveScope scope = begin_collective("shared-memory buffer", bytes);
-    segment = SharedSegment::map(comm_, bytes, &why);
+    segment = SharedSegment::map(node_comm_, bytes, &why);
+    if (!agreed_by_all_nodes(segment != nullptr, &why)) segment.reset();
     if (segment) {
       buffers_.erase(std::remove_if(buffers_.begin(), buffers_.end(), [](const auto& w) { return w.expired(); }),
                      buffers_.end());

@@ -9,15 +9,20 @@
 // exit status kStallExitCode. It needs MPI_THREAD_MULTIPLE (the monitor's thread calls MPI
 // beside the communication thread); without it a warning says stall detection is off.
 //
-// Node shared memory: when every rank is on one node, float32/float64 sums (and averages) do not
-// go through MPI_Allreduce but through shared memory (cluster/node_shared_memory.h): buffers
-// from new_buffer() (the reducer's buckets) are summed where they lie, other tensors through a
-// staging block. One pass that reads every rank's copy and writes the sum into all of them,
-// between two NodeBarriers (which sleep, not poll, while a peer is still computing), instead of
-// MPI's copies through its transport; each element summed
-// in rank order, so the bits are the local backend's at any rank count. Off between nodes, with
-// node_shared_memory = false, with CMAF_NODE_SHARED_MEMORY=0 in the environment, or (with a
-// warning) when /dev/shm cannot hold the blocks; then every collective is MPI's.
+// Node shared memory: float32/float64 sums (and averages) do not go through MPI_Allreduce but
+// through shared memory (cluster/node_shared_memory.h): buffers from new_buffer() (the
+// reducer's buckets) are summed where they lie, other tensors through a staging block. One pass
+// that reads every rank's copy and writes the sum into all of them, between two NodeBarriers
+// (which sleep, not poll, while a peer is still computing), instead of MPI's copies through its
+// transport. On one node each element is summed in rank order, so the bits are the local
+// backend's at any rank count. On several nodes with the same number of ranks each, the sum is
+// hierarchical (Horovod's hierarchical all-reduce): node rank i sums slice i over its node, MPI_Allreduce
+// sums that slice over the nodes between the node ranks i only, and the node's other ranks copy
+// it; every rank gets the same bits, not the local backend's. Off with nodes of unequal size or
+// one rank a node, with node_shared_memory = false, with CMAF_NODE_SHARED_MEMORY=0 in the
+// environment, or (with a warning) when /dev/shm on any node cannot hold the blocks; then every
+// collective is MPI's. CMAF_SIMULATED_RANKS_PER_NODE=k treats each k consecutive ranks as a node
+// (tests of the several-node path on one machine).
 #pragma once
 
 #include <mpi.h>
@@ -60,11 +65,19 @@ class MpiCommunicator : public Communicator {
   at::Tensor new_buffer(int64_t elements, const at::TensorOptions& options) override;
   // Whether float sums go through node shared memory (the same answer on every rank).
   bool node_shared_memory() const { return staging_ != nullptr; }
+  // The nodes the ranks are on (MPI_COMM_TYPE_SHARED, or CMAF_SIMULATED_RANKS_PER_NODE), and
+  // this rank's place on its node.
+  int nodes() const { return nodes_; }
+  int node_rank() const { return node_rank_; }
+  int node_size() const { return node_size_; }
 
  private:
   void check(int code, const char* call) const;
   void run_all_reduce(at::Tensor& tensor, ReduceOp op);
+  void find_nodes();
   void setup_node_shared_memory();
+  // Whether `ok` holds on every node (collective over all ranks); else `why` says where not.
+  bool agreed_by_all_nodes(bool ok, std::string* why);
   // The sum over ranks of `slots[*]` (rank r's copy at slots[r]) into all of them.
   void sum_slots(const std::vector<char*>& slots, at::ScalarType type, int64_t elements);
   void shared_memory_sum(at::Tensor& tensor);
@@ -87,6 +100,13 @@ class MpiCommunicator : public Communicator {
   StallOptions stall_;
   int64_t sequence_ = 0;  // collectives issued (same numbering on every rank)
   std::unique_ptr<HeartbeatMonitor> monitor_;
+  MPI_Comm node_comm_ = MPI_COMM_NULL;   // the ranks of this node
+  MPI_Comm cross_comm_ = MPI_COMM_NULL;  // this node rank on every node (several nodes only)
+  int node_rank_ = 0;
+  int node_size_ = 1;
+  int nodes_ = 1;
+  int smallest_node_ = 1;  // ranks on the node with fewest, and with most
+  int largest_node_ = 1;
   std::shared_ptr<SharedSegment> staging_;               // null: node shared memory is off
   std::unique_ptr<NodeBarrier> node_barrier_;
   std::vector<std::weak_ptr<SharedSegment>> buffers_;    // from new_buffer(), comm thread only

@@ -64,8 +64,9 @@ std::string map_peer_block(const char* name, int64_t bytes, char** block) {
   return "";
 }
 
+// The sum goes into every slot (dest < 0) or into slots[dest] only.
 template <typename T>
-void sum_block(const std::vector<char*>& slots, int64_t begin, int64_t end) {
+void sum_block(const std::vector<char*>& slots, int64_t begin, int64_t end, int dest) {
   constexpr int64_t kBlock = 2048;  // elements summed in a stack buffer that stays in L1
   T sum[kBlock];
   const size_t n = slots.size();
@@ -78,6 +79,7 @@ void sum_block(const std::vector<char*>& slots, int64_t begin, int64_t end) {
       for (int64_t i = 0; i < count; ++i) sum[i] += next[i];
     }
     for (size_t r = 0; r < n; ++r) {
+      if (dest >= 0 && r != static_cast<size_t>(dest)) continue;
       std::memcpy(reinterpret_cast<T*>(slots[r]) + start, sum, static_cast<size_t>(count) * sizeof(T));
     }
   }
@@ -195,12 +197,25 @@ std::pair<int64_t, int64_t> owned_range(int64_t elements, int64_t element_bytes,
   return {begin, std::min(elements, begin + share)};
 }
 
-void sum_into_all(const std::vector<char*>& slots, at::ScalarType type, int64_t begin, int64_t end) {
+void sum_into(const std::vector<char*>& slots, at::ScalarType type, int64_t begin, int64_t end, int dest) {
+  CMAF_CHECK(dest < static_cast<int>(slots.size()), "sum into slot ", dest, " of ", slots.size());
   if (type == at::kFloat) {
-    sum_block<float>(slots, begin, end);
+    sum_block<float>(slots, begin, end, dest);
   } else {
     CMAF_CHECK(type == at::kDouble, "node shared-memory sum of ", at::toString(type));
-    sum_block<double>(slots, begin, end);
+    sum_block<double>(slots, begin, end, dest);
+  }
+}
+
+void sum_into_all(const std::vector<char*>& slots, at::ScalarType type, int64_t begin, int64_t end) {
+  sum_into(slots, type, begin, end, -1);
+}
+
+void copy_to_all(const std::vector<char*>& slots, int64_t element_bytes, int64_t begin, int64_t end, int from) {
+  const char* source = slots[static_cast<size_t>(from)] + begin * element_bytes;
+  for (size_t r = 0; r < slots.size(); ++r) {
+    if (r == static_cast<size_t>(from)) continue;
+    std::memcpy(slots[r] + begin * element_bytes, source, static_cast<size_t>((end - begin) * element_bytes));
   }
 }
 

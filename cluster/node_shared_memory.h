@@ -75,5 +75,9 @@ std::pair<int64_t, int64_t> owned_range(int64_t elements, int64_t element_bytes,
 // slots[r] points at rank r's copy of the same elements; for i in [begin, end):
 // slots[*][i] = ((slots[0][i] + slots[1][i]) + slots[2][i]) + ...  (float32 or float64).
 void sum_into_all(const std::vector<char*>& slots, at::ScalarType type, int64_t begin, int64_t end);
+// The same sum written into slots[dest] only (the hierarchical sum's first half).
+void sum_into(const std::vector<char*>& slots, at::ScalarType type, int64_t begin, int64_t end, int dest);
+// slots[*][i] = slots[from][i] for i in [begin, end) (its second half).
+void copy_to_all(const std::vector<char*>& slots, int64_t element_bytes, int64_t begin, int64_t end, int from);
 
 }  // namespace cmaf::cluster

@@ -1,9 +1,11 @@
 // The MPI backend's node shared-memory sums, as real processes (mpirun -np 2 and 3 on one node;
 // ctest also runs the suite with CMAF_NODE_SHARED_MEMORY=0, where the same sums must go
-// through MPI_Allreduce).
+// through MPI_Allreduce, and with CMAF_SIMULATED_RANKS_PER_NODE=2 at -np 4, two nodes of two:
+// the hierarchical sum, and at -np 3, nodes of 2 and 1 ranks: MPI_Allreduce).
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -20,6 +22,11 @@ bool disabled_by_environment() {
   return value != nullptr && std::strcmp(value, "0") == 0;
 }
 
+int simulated_ranks_per_node() {
+  const char* value = std::getenv("CMAF_SIMULATED_RANKS_PER_NODE");
+  return value == nullptr ? 0 : std::atoi(value);
+}
+
 cluster::MpiCommunicator& world() { return dynamic_cast<cluster::MpiCommunicator&>(mpi_world()); }
 
 // The local backend's sum: rank 0's tensor, plus rank 1's, plus rank 2's ...
@@ -29,9 +36,53 @@ at::Tensor rank_order_sum(const at::Tensor& everyone) {
   return acc;
 }
 
-TEST(MpiNodeSharedMemory, OnWhenAllRanksShareANodeUnlessSwitchedOff) {
-  // ctest runs on one machine: every rank is on this node.
-  EXPECT_EQ(world().node_shared_memory(), !disabled_by_environment());
+// The sum over nodes of each node's rank-order sum (the hierarchical sum; with one node the
+// local backend's sum).
+at::Tensor node_order_sum(const at::Tensor& everyone, int ranks_per_node) {
+  at::Tensor total;
+  for (int64_t first = 0; first < everyone.size(0); first += ranks_per_node) {
+    const at::Tensor node = rank_order_sum(everyone.slice(0, first, first + ranks_per_node));
+    total = total.defined() ? total.add_(node) : node;
+  }
+  return total;
+}
+
+TEST(MpiNodeSharedMemory, OnWhenEveryNodeHoldsTheSameRanksUnlessSwitchedOff) {
+  const int n = world().size();
+  const int k = simulated_ranks_per_node();
+  if (k == 0) {  // ctest runs on one machine: every rank is on this node
+    EXPECT_EQ(world().nodes(), 1);
+    EXPECT_EQ(world().node_size(), n);
+    EXPECT_EQ(world().node_rank(), world().rank());
+    EXPECT_EQ(world().node_shared_memory(), !disabled_by_environment());
+    return;
+  }
+  EXPECT_EQ(world().nodes(), (n + k - 1) / k);
+  EXPECT_EQ(world().node_rank(), world().rank() % k);
+  EXPECT_EQ(world().node_size(), std::min(k, n - world().rank() / k * k));
+  const bool uniform = n % k == 0 && k > 1;
+  EXPECT_EQ(world().node_shared_memory(), uniform && !disabled_by_environment());
+}
+
+TEST(MpiNodeSharedMemory, EveryRankGetsTheSameBits) {
+  // Whatever the path (one node, several, MPI): the ranks' results agree bit for bit, so their
+  // parameters (and Lagrange multipliers) stay identical.
+  for (at::ScalarType type : {at::kFloat, at::kDouble}) {
+    for (int64_t elements : {int64_t{3}, int64_t{70001}, int64_t{1500001}}) {
+      at::Generator generator = at::detail::createCPUGenerator(40 + static_cast<uint64_t>(world().rank()));
+      at::Tensor plain = at::randn({elements}, generator, at::TensorOptions().dtype(type));
+      at::Tensor buffer = world().new_buffer(elements, at::TensorOptions().dtype(type));
+      buffer.copy_(plain);
+      world().all_reduce(plain, ReduceOp::kAvg);
+      world().all_reduce(buffer, ReduceOp::kSum);
+      for (const at::Tensor& result : {plain, buffer}) {
+        const at::Tensor everyone = world().all_gather(result);
+        for (int64_t r = 1; r < everyone.size(0); ++r) {
+          EXPECT_TRUE(at::equal(everyone[r], everyone[0])) << "rank " << r << " vs rank 0, " << elements;
+        }
+      }
+    }
+  }
 }
 
 TEST(MpiNodeSharedMemory, SumsGiveTheBitsOfTheRankOrderSum) {
@@ -40,17 +91,20 @@ TEST(MpiNodeSharedMemory, SumsGiveTheBitsOfTheRankOrderSum) {
     for (int64_t elements : {int64_t{1}, int64_t{4099}, int64_t{1500001}}) {
       at::Generator generator = at::detail::createCPUGenerator(900 + static_cast<uint64_t>(world().rank()));
       const at::Tensor mine = at::randn({elements}, generator, at::TensorOptions().dtype(type));
-      const at::Tensor expected = rank_order_sum(world().all_gather(mine));
+      const bool several_nodes = world().node_shared_memory() && world().nodes() > 1;
+      const at::Tensor everyone = world().all_gather(mine);
+      const at::Tensor expected = several_nodes ? node_order_sum(everyone, world().node_size()) : rank_order_sum(everyone);
       at::Tensor plain = mine.clone();  // staged
       world().all_reduce(plain, ReduceOp::kSum);
       at::Tensor buffer = world().new_buffer(elements, at::TensorOptions().dtype(type));  // in place
       EXPECT_TRUE(buffer.eq(0).all().item<bool>()) << "new_buffer is zeroed";
       buffer.copy_(mine);
       world().all_reduce(buffer, ReduceOp::kSum);
-      if (world().node_shared_memory() || world().size() <= 2) {
+      // Exact: one node (rank order), two nodes (a + b is b + a), or 2 ranks through MPI.
+      if ((world().node_shared_memory() && world().nodes() <= 2) || world().size() <= 2) {
         EXPECT_TRUE(at::equal(plain, expected)) << at::toString(type) << " " << elements << " staged";
         EXPECT_TRUE(at::equal(buffer, expected)) << at::toString(type) << " " << elements << " in place";
-      } else {  // MPI_Allreduce with 3 ranks: its own order
+      } else {  // MPI_Allreduce of 3 or more: its own order
         EXPECT_TRUE(at::allclose(plain, expected, 1e-5, 1e-6)) << at::toString(type) << " " << elements;
         EXPECT_TRUE(at::allclose(buffer, expected, 1e-5, 1e-6)) << at::toString(type) << " " << elements;
       }
