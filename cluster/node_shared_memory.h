@@ -7,6 +7,8 @@
 // writes the result into every rank's block; after a second barrier every block holds the sum.
 // Each element is summed once, by one rank, in rank order, the order of the local backend: on
 // one node the float sums of the MPI backend give the bits of the local backend at any size.
+// (On several nodes MpiCommunicator sums each slice over its node with sum_into, all-reduces it
+// between nodes and spreads it with copy_to_all: see mpi_communicator.h.)
 //
 // Freeing is local: a segment unmaps when its last tensor goes; the memory is released when the
 // last rank has unmapped it. No MPI call happens in a destructor.
