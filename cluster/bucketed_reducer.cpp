@@ -57,7 +57,7 @@ BucketedReducer::BucketedReducer(std::vector<NamedTensor> parameters, Communicat
       bucket.buffer = at::zeros({elements}, fp32);
       bucket.wire = at::empty({elements}, fp32.dtype(at::kBFloat16));
     } else {
-      // Where the communicator sums fastest (mpi on one node: shared memory, summed in place).
+      // Where the communicator sums fastest (mpi: node shared memory, summed in place).
       bucket.buffer = communicator_.new_buffer(elements, fp32);
       bucket.wire = bucket.buffer;
     }

@@ -47,14 +47,14 @@ bool shared_memory_wanted() {
 }
 
 // CMAF_SIMULATED_RANKS_PER_NODE=k (tests and benchmarks of the several-node path on one
-// machine): ranks 0..k-1 count as one node, k..2k-1 as the next, and so on. 0: unset.
+// machine): on each real node, node ranks 0..k-1 count as one node, k..2k-1 as the next, and
+// so on. 0: unset; -1: not a positive integer (reported once the ranks have compared values).
 int simulated_ranks_per_node() {
   const char* value = std::getenv("CMAF_SIMULATED_RANKS_PER_NODE");
   if (value == nullptr || *value == '\0') return 0;
   char* end = nullptr;
   const long k = std::strtol(value, &end, 10);
-  CMAF_CHECK(end != value && *end == '\0' && k > 0 && k <= INT_MAX,
-             "CMAF_SIMULATED_RANKS_PER_NODE=", value, ": expected a positive number of ranks per node");
+  if (end == value || *end != '\0' || k <= 0 || k > INT_MAX) return -1;
   return static_cast<int>(k);
 }
 
@@ -86,11 +86,24 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
 }
 
 void MpiCommunicator::find_nodes() {
+  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node_comm_), "MPI_Comm_split_type");
+  // The ranks compare their CMAF_SIMULATED_RANKS_PER_NODE before any of them acts on it (mpirun
+  // does not pass the environment to other hosts unless told: -x).
   const int simulated = simulated_ranks_per_node();
+  const int settings[2] = {-simulated, simulated};
+  int range[2] = {0, 0};  // -(smallest setting), largest
+  check(MPI_Allreduce(settings, range, 2, MPI_INT, MPI_MAX, comm_), "MPI_Allreduce");
+  CMAF_CHECK(-range[0] == range[1], "CMAF_SIMULATED_RANKS_PER_NODE must be the same on every rank: found ",
+             -range[0], " to ", range[1], " (0: unset, -1: not a positive integer)");
+  CMAF_CHECK(simulated >= 0, "CMAF_SIMULATED_RANKS_PER_NODE=", std::getenv("CMAF_SIMULATED_RANKS_PER_NODE"),
+             ": expected a positive number of ranks per node");
   if (simulated > 0) {
-    check(MPI_Comm_split(comm_, rank_ / simulated, rank_, &node_comm_), "MPI_Comm_split");
-  } else {
-    check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node_comm_), "MPI_Comm_split_type");
+    int shared_rank = 0;
+    check(MPI_Comm_rank(node_comm_, &shared_rank), "MPI_Comm_rank");
+    MPI_Comm simulated_node = MPI_COMM_NULL;
+    check(MPI_Comm_split(node_comm_, shared_rank / simulated, shared_rank, &simulated_node), "MPI_Comm_split");
+    check(MPI_Comm_free(&node_comm_), "MPI_Comm_free");
+    node_comm_ = simulated_node;
   }
   check(MPI_Comm_rank(node_comm_, &node_rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(node_comm_, &node_size_), "MPI_Comm_size");
@@ -124,6 +137,7 @@ void MpiCommunicator::setup_node_shared_memory() {
   // Every node takes the same path: a node that cannot map sends all sums through MPI.
   if (!agreed_by_all_nodes(staging != nullptr, &why)) {
     LOG(WARNING) << "node shared memory unavailable, float sums go through MPI_Allreduce: " << why;
+    if (cross_comm_ != MPI_COMM_NULL) check(MPI_Comm_free(&cross_comm_), "MPI_Comm_free");
     return;
   }
   staging_ = std::move(staging);
@@ -273,6 +287,19 @@ at::Tensor MpiCommunicator::new_buffer(int64_t elements, const at::TensorOptions
   // The tensor owns the mapping: it unmaps when the last view of it goes (fresh pages are zero).
   char* block = segment->mine();
   return at::from_blob(block, {elements}, [segment](void*) {}, options);
+}
+
+bool MpiCommunicator::in_node_shared_memory(const at::Tensor& tensor) {
+  const auto* data = static_cast<const char*>(tensor.data_ptr());
+  const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
+  bool found = false;
+  thread_->submit([&] {  // buffers_ belongs to the communication thread
+    for (const auto& weak : buffers_) {
+      const std::shared_ptr<SharedSegment> segment = weak.lock();
+      found = found || (segment && segment->holds(data, bytes));
+    }
+  }).get();
+  return found;
 }
 
 WorkHandle MpiCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {

@@ -18,7 +18,10 @@
 // backend's at any rank count. On several nodes with the same number of ranks each, the sum is
 // hierarchical (Horovod's hierarchical all-reduce): node rank i sums slice i over its node, MPI_Allreduce
 // sums that slice over the nodes between the node ranks i only, and the node's other ranks copy
-// it; every rank gets the same bits, not the local backend's. Off with nodes of unequal size or
+// it; every rank gets the same bits (OpenMPI's MPI_Allreduce gives all members one result, which
+// the MPI standard advises but does not require), not the local backend's, and beyond two nodes
+// a staged and an in-place sum of the same values may differ in the last bit (MPI may pick its
+// algorithm by message size). Off with nodes of unequal size or
 // one rank a node, with node_shared_memory = false, with CMAF_NODE_SHARED_MEMORY=0 in the
 // environment, or (with a warning) when /dev/shm on any node cannot hold the blocks; then every
 // collective is MPI's. CMAF_SIMULATED_RANKS_PER_NODE=k treats each k consecutive ranks as a node
@@ -65,6 +68,8 @@ class MpiCommunicator : public Communicator {
   at::Tensor new_buffer(int64_t elements, const at::TensorOptions& options) override;
   // Whether float sums go through node shared memory (the same answer on every rank).
   bool node_shared_memory() const { return staging_ != nullptr; }
+  // Whether `tensor` lies in one of the buffers from new_buffer() that are in node shared memory.
+  bool in_node_shared_memory(const at::Tensor& tensor);
   // The nodes the ranks are on (MPI_COMM_TYPE_SHARED, or CMAF_SIMULATED_RANKS_PER_NODE), and
   // this rank's place on its node.
   int nodes() const { return nodes_; }

@@ -103,7 +103,11 @@ bool reached(uint32_t value, uint32_t generation) {  // wrap-around safe
 }
 
 
+std::atomic<int> injected_map_failures{0};
+
 }  // namespace
+
+void fail_shared_memory_maps_for_testing(int count) { injected_map_failures = count; }
 
 std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, std::string* why) {
   int rank = 0;
@@ -122,7 +126,13 @@ std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, 
   std::array<char, kNameBytes> name{};
   std::snprintf(name.data(), name.size(), "/cmaf-%ld-%lld", static_cast<long>(getpid()),
                 static_cast<long long>(counter++));
-  std::string error = create_block(name.data(), segment->mapped_bytes_, &segment->blocks_[static_cast<size_t>(rank)]);
+  std::string error;
+  if (injected_map_failures > 0) {
+    --injected_map_failures;
+    error = "mapping refused on purpose (fail_shared_memory_maps_for_testing)";
+  } else {
+    error = create_block(name.data(), segment->mapped_bytes_, &segment->blocks_[static_cast<size_t>(rank)]);
+  }
   std::vector<char> names(static_cast<size_t>(size) * kNameBytes, 0);
   check_mpi(MPI_Allgather(name.data(), kNameBytes, MPI_CHAR, names.data(), kNameBytes, MPI_CHAR, comm),
             "MPI_Allgather", rank);
@@ -198,7 +208,7 @@ std::pair<int64_t, int64_t> owned_range(int64_t elements, int64_t element_bytes,
 }
 
 void sum_into(const std::vector<char*>& slots, at::ScalarType type, int64_t begin, int64_t end, int dest) {
-  CMAF_CHECK(dest < static_cast<int>(slots.size()), "sum into slot ", dest, " of ", slots.size());
+  CMAF_CHECK(dest >= -1 && dest < static_cast<int>(slots.size()), "sum into slot ", dest, " of ", slots.size());
   if (type == at::kFloat) {
     sum_block<float>(slots, begin, end, dest);
   } else {
@@ -212,6 +222,7 @@ void sum_into_all(const std::vector<char*>& slots, at::ScalarType type, int64_t 
 }
 
 void copy_to_all(const std::vector<char*>& slots, int64_t element_bytes, int64_t begin, int64_t end, int from) {
+  CMAF_CHECK(from >= 0 && from < static_cast<int>(slots.size()), "copy from slot ", from, " of ", slots.size());
   const char* source = slots[static_cast<size_t>(from)] + begin * element_bytes;
   for (size_t r = 0; r < slots.size(); ++r) {
     if (r == static_cast<size_t>(from)) continue;

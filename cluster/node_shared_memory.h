@@ -51,6 +51,10 @@ class SharedSegment {
   std::vector<char*> blocks_;  // rank -> that rank's block, as mapped here (nullptr: not mapped)
 };
 
+// Tests: the next `count` calls of SharedSegment::map on this rank fail as a full /dev/shm
+// would, so that a fallback agreed between nodes can be exercised on one machine.
+void fail_shared_memory_maps_for_testing(int count);
+
 // A barrier of the ranks of one node in a SharedSegment (one counter in each rank's block):
 // each rank advances its own counter, wakes its waiters and waits until every peer's counter
 // has reached the same generation, spinning briefly, then asleep in a futex. A rank that waits
@@ -77,7 +81,7 @@ std::pair<int64_t, int64_t> owned_range(int64_t elements, int64_t element_bytes,
 // slots[r] points at rank r's copy of the same elements; for i in [begin, end):
 // slots[*][i] = ((slots[0][i] + slots[1][i]) + slots[2][i]) + ...  (float32 or float64).
 void sum_into_all(const std::vector<char*>& slots, at::ScalarType type, int64_t begin, int64_t end);
-// The same sum written into slots[dest] only (the hierarchical sum's first half).
+// The same sum written into slots[dest] only (the hierarchical sum's first half; dest -1: all).
 void sum_into(const std::vector<char*>& slots, at::ScalarType type, int64_t begin, int64_t end, int dest);
 // slots[*][i] = slots[from][i] for i in [begin, end) (its second half).
 void copy_to_all(const std::vector<char*>& slots, int64_t element_bytes, int64_t begin, int64_t end, int from);

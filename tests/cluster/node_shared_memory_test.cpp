@@ -1,7 +1,8 @@
 // The MPI backend's node shared-memory sums, as real processes (mpirun -np 2 and 3 on one node;
 // ctest also runs the suite with CMAF_NODE_SHARED_MEMORY=0, where the same sums must go
-// through MPI_Allreduce, and with CMAF_SIMULATED_RANKS_PER_NODE=2 at -np 4, two nodes of two:
-// the hierarchical sum, and at -np 3, nodes of 2 and 1 ranks: MPI_Allreduce).
+// through MPI_Allreduce, and with CMAF_SIMULATED_RANKS_PER_NODE: at -np 4 and 6, two and three
+// nodes of two ranks, the hierarchical sum; at -np 3, nodes of 2 and 1 ranks, and at -np 2,
+// nodes of one rank: MPI_Allreduce).
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
@@ -98,6 +99,7 @@ TEST(MpiNodeSharedMemory, SumsGiveTheBitsOfTheRankOrderSum) {
       world().all_reduce(plain, ReduceOp::kSum);
       at::Tensor buffer = world().new_buffer(elements, at::TensorOptions().dtype(type));  // in place
       EXPECT_TRUE(buffer.eq(0).all().item<bool>()) << "new_buffer is zeroed";
+      EXPECT_EQ(world().in_node_shared_memory(buffer), world().node_shared_memory());
       buffer.copy_(mine);
       world().all_reduce(buffer, ReduceOp::kSum);
       // Exact: one node (rank order), two nodes (a + b is b + a), or 2 ranks through MPI.
@@ -141,6 +143,25 @@ TEST(MpiNodeSharedMemory, ABufferOutlivesItsCommunicator) {
   EXPECT_TRUE(kept.eq(n * (n + 1) / 2.0f).all().item<bool>());
   kept.mul_(2.0);  // still mapped, still writable
   EXPECT_EQ(kept[63].item<float>(), n * (n + 1.0f));
+}
+
+TEST(MpiNodeSharedMemory, ANodeThatCannotMapMakesEveryNodeFallBack) {
+  // The ranks of the last node cannot map (as with a full /dev/shm there): no rank may keep
+  // its shared buffer, or the nodes would run different collectives (a bucket in place against
+  // one staged in 4 MiB pieces) and hang. On one node, that node is every rank.
+  const int n = world().size();
+  const bool last_node = world().rank() >= n - world().node_size();
+  if (last_node) cluster::fail_shared_memory_maps_for_testing(1);
+  const int64_t elements = 1500001;  // more than the staging block
+  at::Tensor buffer = world().new_buffer(elements, at::TensorOptions().dtype(at::kFloat));
+  cluster::fail_shared_memory_maps_for_testing(0);  // also when no map was tried (path off)
+  EXPECT_FALSE(world().in_node_shared_memory(buffer)) << "rank " << world().rank();
+  buffer.fill_(world().rank() + 1.0);
+  world().all_reduce(buffer, ReduceOp::kSum);
+  EXPECT_TRUE(buffer.eq(n * (n + 1) / 2.0f).all().item<bool>());
+  // The next buffer maps again where the path is on.
+  const at::Tensor next = world().new_buffer(elements, at::TensorOptions().dtype(at::kFloat));
+  EXPECT_EQ(world().in_node_shared_memory(next), world().node_shared_memory());
 }
 
 TEST(MpiNodeSharedMemory, ARankThatCannotMapMakesEveryRankFallBack) {
