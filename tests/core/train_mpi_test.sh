@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Multi-rank training under a real mpirun (2 ranks), on a small synthetic dataset.
+# Multi-rank training under a real mpirun (2 ranks, or TRAIN_MPI_RANKS), on a small synthetic
+# dataset. With TRAIN_MPI_EXPECT_LOG, the first run's log must contain that text (say, the
+# line that names the path the gradient sums take).
 #
 #   train_mpi_test.sh MPIEXEC CMAFORMER MODE [CHECKPOINT_COMPARE]
 #     resume  2k steps uninterrupted == k steps, checkpoint, resume, k more (weights, optimizer,
@@ -36,7 +38,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 command_line() {  # command_line RUN_DIR STEPS CHECKPOINT_EVERY [extra options...] -> ${cmd[@]}
   local run="$1" steps="$2" every="$3"
   shift 3
-  cmd=("${mpiexec}" -np 2 --oversubscribe --bind-to none "${bin}" train --data "${work}/ds" --run-dir "${run}"
+  cmd=("${mpiexec}" -np "${TRAIN_MPI_RANKS:-2}" --oversubscribe --bind-to none "${bin}" train --data "${work}/ds" --run-dir "${run}"
        --preset tiny --input-size 64 --steps "${steps}" --checkpoint-every "${every}" --labeled-batch 2
        --unlabeled-batch 2 --threads 1 --lr 3e-3 --log-every 1 --fingerprint-every 2 --ramp-up-steps 4 "$@")
 }
@@ -69,6 +71,9 @@ wait_for() {  # wait_for SECONDS CONDITION...
 case "${mode}" in
   resume)
     train "${work}/a" 12 12 > "${work}/a.out" 2>&1 || { cat "${work}/a.out"; fail "uninterrupted run"; }
+    if [[ -n "${TRAIN_MPI_EXPECT_LOG:-}" ]]; then
+      grep -qF "${TRAIN_MPI_EXPECT_LOG}" "${work}/a.out" || { cat "${work}/a.out"; fail "no '${TRAIN_MPI_EXPECT_LOG}' in the log"; }
+    fi
     train "${work}/b" 12 6 > "${work}/b.out" 2>&1 || { cat "${work}/b.out"; fail "checkpointed run"; }
     mkdir -p "${work}/c/checkpoints"
     cp -r "${work}/b/checkpoints/step-00000006" "${work}/c/checkpoints/"
@@ -79,7 +84,7 @@ case "${mode}" in
     diff <(without_timing "${work}/a/metrics.jsonl" | grep -E '"step":12[,}]') \
          <(without_timing "${work}/c/metrics.jsonl" | grep -E '"step":12[,}]') || fail "step-12 metrics differ"
     grep -E '"step":12[,}]' "${work}/a/metrics.jsonl" | grep -q '"multipliers":\[[0-9.e-]*,' || fail "no multipliers logged"
-    echo "resume: step-12 checkpoints of the uninterrupted and the resumed 2-rank runs are identical"
+    echo "resume: step-12 checkpoints of the uninterrupted and the resumed ${TRAIN_MPI_RANKS:-2}-rank runs are identical"
     ;;
   usr1)
     start_in_background "${work}/r.out" "${work}/r" 2000 1000
