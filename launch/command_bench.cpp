@@ -1,3 +1,4 @@
+#include <cstdio>
 #include <iostream>
 
 #include "cluster/mpi_communicator.h"
@@ -70,6 +71,13 @@ int run_bench(int argc, char** argv) {
     const auto* mpi_world = dynamic_cast<const cluster::MpiCommunicator*>(world.get());
     std::unique_ptr<cluster::Communicator> mpi_only;
     if (mpi_world && mpi_world->node_shared_memory()) mpi_only = runtime->world_communicator({}, false);
+    if (mpi_world && mpi_world->rank() == 0) {
+      std::printf("# %d ranks on %d node%s; float sums: %s\n", mpi_world->size(), mpi_world->nodes(),
+                  mpi_world->nodes() == 1 ? "" : "s",
+                  !mpi_world->node_shared_memory() ? "MPI_Allreduce"
+                  : mpi_world->nodes() == 1        ? "node shared memory"
+                                                   : "node shared memory, then MPI_Allreduce between nodes");
+    }
     wrong = core::run_allreduce_benchmark(*world, options, mpi_only.get());
   }
   runtime.reset();
