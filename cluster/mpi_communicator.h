@@ -10,22 +10,21 @@
 // beside the communication thread); without it a warning says stall detection is off.
 //
 // Node shared memory: float32/float64 sums (and averages) do not go through MPI_Allreduce but
-// through shared memory (cluster/node_shared_memory.h): buffers from new_buffer() (the
-// reducer's buckets) are summed where they lie, other tensors through a staging block. One pass
-// that reads every rank's copy and writes the sum into all of them, between two NodeBarriers
-// (which sleep, not poll, while a peer is still computing), instead of MPI's copies through its
-// transport. On one node each element is summed in rank order, so the bits are the local
-// backend's at any rank count. On several nodes with the same number of ranks each, the sum is
-// hierarchical (Horovod's hierarchical all-reduce): node rank i sums slice i over its node, MPI_Allreduce
-// sums that slice over the nodes between the node ranks i only, and the node's other ranks copy
-// it; every rank gets the same bits (OpenMPI's MPI_Allreduce gives all members one result, which
-// the MPI standard advises but does not require), not the local backend's, and beyond two nodes
-// a staged and an in-place sum of the same values may differ in the last bit (MPI may pick its
-// algorithm by message size). Off with nodes of unequal size or
-// one rank a node, with node_shared_memory = false, with CMAF_NODE_SHARED_MEMORY=0 in the
-// environment, or (with a warning) when /dev/shm on any node cannot hold the blocks; then every
-// collective is MPI's. CMAF_SIMULATED_RANKS_PER_NODE=k treats each k consecutive ranks as a node
-// (tests of the several-node path on one machine).
+// through shared memory (cluster/node_shared_memory.h): buffers from new_buffer() (the reducer's
+// buckets) are summed where they lie, other tensors through a staging block. One pass that reads
+// every rank's copy and writes the sum into all of them, between two NodeBarriers (which sleep,
+// not poll, while a peer is still computing), instead of MPI's copies through its transport. On
+// one node each element is summed in rank order, so the bits are the local backend's at any rank
+// count. On several nodes with the same number of ranks each, the sum is hierarchical (Horovod's
+// hierarchical all-reduce): node rank i sums slice i over its node, MPI_Allreduce sums that slice
+// between the node ranks i of all nodes, and the node's other ranks copy it. Every rank then gets
+// the same bits (OpenMPI's MPI_Allreduce gives all members one result, which the MPI standard
+// advises but does not require), not the local backend's; beyond two nodes a staged and an
+// in-place sum of the same values may differ in the last bit (MPI may pick its algorithm by
+// message size). Off with nodes of unequal size or one rank a node, with node_shared_memory =
+// false, with CMAF_NODE_SHARED_MEMORY=0 in the environment, or (with a warning) when /dev/shm on
+// any node cannot hold the blocks; then every collective is MPI's. CMAF_SIMULATED_RANKS_PER_NODE=k
+// splits each real node into nodes of k ranks (tests of the several-node path on one machine).
 #pragma once
 
 #include <mpi.h>

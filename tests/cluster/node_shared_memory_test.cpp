@@ -94,7 +94,8 @@ TEST(MpiNodeSharedMemory, SumsGiveTheBitsOfTheRankOrderSum) {
       const at::Tensor mine = at::randn({elements}, generator, at::TensorOptions().dtype(type));
       const bool several_nodes = world().node_shared_memory() && world().nodes() > 1;
       const at::Tensor everyone = world().all_gather(mine);
-      const at::Tensor expected = several_nodes ? node_order_sum(everyone, world().node_size()) : rank_order_sum(everyone);
+      const at::Tensor expected =
+          several_nodes ? node_order_sum(everyone, world().node_size()) : rank_order_sum(everyone);
       at::Tensor plain = mine.clone();  // staged
       world().all_reduce(plain, ReduceOp::kSum);
       at::Tensor buffer = world().new_buffer(elements, at::TensorOptions().dtype(type));  // in place
