@@ -79,13 +79,13 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
     int wanted = node_shared_memory && shared_memory_wanted() ? 1 : 0;
     int everyone = 0;  // one answer for all ranks, whatever each one's environment says
     check(MPI_Allreduce(&wanted, &everyone, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
-    find_nodes();
-    if (everyone) setup_node_shared_memory();
+    const auto [smallest_node, largest_node] = find_nodes();
+    if (everyone) setup_node_shared_memory(smallest_node, largest_node);
   }
   thread_ = std::make_unique<CommThread>();
 }
 
-void MpiCommunicator::find_nodes() {
+std::pair<int, int> MpiCommunicator::find_nodes() {
   check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node_comm_), "MPI_Comm_split_type");
   // The ranks compare their CMAF_SIMULATED_RANKS_PER_NODE before any of them acts on it (mpirun
   // does not pass the environment to other hosts unless told: -x).
@@ -112,17 +112,16 @@ void MpiCommunicator::find_nodes() {
   const int sizes[2] = {-node_size_, node_size_};
   int extremes[2] = {0, 0};  // -(smallest node), largest node
   check(MPI_Allreduce(sizes, extremes, 2, MPI_INT, MPI_MAX, comm_), "MPI_Allreduce");
-  smallest_node_ = -extremes[0];
-  largest_node_ = extremes[1];
+  return {-extremes[0], extremes[1]};
 }
 
-void MpiCommunicator::setup_node_shared_memory() {
-  if (smallest_node_ != largest_node_ || largest_node_ == 1) {
+void MpiCommunicator::setup_node_shared_memory(int smallest_node, int largest_node) {
+  if (smallest_node != largest_node || largest_node == 1) {
     // A node's slice of the sum is split among its ranks, and the same slices cross between
     // nodes: that needs the same number of ranks on every node (and more than one).
     if (rank_ == 0) {
-      LOG(INFO) << "float sums through MPI_Allreduce: " << nodes_ << " nodes with " << smallest_node_ << " to "
-                << largest_node_ << " ranks each (node shared memory needs the same count, above 1, on every node)";
+      LOG(INFO) << "float sums through MPI_Allreduce: " << nodes_ << " nodes with " << smallest_node << " to "
+                << largest_node << " ranks each (node shared memory needs the same count, above 1, on every node)";
     }
     return;
   }
@@ -240,9 +239,7 @@ void MpiCommunicator::shared_memory_sum(at::Tensor& tensor) {
   const int64_t bytes = tensor.numel() * element;
   if (bytes == 0) return;
   std::vector<char*> slots(static_cast<size_t>(node_size_));
-  for (const auto& weak : buffers_) {
-    const std::shared_ptr<SharedSegment> segment = weak.lock();
-    if (!segment || !segment->holds(data, bytes)) continue;
+  if (const std::shared_ptr<SharedSegment> segment = segment_holding(data, bytes)) {
     // In node shared memory already (a bucket): summed where it lies, at the same offset in
     // every rank's block (the contract: the same collectives on the same buffers everywhere).
     const CollectiveScope scope = begin_collective("shared-memory sum", bytes);
@@ -293,13 +290,16 @@ bool MpiCommunicator::in_node_shared_memory(const at::Tensor& tensor) {
   const auto* data = static_cast<const char*>(tensor.data_ptr());
   const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
   bool found = false;
-  thread_->submit([&] {  // buffers_ belongs to the communication thread
-    for (const auto& weak : buffers_) {
-      const std::shared_ptr<SharedSegment> segment = weak.lock();
-      found = found || (segment && segment->holds(data, bytes));
-    }
-  }).get();
+  thread_->submit([&] { found = segment_holding(data, bytes) != nullptr; }).get();
   return found;
+}
+
+std::shared_ptr<SharedSegment> MpiCommunicator::segment_holding(const char* data, int64_t bytes) const {
+  for (const auto& weak : buffers_) {
+    std::shared_ptr<SharedSegment> segment = weak.lock();
+    if (segment && segment->holds(data, bytes)) return segment;
+  }
+  return nullptr;
 }
 
 WorkHandle MpiCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {

@@ -30,6 +30,7 @@
 #include <mpi.h>
 
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "cluster/comm_thread.h"
@@ -78,8 +79,12 @@ class MpiCommunicator : public Communicator {
  private:
   void check(int code, const char* call) const;
   void run_all_reduce(at::Tensor& tensor, ReduceOp op);
-  void find_nodes();
-  void setup_node_shared_memory();
+  // Sets the node communicator, rank and size and the node count; returns the ranks on the
+  // node with fewest and on the one with most.
+  std::pair<int, int> find_nodes();
+  void setup_node_shared_memory(int smallest_node, int largest_node);
+  // The buffer from new_buffer() that [data, data + bytes) lies in, or null (comm thread only).
+  std::shared_ptr<SharedSegment> segment_holding(const char* data, int64_t bytes) const;
   // Whether `ok` holds on every node (collective over all ranks); else `why` says where not.
   bool agreed_by_all_nodes(bool ok, std::string* why);
   // The sum over ranks of `slots[*]` (rank r's copy at slots[r]) into all of them.
@@ -109,8 +114,6 @@ class MpiCommunicator : public Communicator {
   int node_rank_ = 0;
   int node_size_ = 1;
   int nodes_ = 1;
-  int smallest_node_ = 1;  // ranks on the node with fewest, and with most
-  int largest_node_ = 1;
   std::shared_ptr<SharedSegment> staging_;               // null: node shared memory is off
   std::unique_ptr<NodeBarrier> node_barrier_;
   std::vector<std::weak_ptr<SharedSegment>> buffers_;    // from new_buffer(), comm thread only
