@@ -28,6 +28,7 @@
 #include "cluster/gradient_reducer.h"
 #include "cluster/parameter_sync.h"
 #include "cluster/process_runtime.h"
+#include "common/heap_policy.h"
 #include "model/cmaformer.h"
 #include "model/cpu_autocast.h"
 #include "model/model_info.h"
@@ -97,6 +98,7 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime);
 
 int main(int argc, char** argv) {
   using namespace cmaf::model;
+  cmaf::keep_freed_memory_in_the_heap();  // the allocator policy of the cmaformer executable
   Options o;
   try {
     o = parse(argc, argv);

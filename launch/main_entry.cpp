@@ -1,14 +1,11 @@
 #include <glog/logging.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <iostream>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 #include "cmaf/config.h"
 #include "common/error.h"
+#include "common/heap_policy.h"
 #include "launch/commands.h"
 
 namespace cmaf::launch {
@@ -20,19 +17,6 @@ void print_usage(std::ostream& out) {
   for (const Command& c : commands()) {
     out << "  " << c.name << std::string(12 - std::strlen(c.name), ' ') << c.summary << "\n";
   }
-}
-
-// glibc hands every allocation above its mmap threshold (128 KiB, rising dynamically to at most
-// 32 MiB) to a fresh mmap and unmaps it on free, so each step's activation and gradient buffers
-// page-fault in anew: at 8 slices of 128 x 128 the boundary contrastive term spent more time in
-// the kernel than in user code. Keeping freed memory in the heap (threshold at its 32 MiB cap,
-// trim only above 512 MiB) made a semi-supervised step 15 % faster (BENCHMARKS.md). MALLOC_*
-// environment variables set by the user win.
-void keep_freed_memory_in_the_heap() {
-#if defined(__GLIBC__)
-  if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  if (std::getenv("MALLOC_TRIM_THRESHOLD_") == nullptr) mallopt(M_TRIM_THRESHOLD, 512 << 20);
-#endif
 }
 
 }  // namespace
@@ -56,7 +40,7 @@ const std::vector<Command>& commands() {
 }
 
 int main_entry(int argc, char** argv) {
-  keep_freed_memory_in_the_heap();
+  keep_freed_memory_in_the_heap();  // first: before anything allocates large buffers
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
