@@ -13,9 +13,9 @@
 // mapping 64 MiB heaps; a request too large for them is served from the main heap. The price:
 // resident memory stays at the run's peak instead of falling between steps, and the peak itself
 // rises from fragmentation (half preset, 256 x 256: training +6-11 %, whole-volume eval +31 %,
-// for 1.5x and 2.3x the speed). Call it first in main(), before large
-// allocations. A user who sets MALLOC_MMAP_MAX_ or MALLOC_MMAP_THRESHOLD_ keeps glibc's mmap
-// handling, and one who sets MALLOC_TRIM_THRESHOLD_ keeps that threshold.
+// for 1.5x and 2.3x the speed). Call it first in main(), before large allocations. A user who
+// sets MALLOC_MMAP_MAX_ or MALLOC_MMAP_THRESHOLD_ keeps glibc's mmap handling, and one who sets
+// MALLOC_TRIM_THRESHOLD_ keeps that threshold.
 #pragma once
 
 namespace cmaf {
