@@ -15,7 +15,7 @@ constexpr int kSilentPeriods = 6;  // no heartbeat for this many periods: silent
 HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds period,
                                    std::chrono::milliseconds limit, std::string host)
     : period_(period), limit_(limit), host_(std::move(host)) {
-  MPI_Comm_dup(parent, &comm_);
+  MPI_Comm_dup(parent, comm_.receive());
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
@@ -34,8 +34,7 @@ HeartbeatMonitor::~HeartbeatMonitor() {
     MPI_Cancel(&send.request);
     MPI_Request_free(&send.request);
   }
-  MPI_Comm_free(&comm_);
-}
+}  // comm_ frees itself
 
 void HeartbeatMonitor::exchange() {
   // Receive everything that has arrived.

@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/mpi_handle.h"
+
 namespace cmaf::cluster {
 
 inline constexpr std::chrono::seconds kDefaultStallLimit{300};
@@ -49,7 +51,7 @@ class HeartbeatMonitor {
   void exchange();
   void abort_if_stalled();
 
-  MPI_Comm comm_ = MPI_COMM_NULL;
+  MpiComm comm_;  // the heartbeat channel, a duplicate of the parent
   int rank_ = 0;
   int size_ = 1;
   std::chrono::milliseconds period_;

@@ -62,7 +62,7 @@ int simulated_ranks_per_node() {
 
 MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_shared_memory)
     : host_(host_name()), stall_(stall) {
-  check(MPI_Comm_dup(parent, &comm_), "MPI_Comm_dup");
+  check(MPI_Comm_dup(parent, comm_.receive()), "MPI_Comm_dup");
   check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
@@ -73,8 +73,8 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
   } else if (size_ > 1) {
     LOG(WARNING) << "MPI provides no MPI_THREAD_MULTIPLE: stall detection is off (a hung rank hangs the job)";
   }
-  check(MPI_Op_create(&bf16_sum_op, /*commute=*/1, &bf16_sum_), "MPI_Op_create");
-  check(MPI_Op_create(&bf16_max_op, /*commute=*/1, &bf16_max_), "MPI_Op_create");
+  check(MPI_Op_create(&bf16_sum_op, /*commute=*/1, bf16_sum_.receive()), "MPI_Op_create");
+  check(MPI_Op_create(&bf16_max_op, /*commute=*/1, bf16_max_.receive()), "MPI_Op_create");
   if (size_ > 1) {
     int wanted = node_shared_memory && shared_memory_wanted() ? 1 : 0;
     int everyone = 0;  // one answer for all ranks, whatever each one's environment says
@@ -86,7 +86,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
 }
 
 std::pair<int, int> MpiCommunicator::find_nodes() {
-  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node_comm_), "MPI_Comm_split_type");
+  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, node_comm_.receive()), "MPI_Comm_split_type");
   // The ranks compare their CMAF_SIMULATED_RANKS_PER_NODE before any of them acts on it (mpirun
   // does not pass the environment to other hosts unless told: -x).
   const int simulated = simulated_ranks_per_node();
@@ -100,10 +100,10 @@ std::pair<int, int> MpiCommunicator::find_nodes() {
   if (simulated > 0) {
     int shared_rank = 0;
     check(MPI_Comm_rank(node_comm_, &shared_rank), "MPI_Comm_rank");
-    MPI_Comm simulated_node = MPI_COMM_NULL;
-    check(MPI_Comm_split(node_comm_, shared_rank / simulated, shared_rank, &simulated_node), "MPI_Comm_split");
-    check(MPI_Comm_free(&node_comm_), "MPI_Comm_free");
-    node_comm_ = simulated_node;
+    MpiComm simulated_node;
+    check(MPI_Comm_split(node_comm_, shared_rank / simulated, shared_rank, simulated_node.receive()), "MPI_Comm_split");
+    check(node_comm_.reset(), "MPI_Comm_free");
+    node_comm_ = std::move(simulated_node);
   }
   check(MPI_Comm_rank(node_comm_, &node_rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(node_comm_, &node_size_), "MPI_Comm_size");
@@ -127,7 +127,7 @@ void MpiCommunicator::setup_node_shared_memory(int smallest_node, int largest_no
   }
   if (nodes_ > 1) {
     // Rank i of every node sums slice i of the node sums with its counterparts on the other nodes.
-    check(MPI_Comm_split(comm_, node_rank_, rank_, &cross_comm_), "MPI_Comm_split");
+    check(MPI_Comm_split(comm_, node_rank_, rank_, cross_comm_.receive()), "MPI_Comm_split");
   }
   std::string why;
   std::shared_ptr<SharedSegment> control = SharedSegment::map(node_comm_, sizeof(uint32_t), &why);
@@ -136,7 +136,7 @@ void MpiCommunicator::setup_node_shared_memory(int smallest_node, int largest_no
   // Every node takes the same path: a node that cannot map sends all sums through MPI.
   if (!agreed_by_all_nodes(staging != nullptr, &why)) {
     LOG(WARNING) << "node shared memory unavailable, float sums go through MPI_Allreduce: " << why;
-    if (cross_comm_ != MPI_COMM_NULL) check(MPI_Comm_free(&cross_comm_), "MPI_Comm_free");
+    check(cross_comm_.reset(), "MPI_Comm_free");
     return;
   }
   staging_ = std::move(staging);
@@ -161,11 +161,7 @@ MpiCommunicator::~MpiCommunicator() {
   node_barrier_.reset();
   staging_.reset();
   monitor_.reset();
-  if (cross_comm_ != MPI_COMM_NULL) MPI_Comm_free(&cross_comm_);
-  if (node_comm_ != MPI_COMM_NULL) MPI_Comm_free(&node_comm_);
-  if (bf16_sum_ != MPI_OP_NULL) MPI_Op_free(&bf16_sum_);
-  if (bf16_max_ != MPI_OP_NULL) MPI_Op_free(&bf16_max_);
-  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  // The communicators and ops free themselves (members), comm_ last.
 }
 
 std::string mpi_error_text(int code) {

@@ -36,6 +36,7 @@
 #include "cluster/comm_thread.h"
 #include "cluster/communicator.h"
 #include "cluster/heartbeat_monitor.h"
+#include "cluster/mpi_handle.h"
 #include "cluster/node_shared_memory.h"
 
 namespace cmaf::cluster {
@@ -100,17 +101,19 @@ class MpiCommunicator : public Communicator {
   };
   CollectiveScope begin_collective(const char* call, int64_t bytes);
 
-  MPI_Comm comm_ = MPI_COMM_NULL;
-  MPI_Op bf16_sum_ = MPI_OP_NULL;  // user-defined ops for bf16 (MPI has no such type)
-  MPI_Op bf16_max_ = MPI_OP_NULL;
+  // Handles are members that free themselves, so that a constructor that throws half-way leaks
+  // none; declared before what uses them (members go in reverse order).
+  MpiComm comm_;
+  MpiOp bf16_sum_;  // user-defined ops for bf16 (MPI has no such type)
+  MpiOp bf16_max_;
   int rank_ = 0;
   int size_ = 1;
   std::string host_;
   StallOptions stall_;
   int64_t sequence_ = 0;  // collectives issued (same numbering on every rank)
   std::unique_ptr<HeartbeatMonitor> monitor_;
-  MPI_Comm node_comm_ = MPI_COMM_NULL;   // the ranks of this node
-  MPI_Comm cross_comm_ = MPI_COMM_NULL;  // this node rank on every node (several nodes only)
+  MpiComm node_comm_;   // the ranks of this node
+  MpiComm cross_comm_;  // this node rank on every node (several nodes only)
   int node_rank_ = 0;
   int node_size_ = 1;
   int nodes_ = 1;

@@ -10,6 +10,7 @@
 #include "cluster/cluster_error.h"
 #include "cluster/local_communicator.h"
 #include "cluster/mpi_communicator.h"
+#include "cluster/mpi_handle.h"
 
 namespace cmaf::cluster {
 namespace {
@@ -71,12 +72,12 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
     }
     mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &runtime->rank_), "MPI_Comm_rank");
     mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_), "MPI_Comm_size");
-    MPI_Comm node = MPI_COMM_NULL;
-    mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL, &node),
+    MpiComm node;  // freed also when a check below throws
+    mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL, node.receive()),
               "MPI_Comm_split_type");
     mpi_check(MPI_Comm_rank(node, &runtime->local_rank_), "MPI_Comm_rank(node)");
     mpi_check(MPI_Comm_size(node, &runtime->local_size_), "MPI_Comm_size(node)");
-    MPI_Comm_free(&node);
+    node.reset();
     if (runtime->size_ > 1) set_error_prefix(str("[rank ", runtime->rank_, "] "));
   }
   const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

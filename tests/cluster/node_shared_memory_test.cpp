@@ -2,13 +2,14 @@
 // ctest also runs the suite with CMAF_NODE_SHARED_MEMORY=0, where the same sums must go
 // through MPI_Allreduce, and with CMAF_SIMULATED_RANKS_PER_NODE: at -np 4 and 6, two and three
 // nodes of two ranks, the hierarchical sum; at -np 3, nodes of 2 and 1 ranks, and at -np 2,
-// nodes of one rank: MPI_Allreduce).
+// nodes of one rank: MPI_Allreduce). Also: a constructor that fails half-way frees what it made.
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "cluster/mpi_communicator.h"
 #include "cluster/node_shared_memory.h"
@@ -176,6 +177,42 @@ TEST(MpiNodeSharedMemory, ARankThatCannotMapMakesEveryRankFallBack) {
   } else {
     EXPECT_NE(why.find("another rank could not map"), std::string::npos) << why;
   }
+}
+
+// The number MPI gives the next communicator. OpenMPI numbers communicators by the lowest free
+// slot of its handle table, so one that was never freed shows as a higher number here.
+int next_communicator_number() {
+  MPI_Comm probe = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_WORLD, &probe);
+  const int number = MPI_Comm_c2f(probe);
+  MPI_Comm_free(&probe);
+  return number;
+}
+
+TEST(MpiCommunicatorSetup, AConstructorThatThrowsLeavesNoCommunicatorBehind) {
+  // CMAF_SIMULATED_RANKS_PER_NODE that differs between ranks: every rank's constructor throws
+  // after it has made its duplicate of the parent, its node communicator and its bf16 ops.
+  const char* set = std::getenv("CMAF_SIMULATED_RANKS_PER_NODE");
+  const std::string saved = set == nullptr ? "" : set;
+  const int before = next_communicator_number();
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    setenv("CMAF_SIMULATED_RANKS_PER_NODE", world().rank() == 0 ? "1" : "2", 1);
+    try {
+      cluster::MpiCommunicator failing(MPI_COMM_WORLD);
+      ADD_FAILURE() << "rank " << world().rank() << ": constructed with differing CMAF_SIMULATED_RANKS_PER_NODE";
+    } catch (const std::exception& error) {
+      EXPECT_NE(std::string(error.what()).find("must be the same on every rank: found 1 to 2"), std::string::npos)
+          << error.what();
+    }
+  }
+  if (set == nullptr) {
+    unsetenv("CMAF_SIMULATED_RANKS_PER_NODE");
+  } else {
+    setenv("CMAF_SIMULATED_RANKS_PER_NODE", saved.c_str(), 1);
+  }
+  EXPECT_EQ(next_communicator_number(), before) << "rank " << world().rank() << ": communicators left behind";
+  { cluster::MpiCommunicator working(MPI_COMM_WORLD); }
+  EXPECT_EQ(next_communicator_number(), before) << "rank " << world().rank() << ": a destroyed one left some";
 }
 
 }  // namespace
