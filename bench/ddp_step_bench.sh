@@ -4,7 +4,7 @@
 # ceiling on a shared 2-core machine) and in one lone 1-thread process; plus the same 2 ranks in
 # lockstep without gradient communication (a barrier per step: the cost of waiting for each
 # step's slower rank), the 2 ranks with bf16 gradients on the wire, and PyTorch DDP (gloo) on
-# the eager twin when python3-torch is installed.
+# the eager twin when python3-torch is installed (with glibc's default allocator, and with ours).
 #   bench/ddp_step_bench.sh [PRESET] [BATCH] [STEPS]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +30,12 @@ if /usr/bin/python3 -c "import torch" 2> /dev/null; then
       --steps "${steps}" --warmup 2)
   "${py[@]}"
   "${py[@]}" --ddp 2
+  # PyTorch keeps glibc's defaults, which map and unmap every buffer of 32 MiB and more (the
+  # half preset's largest maps) each step; step_bench keeps them in the heap (common/heap_policy.h).
+  # The same two rows with that policy set through glibc's environment:
+  echo "## PyTorch eager and DDP (gloo) again, with step_bench's allocator policy (MALLOC_MMAP_MAX_=0, no trim)"
+  MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1099511627776 "${py[@]}"
+  MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1099511627776 "${py[@]}" --ddp 2
 else
   echo "## PyTorch rows skipped: apt-get install python3-torch"
 fi

@@ -14,7 +14,10 @@
 // --sync-only the ranks do not all-reduce gradients: they only meet at a barrier after every
 // step, so each step takes as long as the slowest rank's. That isolates what lockstep costs
 // (waiting for the straggler of each step) from what moving gradients costs. With --bf16-wire the
-// reducer sends the gradients as bf16 (half the bytes; BucketOptions::bf16_wire).
+// reducer sends the gradients as bf16 (half the bytes; BucketOptions::bf16_wire). Every run also
+// prints the median of each phase of a step: forward (with the zeroing of gradients when there
+// is no reducer), backward, after backward (the reducer's exposed communication), optimizer, and
+// the lockstep barrier.
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -36,6 +39,12 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The middle value (upper middle for an even count) of `values`.
+double median_of(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -150,28 +159,44 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     if (!o.sync_only) reducer = std::make_unique<cmaf::cluster::BucketedReducer>(parameters, *world, bucket_options);
   }
 
-  std::vector<double> times, exposed;
+  // Each measured step's phases, whose medians show where a 2-rank step's extra time goes.
+  struct Phases {
+    std::vector<double> forward, backward, after_backward, optimizer, barrier;
+  } phases;
+  std::vector<double> times;
   int64_t wrong = 0;
   for (int step = 0; step < o.warmup + o.steps; ++step) {
     const auto start = Clock::now();
-    optimizer.zero_grad();
-    if (reducer) reducer->prepare_for_backward();
+    // The reducer leaves no gradient to zero (autograd's fresh one moves into the bucket), as in
+    // the trainer, which never calls zero_grad.
+    if (reducer) {
+      reducer->prepare_for_backward();
+    } else {
+      optimizer.zero_grad();
+    }
     torch::Tensor loss;
     {
       CpuAutocast autocast(o.precision == "bf16");
       loss = torch::nn::functional::cross_entropy(model->forward(x).to(torch::kFloat), target);
     }
+    const auto forward_done = Clock::now();
     loss.backward();
     const auto backward_done = Clock::now();
     if (reducer) reducer->finish();
-    const double wait = seconds_since(backward_done);
+    const auto reduced = Clock::now();
     optimizer.step();
+    const auto stepped = Clock::now();
     if (distributed && o.sync_only) world->barrier();
-    const double t = seconds_since(start);
+    const auto end = Clock::now();
     if (!std::isfinite(loss.item<double>())) ++wrong;
     if (step >= o.warmup) {
-      times.push_back(t);
-      exposed.push_back(wait);
+      const auto span = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+      times.push_back(span(start, end));
+      phases.forward.push_back(span(start, forward_done));
+      phases.backward.push_back(span(forward_done, backward_done));
+      phases.after_backward.push_back(span(backward_done, reduced));
+      phases.optimizer.push_back(span(reduced, stepped));
+      phases.barrier.push_back(span(stepped, end));
     }
   }
   std::string overlap;
@@ -181,13 +206,16 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     // The same gradients all-reduced with nothing to overlap: the time communication takes.
     std::vector<at::Tensor> grads;
     for (const auto& p : parameters) grads.push_back(p.tensor.grad().reshape({-1}));
-    at::Tensor flat = at::cat(grads).to(o.bf16_wire ? at::kBFloat16 : at::kFloat);
+    const at::Tensor gathered = at::cat(grads).to(o.bf16_wire ? at::kBFloat16 : at::kFloat);
+    // Where the reducer's buckets live (node shared memory, when sums go there): a plain tensor
+    // would be summed through the staging block, two copies more than the buckets pay.
+    at::Tensor flat = world->new_buffer(gathered.numel(), gathered.options());
+    flat.copy_(gathered);
     world->barrier();
     const auto start = Clock::now();
     world->all_reduce(flat, cmaf::cluster::ReduceOp::kAvg);
     const double alone = seconds_since(start);
-    std::sort(exposed.begin(), exposed.end());
-    const double visible = exposed[exposed.size() / 2];
+    const double visible = median_of(phases.after_backward);
     char text[256];
     std::snprintf(text, sizeof(text), "; %d ranks%s: all-reduce alone %.3f s, exposed after backward %.3f s, "
                   "%.0f %% hidden", world->size(), o.bf16_wire ? ", bf16 wire" : "", alone, visible,
@@ -195,16 +223,20 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     overlap = text;
   }
   if (torch::equal(probe_before, model->parameters().front().detach())) ++wrong;  // no update
+  char phase_text[192];
+  std::snprintf(phase_text, sizeof(phase_text), "; phases forward %.3f, backward %.3f, after backward %.3f, "
+                "optimizer %.3f, barrier %.3f s", median_of(phases.forward), median_of(phases.backward),
+                median_of(phases.after_backward), median_of(phases.optimizer), median_of(phases.barrier));
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
   const double achieved = 3.0 * info.flops * static_cast<double>(o.batch) / median / 1e9;
   std::printf("preset %s %lldx%lld batch %lld threads %d %s%s: median step %.3f s (min %.3f, "
               "max %.3f, %zu steps), %.2f images/s, %.1f GFLOP/s = %.1f %% of the %.1f GFLOP/s "
-              "fp32 matmul peak%s  #wrong %lld\n",
+              "fp32 matmul peak%s%s  #wrong %lld\n",
               o.preset.c_str(), static_cast<long long>(s), static_cast<long long>(s),
               static_cast<long long>(o.batch), o.threads, o.precision.c_str(),
               o.channels_last ? " channels-last" : "", median, times.front(), times.back(),
               times.size(), static_cast<double>(o.batch) / median, achieved, 100.0 * achieved / peak,
-              peak, overlap.c_str(), static_cast<long long>(wrong));
+              peak, overlap.c_str(), phase_text, static_cast<long long>(wrong));
   return wrong == 0 ? 0 : 1;
 }
