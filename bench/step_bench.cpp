@@ -190,7 +190,9 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     const auto end = Clock::now();
     if (!std::isfinite(loss.item<double>())) ++wrong;
     if (step >= o.warmup) {
-      const auto span = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+      const auto span = [](Clock::time_point a, Clock::time_point b) {
+        return std::chrono::duration<double>(b - a).count();
+      };
       times.push_back(span(start, end));
       phases.forward.push_back(span(start, forward_done));
       phases.backward.push_back(span(forward_done, backward_done));

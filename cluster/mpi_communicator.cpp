@@ -86,7 +86,8 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
 }
 
 std::pair<int, int> MpiCommunicator::find_nodes() {
-  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, node_comm_.receive()), "MPI_Comm_split_type");
+  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, node_comm_.receive()),
+        "MPI_Comm_split_type");
   // The ranks compare their CMAF_SIMULATED_RANKS_PER_NODE before any of them acts on it (mpirun
   // does not pass the environment to other hosts unless told: -x).
   const int simulated = simulated_ranks_per_node();
@@ -101,7 +102,8 @@ std::pair<int, int> MpiCommunicator::find_nodes() {
     int shared_rank = 0;
     check(MPI_Comm_rank(node_comm_, &shared_rank), "MPI_Comm_rank");
     MpiComm simulated_node;
-    check(MPI_Comm_split(node_comm_, shared_rank / simulated, shared_rank, simulated_node.receive()), "MPI_Comm_split");
+    check(MPI_Comm_split(node_comm_, shared_rank / simulated, shared_rank, simulated_node.receive()),
+          "MPI_Comm_split");
     check(node_comm_.reset(), "MPI_Comm_free");
     node_comm_ = std::move(simulated_node);
   }

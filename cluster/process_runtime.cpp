@@ -73,7 +73,8 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
     mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &runtime->rank_), "MPI_Comm_rank");
     mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_), "MPI_Comm_size");
     MpiComm node;  // freed also when a check below throws
-    mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL, node.receive()),
+    mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL,
+                                  node.receive()),
               "MPI_Comm_split_type");
     mpi_check(MPI_Comm_rank(node, &runtime->local_rank_), "MPI_Comm_rank(node)");
     mpi_check(MPI_Comm_size(node, &runtime->local_size_), "MPI_Comm_size(node)");

@@ -199,10 +199,11 @@ TEST(MpiCommunicatorSetup, AConstructorThatThrowsLeavesNoCommunicatorBehind) {
     setenv("CMAF_SIMULATED_RANKS_PER_NODE", world().rank() == 0 ? "1" : "2", 1);
     try {
       cluster::MpiCommunicator failing(MPI_COMM_WORLD);
-      ADD_FAILURE() << "rank " << world().rank() << ": constructed with differing CMAF_SIMULATED_RANKS_PER_NODE";
+      ADD_FAILURE() << "rank " << world().rank()
+                    << ": constructed with differing CMAF_SIMULATED_RANKS_PER_NODE";
     } catch (const std::exception& error) {
-      EXPECT_NE(std::string(error.what()).find("must be the same on every rank: found 1 to 2"), std::string::npos)
-          << error.what();
+      const std::string what = error.what();
+      EXPECT_NE(what.find("must be the same on every rank: found 1 to 2"), std::string::npos) << what;
     }
   }
   if (set == nullptr) {
