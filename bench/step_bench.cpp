@@ -46,9 +46,11 @@ double median_of(std::vector<double> values) {
   return values[values.size() / 2];
 }
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
+double seconds_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
 }
+
+double seconds_since(Clock::time_point start) { return seconds_between(start, Clock::now()); }
 
 double measured_matmul_peak_gflops() {
   const int64_t n = 2048;
@@ -190,15 +192,12 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     const auto end = Clock::now();
     if (!std::isfinite(loss.item<double>())) ++wrong;
     if (step >= o.warmup) {
-      const auto span = [](Clock::time_point a, Clock::time_point b) {
-        return std::chrono::duration<double>(b - a).count();
-      };
-      times.push_back(span(start, end));
-      phases.forward.push_back(span(start, forward_done));
-      phases.backward.push_back(span(forward_done, backward_done));
-      phases.after_backward.push_back(span(backward_done, reduced));
-      phases.optimizer.push_back(span(reduced, stepped));
-      phases.barrier.push_back(span(stepped, end));
+      times.push_back(seconds_between(start, end));
+      phases.forward.push_back(seconds_between(start, forward_done));
+      phases.backward.push_back(seconds_between(forward_done, backward_done));
+      phases.after_backward.push_back(seconds_between(backward_done, reduced));
+      phases.optimizer.push_back(seconds_between(reduced, stepped));
+      phases.barrier.push_back(seconds_between(stepped, end));
     }
   }
   std::string overlap;
