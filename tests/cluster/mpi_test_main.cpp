@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cstdio>
+#include <string>
+
 #include "cluster/process_runtime.h"
 #include "tests/cluster/mpi_world.h"
 
@@ -16,6 +19,30 @@ std::unique_ptr<cluster::Communicator>* world_slot() {
 
 cluster::Communicator& mpi_world() { return **world_slot(); }
 
+namespace {
+// The other ranks' report: only their failures, each naming the rank and the test, so a check
+// that fails on rank 2 alone is not hidden behind rank 0's "PASSED".
+class FailurePrinter : public testing::EmptyTestEventListener {
+ public:
+  explicit FailurePrinter(int rank) : rank_(rank) {}
+  // The name is kept here: UnitTest::current_test_info() would take the lock that gtest holds
+  // while it reports a result.
+  void OnTestStart(const testing::TestInfo& test) override {
+    test_ = std::string(test.test_suite_name()) + "." + test.name();
+  }
+  void OnTestPartResult(const testing::TestPartResult& result) override {
+    if (!result.failed()) return;
+    std::fprintf(stderr, "[rank %d] %s failed at %s:%d\n%s\n", rank_, test_.c_str(),
+                 result.file_name() ? result.file_name() : "?", result.line_number(), result.message());
+    std::fflush(stderr);
+  }
+
+ private:
+  int rank_;
+  std::string test_;
+};
+}  // namespace
+
 }  // namespace cmaf::test
 
 int main(int argc, char** argv) {
@@ -25,9 +52,10 @@ int main(int argc, char** argv) {
   auto runtime = cmaf::cluster::ProcessRuntime::start(&argc, &argv, options);
   *cmaf::test::world_slot() = runtime->world_communicator();
   testing::InitGoogleTest(&argc, argv);
-  if (runtime->rank() != 0) {  // one rank prints the report; failures still fail the job
+  if (runtime->rank() != 0) {  // one rank prints the report, the others their failures
     auto& listeners = testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new cmaf::test::FailurePrinter(runtime->rank()));  // the listener list owns it
   }
   int failed = RUN_ALL_TESTS();
   int any_failed = 0;
