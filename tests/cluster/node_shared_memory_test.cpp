@@ -2,17 +2,22 @@
 // ctest also runs the suite with CMAF_NODE_SHARED_MEMORY=0, where the same sums must go
 // through MPI_Allreduce, and with CMAF_SIMULATED_RANKS_PER_NODE: at -np 4 and 6, two and three
 // nodes of two ranks, the hierarchical sum; at -np 3, nodes of 2 and 1 ranks, and at -np 2,
-// nodes of one rank: MPI_Allreduce). Also: a constructor that fails half-way frees what it made.
+// nodes of one rank: MPI_Allreduce; and under local_nodes.sh, on OpenMPI nodes with their own
+// daemons and host names, ranks in a row or round robin). The expected layout comes from the
+// ranks' host names, not from MPI. Also: a constructor that fails half-way frees what it made.
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "cluster/mpi_communicator.h"
 #include "cluster/node_shared_memory.h"
+#include "cluster/process_runtime.h"
 #include "tests/cluster/mpi_world.h"
 
 namespace cmaf::test {
@@ -31,6 +36,44 @@ int simulated_ranks_per_node() {
 
 cluster::MpiCommunicator& world() { return dynamic_cast<cluster::MpiCommunicator&>(mpi_world()); }
 
+// The nodes as the test works them out: ranks with the same host name share a node (in rank
+// order), and CMAF_SIMULATED_RANKS_PER_NODE=k cuts each host's ranks into nodes of k.
+struct Layout {
+  std::vector<std::vector<int>> nodes;  // each node's world ranks, in node-rank order
+  int node_of_rank = 0;                 // this rank's node
+  int node_rank = 0;
+};
+
+Layout expected_layout() {
+  constexpr int kHostBytes = 256;
+  std::array<char, kHostBytes> mine{};
+  std::strncpy(mine.data(), cluster::host_name().c_str(), kHostBytes - 1);
+  const int n = world().size();
+  std::vector<char> hosts(static_cast<size_t>(n) * kHostBytes);
+  MPI_Allgather(mine.data(), kHostBytes, MPI_CHAR, hosts.data(), kHostBytes, MPI_CHAR, MPI_COMM_WORLD);
+  const int k = simulated_ranks_per_node();
+  Layout layout;
+  std::vector<std::string> host_of_node;
+  for (int r = 0; r < n; ++r) {
+    const std::string host(&hosts[static_cast<size_t>(r) * kHostBytes]);
+    int before = 0;  // ranks before r on the same host
+    for (int q = 0; q < r; ++q) before += std::string(&hosts[static_cast<size_t>(q) * kHostBytes]) == host;
+    const std::string key = host + "#" + std::to_string(k > 0 ? before / k : 0);
+    const auto found = std::find(host_of_node.begin(), host_of_node.end(), key);
+    const size_t node = static_cast<size_t>(found - host_of_node.begin());
+    if (found == host_of_node.end()) {
+      host_of_node.push_back(key);
+      layout.nodes.emplace_back();
+    }
+    if (r == world().rank()) {
+      layout.node_of_rank = static_cast<int>(node);
+      layout.node_rank = static_cast<int>(layout.nodes[node].size());
+    }
+    layout.nodes[node].push_back(r);
+  }
+  return layout;
+}
+
 // The local backend's sum: rank 0's tensor, plus rank 1's, plus rank 2's ...
 at::Tensor rank_order_sum(const at::Tensor& everyone) {
   at::Tensor acc = everyone[0].clone();
@@ -40,29 +83,24 @@ at::Tensor rank_order_sum(const at::Tensor& everyone) {
 
 // The sum over nodes of each node's rank-order sum (the hierarchical sum; with one node the
 // local backend's sum).
-at::Tensor node_order_sum(const at::Tensor& everyone, int ranks_per_node) {
+at::Tensor node_order_sum(const at::Tensor& everyone, const Layout& layout) {
   at::Tensor total;
-  for (int64_t first = 0; first < everyone.size(0); first += ranks_per_node) {
-    const at::Tensor node = rank_order_sum(everyone.slice(0, first, first + ranks_per_node));
+  for (const std::vector<int>& members : layout.nodes) {
+    std::vector<int64_t> index(members.begin(), members.end());
+    const at::Tensor node = rank_order_sum(everyone.index_select(0, at::tensor(index)));
     total = total.defined() ? total.add_(node) : node;
   }
   return total;
 }
 
 TEST(MpiNodeSharedMemory, OnWhenEveryNodeHoldsTheSameRanksUnlessSwitchedOff) {
-  const int n = world().size();
-  const int k = simulated_ranks_per_node();
-  if (k == 0) {  // ctest runs on one machine: every rank is on this node
-    EXPECT_EQ(world().nodes(), 1);
-    EXPECT_EQ(world().node_size(), n);
-    EXPECT_EQ(world().node_rank(), world().rank());
-    EXPECT_EQ(world().node_shared_memory(), !disabled_by_environment());
-    return;
-  }
-  EXPECT_EQ(world().nodes(), (n + k - 1) / k);
-  EXPECT_EQ(world().node_rank(), world().rank() % k);
-  EXPECT_EQ(world().node_size(), std::min(k, n - world().rank() / k * k));
-  const bool uniform = n % k == 0 && k > 1;
+  const Layout layout = expected_layout();
+  const std::vector<int>& node = layout.nodes[static_cast<size_t>(layout.node_of_rank)];
+  EXPECT_EQ(world().nodes(), static_cast<int>(layout.nodes.size()));
+  EXPECT_EQ(world().node_rank(), layout.node_rank);
+  EXPECT_EQ(world().node_size(), static_cast<int>(node.size()));
+  bool uniform = node.size() > 1;
+  for (const std::vector<int>& other : layout.nodes) uniform = uniform && other.size() == node.size();
   EXPECT_EQ(world().node_shared_memory(), uniform && !disabled_by_environment());
 }
 
@@ -89,14 +127,14 @@ TEST(MpiNodeSharedMemory, EveryRankGetsTheSameBits) {
 
 TEST(MpiNodeSharedMemory, SumsGiveTheBitsOfTheRankOrderSum) {
   // Sizes: one element, an odd size that splits unevenly, and more than the 4 MiB staging block.
+  const Layout layout = expected_layout();
   for (at::ScalarType type : {at::kFloat, at::kDouble}) {
     for (int64_t elements : {int64_t{1}, int64_t{4099}, int64_t{1500001}}) {
       at::Generator generator = at::detail::createCPUGenerator(900 + static_cast<uint64_t>(world().rank()));
       const at::Tensor mine = at::randn({elements}, generator, at::TensorOptions().dtype(type));
       const bool several_nodes = world().node_shared_memory() && world().nodes() > 1;
       const at::Tensor everyone = world().all_gather(mine);
-      const at::Tensor expected =
-          several_nodes ? node_order_sum(everyone, world().node_size()) : rank_order_sum(everyone);
+      const at::Tensor expected = several_nodes ? node_order_sum(everyone, layout) : rank_order_sum(everyone);
       at::Tensor plain = mine.clone();  // staged
       world().all_reduce(plain, ReduceOp::kSum);
       at::Tensor buffer = world().new_buffer(elements, at::TensorOptions().dtype(type));  // in place
@@ -152,7 +190,8 @@ TEST(MpiNodeSharedMemory, ANodeThatCannotMapMakesEveryNodeFallBack) {
   // its shared buffer, or the nodes would run different collectives (a bucket in place against
   // one staged in 4 MiB pieces) and hang. On one node, that node is every rank.
   const int n = world().size();
-  const bool last_node = world().rank() >= n - world().node_size();
+  const Layout layout = expected_layout();
+  const bool last_node = layout.node_of_rank == static_cast<int>(layout.nodes.size()) - 1;
   if (last_node) cluster::fail_shared_memory_maps_for_testing(1);
   const int64_t elements = 1500001;  // more than the staging block
   at::Tensor buffer = world().new_buffer(elements, at::TensorOptions().dtype(at::kFloat));
