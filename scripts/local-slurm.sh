@@ -10,6 +10,12 @@
 #
 # CMAF_SLURM_GPUS=N (default 0) gives the node N stand-in GPUs (device nodes aliasing /dev/null),
 # so the GPU template can be submitted and scheduled on a machine without GPUs.
+# CMAF_SLURM_NODES=N (default 1): N Slurm nodes on this machine, cmaf-node1..N, one slurmd each
+# (slurmd -N), each in a UTS and a mount namespace of its own, so a job step on node i sees host
+# name cmaf-nodei (OpenMPI then sees N nodes: MPI_Comm_split_type, its transports) and its own
+# TmpFS (where Slurm's PMIx plugin keeps per-step folders of the same name on every node). Each
+# node claims all CPUs of the machine and 1/N of its memory; the file system is shared, as on a
+# cluster. Every job launched with srun --mpi=pmix -N 2 then runs as on two machines.
 # DIR defaults to /tmp/cmaf-slurm. Needs root (Debian's slurmctld, slurmd, slurm-client, munge:
 # scripts/setup.sh installs them). Everything lives under DIR: a second instance with another
 # DIR on other ports is possible by setting CMAF_SLURM_PORT (default 6817; slurmd uses +1).
@@ -18,6 +24,10 @@ action="${1:-}"
 dir="${2:-${CMAF_SLURM_DIR:-/tmp/cmaf-slurm}}"
 port="${CMAF_SLURM_PORT:-6817}"
 node="$(hostname -s)"
+nodes="${CMAF_SLURM_NODES:-1}"
+[[ "${nodes}" =~ ^[1-9][0-9]*$ ]] || { echo "local-slurm: CMAF_SLURM_NODES=${nodes}: expected a positive integer" >&2; exit 1; }
+# The Slurm node names: this host alone, or cmaf-node1..N.
+if ((nodes == 1)); then node_names=("${node}"); else mapfile -t node_names < <(seq -f "cmaf-node%g" 1 "${nodes}"); fi
 
 die() { echo "local-slurm: $*" >&2; exit 1; }
 
@@ -40,6 +50,8 @@ write_config() {
     # CMAF_SLURM_GPUS=N declares N stand-in GPUs: enough for Slurm to accept and schedule the
   # GPU template's requests (and set CUDA_VISIBLE_DEVICES); the job itself finds no CUDA device.
   local gpus="${CMAF_SLURM_GPUS:-0}"
+  local suffix=""  # several slurmd: each its own spool, pid and log file (%n: the node name)
+  ((nodes == 1)) || suffix="-%n"
   ((gpus > 0)) && gres_node=" Gres=gpu:${gpus}"
   cpus="$(nproc)"
   mem_mb="$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)"
@@ -57,11 +69,11 @@ AuthType=auth/munge
 AuthInfo=socket=${dir}/munge/munge.socket,cred_expire=10
 CredType=cred/munge
 StateSaveLocation=${dir}/state
-SlurmdSpoolDir=${dir}/spool
+SlurmdSpoolDir=${dir}/spool${suffix}
 SlurmctldPidFile=${dir}/slurmctld.pid
-SlurmdPidFile=${dir}/slurmd.pid
+SlurmdPidFile=${dir}/slurmd${suffix}.pid
 SlurmctldLogFile=${dir}/slurmctld.log
-SlurmdLogFile=${dir}/slurmd.log
+SlurmdLogFile=${dir}/slurmd${suffix}.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -72,9 +84,22 @@ ReturnToService=2
 JobRequeue=1
 KillWait=30
 MinJobAge=600
-NodeName=${node} CPUs=${cpus} RealMemory=${mem_mb}${gres_node} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
+  if ((nodes == 1)); then
+    echo "NodeName=${node} CPUs=${cpus} RealMemory=${mem_mb}${gres_node} State=UNKNOWN" >> "${dir}/slurm.conf"
+  else
+    # Every node is this machine: its own slurmd port, reached on loopback.
+    echo "TmpFS=${dir}/node-tmp" >> "${dir}/slurm.conf"
+    local i=0
+    for name in "${node_names[@]}"; do
+      i=$((i + 1))
+      echo "NodeName=${name} NodeHostname=${name} NodeAddr=127.0.0.1 Port=$((port + i)) CPUs=${cpus}" \
+           "RealMemory=$((mem_mb / nodes))${gres_node} State=UNKNOWN" >> "${dir}/slurm.conf"
+      mkdir -p "${dir}/spool-${name}" "${dir}/node-tmp-${name}"
+    done
+    mkdir -p "${dir}/node-tmp"
+  fi
   if ((gpus > 0)); then
     # Slurm drops GPUs without device files: character devices with /dev/null's numbers stand in.
     for ((g = 0; g < gpus; g++)); do
@@ -114,20 +139,34 @@ case "${action}" in
     start_munge
     export SLURM_CONF="${dir}/slurm.conf"
     /usr/sbin/slurmctld -f "${dir}/slurm.conf" -c  # -c: no jobs from an earlier instance
-    /usr/sbin/slurmd -f "${dir}/slurm.conf"
-    for _ in $(seq 300); do
-      state="$(sinfo -h -n "${node}" -o %T 2>/dev/null || true)"
-      [[ "${state}" == idle* ]] && break
-      sleep 0.2
+    if ((nodes == 1)); then
+      /usr/sbin/slurmd -f "${dir}/slurm.conf"
+    else
+      for name in "${node_names[@]}"; do
+        # Its own host name, and its own folder at TmpFS (a bind mount only it sees).
+        unshare --mount --uts --propagation private /bin/sh -c "hostname '${name}' &&
+          mount --bind '${dir}/node-tmp-${name}' '${dir}/node-tmp' &&
+          exec /usr/sbin/slurmd -f '${dir}/slurm.conf' -N '${name}'" \
+          || die "cannot start slurmd for ${name} in its own namespaces (unshare --mount --uts)"
+      done
+    fi
+    for name in "${node_names[@]}"; do
+      for _ in $(seq 300); do
+        state="$(sinfo -h -n "${name}" -o %T 2>/dev/null || true)"
+        [[ "${state}" == idle* ]] && break
+        sleep 0.2
+      done
+      [[ "${state:-}" == idle* ]] || {
+        tail -20 "${dir}/slurmctld.log" "${dir}"/slurmd*.log >&2 || true
+        die "node ${name} not idle after 60 s (state '${state:-none}'); logs above"
+      }
     done
-    [[ "${state:-}" == idle* ]] || {
-      tail -20 "${dir}/slurmctld.log" "${dir}/slurmd.log" >&2 || true
-      die "node ${node} not idle after 60 s (state '${state:-none}'); logs above"
-    }
-    echo "local-slurm: node ${node} idle ($(nproc) CPUs); export SLURM_CONF=${dir}/slurm.conf"
+    echo "local-slurm: ${nodes} node(s) idle (${node_names[*]}; $(nproc) CPUs each); export SLURM_CONF=${dir}/slurm.conf"
     ;;
   stop)
-    stop_pid "${dir}/slurmd.pid" slurmd
+    for file in "${dir}"/slurmd*.pid; do
+      [[ -e "${file}" ]] && stop_pid "${file}" "$(basename "${file}" .pid)"
+    done
     stop_pid "${dir}/slurmctld.pid" slurmctld
     stop_pid "${dir}/munge/munged.pid" munged
     ;;

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The sbatch templates of slurm/ submitted to the real one-node Slurm of scripts/local-slurm.sh.
+# The sbatch templates of slurm/ submitted to the real Slurm of scripts/local-slurm.sh, started
+# with two nodes on this machine (CMAF_SLURM_NODES=2).
 #
 #   slurm_jobs_test.sh start|stop SLURM_DIR
 #   slurm_jobs_test.sh train|preempt SLURM_DIR CMAFORMER
 #   slurm_jobs_test.sh preparray SLURM_DIR CMAFORMER MAKE_NNUNET_FOLDER
 #     train    2-rank CPU training job completes with its checkpoint; then the eval job on that
 #              checkpoint and the all-reduce benchmark job
+#     twonodes the training template on 2 nodes x 2 tasks (the instance has two Slurm nodes,
+#              CMAF_SLURM_NODES=2): 4 ranks, 2 on each node by their host names, gradients
+#              summed in node shared memory then MPI_Allreduce between the nodes, checkpoint
+#              written; then the all-reduce benchmark across both nodes (#wrong 0)
 #     preparray  prep as a 3-task job array, then the dependent merge job: the dataset equals
 #              one prep run's (cases, splits)
 #     gpu      the GPU template on 2 stand-in GPUs (the instance is started with
@@ -34,6 +39,8 @@ case "${mode}" in
     mkdir -p "${slurm_dir}"
     if mknod "${slurm_dir}/probe" c 1 3 2> /dev/null && echo > "${slurm_dir}/probe"; then export CMAF_SLURM_GPUS=2; fi
     rm -f "${slurm_dir}/probe"
+    # Two Slurm nodes on this machine (their own host names), for the several-node job.
+    export CMAF_SLURM_NODES=2
     exec "${here}/scripts/local-slurm.sh" start "${slurm_dir}" ;;
   stop) exec "${here}/scripts/local-slurm.sh" stop "${slurm_dir}" ;;
 esac
@@ -87,6 +94,39 @@ case "${mode}" in
     [[ "${state}" == COMPLETED ]] || { cat "${work}"/*"-${job}.out"; fail "benchmark job ${job}: ${state}"; }
     grep -q "#wrong" "${work}/cmaf-test-train-${job}.out" || fail "the benchmark printed no checked results"
     echo "train, eval and benchmark jobs completed"
+    ;;
+  twonodes)
+    nodes_up="$(sinfo -h -t idle,mix,alloc -o %D | head -1)"
+    ((nodes_up >= 2)) || fail "the local Slurm has ${nodes_up:-no} nodes up, this test needs 2"
+    job="$(sbatch --parsable --job-name=cmaf-test-twonodes --chdir="${work}" --nodes=2 --ntasks-per-node=2 \
+      --cpus-per-task=1 --time=10 \
+      --export="ALL,CMAF_BIN=${bin},CMAF_DATA=${work}/ds,CMAF_RUN_DIR=${work}/run,CMAF_TRAIN_ARGS=--preset tiny --input-size 64 --steps 6 --checkpoint-every 3" \
+      "${here}/slurm/train_cpu.sbatch")"
+    state="$(wait_done "${job}" 300)"
+    out="${work}/cmaf-test-twonodes-${job}.out"
+    grep -v '^[IW]2' "${out}" || true
+    [[ "${state}" == COMPLETED && "$(job_field "${job}" ExitCode)" == 0:0 ]] || { cat "${out}"; fail "2-node training job ${job}: ${state}"; }
+    [[ "$(job_field "${job}" NumNodes)" == 2 ]] || fail "the job ran on $(job_field "${job}" NumNodes) node(s)"
+    # Rank 0 (which logs) names its host, its place on the node and the job's nodes.
+    grep -q "rank 0/4 (local 0/2) on cmaf-node1, .* nodes cmaf-node\[1-2\]" "${out}" \
+      || fail "rank 0 did not report local rank 0 of 2 on cmaf-node1 in a job on cmaf-node[1-2]"
+    grep -q "float sums through node shared memory (2 ranks a node, then MPI_Allreduce between 2 nodes)" "${out}" \
+      || fail "the gradients did not take the two-node sum"
+    [[ -f "${work}/run/checkpoints/step-00000006/rank-00003.pt" ]] || fail "no step-6 checkpoint of rank 3"
+    job="$(sbatch --parsable --job-name=cmaf-test-twonodes --chdir="${work}" --nodes=2 --ntasks-per-node=2 \
+      --export="ALL,CMAF_BIN=${bin},CMAF_BENCH_ARGS=--iterations 1 --max-mib 4 --preset tiny" \
+      "${here}/slurm/bench_allreduce.sbatch")"
+    state="$(wait_done "${job}" 120)"
+    out="$(ls "${work}"/*"-${job}.out")"
+    [[ "${state}" == COMPLETED ]] || { cat "${out}"; fail "2-node benchmark job ${job}: ${state}"; }
+    grep -q "^# 4 ranks on 2 nodes; float sums: node shared memory, then MPI_Allreduce between nodes" "${out}" \
+      || { cat "${out}"; fail "the benchmark did not run on 2 nodes of 2 ranks"; }
+    # The size table's 5th column and the reducer lines count wrong elements.
+    rows="$(awk '/^ +[0-9]+ / {n++} END {print n + 0}' "${out}")"
+    ((rows >= 5)) || { cat "${out}"; fail "the benchmark printed ${rows} sizes"; }
+    awk '/^ +[0-9]+ / && $5 != 0 {bad = 1} END {exit bad}' "${out}" || { cat "${out}"; fail "wrong elements in a size"; }
+    ! grep -E "#wrong [1-9]" "${out}" || fail "the reducer benchmark found wrong elements"
+    echo "twonodes: 4 ranks on cmaf-node1 and cmaf-node2, two-node sum, checkpoint written; benchmark #wrong 0"
     ;;
   gpu)
     [[ -f "${slurm_dir}/gres.conf" ]] || { echo "skipped: no stand-in GPUs (device nodes cannot be made here)"; exit 77; }
