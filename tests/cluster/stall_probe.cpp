@@ -1,6 +1,10 @@
 // A small MPI job for the stall tests (tests/cluster/stall_test.sh):
 //   stall_probe sleep RANK SECONDS   rank RANK sleeps before the third all-reduce
 //   stall_probe kill RANK            rank RANK kills itself with SIGKILL before it
+//   stall_probe freeze RANK          rank RANK stops its whole node before it: SIGSTOP to the
+//                                    ranks with its host name, to its parent (the node's
+//                                    orted, under tests/cluster/local_nodes.sh) and to itself,
+//                                    as a node that hangs without closing its connections
 // Stall limit 3 s, heartbeat every 200 ms. Expected: the job exits non-zero within seconds, and
 // for `sleep` the live ranks log which rank has not arrived.
 #include <ATen/ATen.h>
@@ -8,10 +12,13 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "cluster/mpi_communicator.h"
 #include "cluster/process_runtime.h"
@@ -32,9 +39,31 @@ int main(int argc, char** argv) {
   stall.heartbeat_period = std::chrono::milliseconds(200);
   {
     cmaf::cluster::MpiCommunicator world(MPI_COMM_WORLD, stall);
+    // Every rank's host name and process id, for the freeze.
+    struct Peer {
+      std::array<char, 256> host{};
+      int64_t pid = 0;
+    } mine;
+    std::strncpy(mine.host.data(), cmaf::cluster::host_name().c_str(), mine.host.size() - 1);
+    mine.pid = ::getpid();
+    std::vector<Peer> peers(static_cast<size_t>(world.size()));
+    MPI_Allgather(&mine, sizeof(Peer), MPI_BYTE, peers.data(), sizeof(Peer), MPI_BYTE, MPI_COMM_WORLD);
+    if (mode == "freeze" && std::strcmp(peers[0].host.data(), peers[static_cast<size_t>(victim)].host.data()) == 0) {
+      LOG(ERROR) << "freeze: rank " << victim << " shares rank 0's node; run under local_nodes.sh with them apart";
+      return 2;  // its parent would be mpirun or rank 0's daemon
+    }
     for (int step = 0; step < 5; ++step) {
       if (step == 2 && world.rank() == victim) {
         if (mode == "kill") ::kill(::getpid(), SIGKILL);
+        if (mode == "freeze") {
+          for (const Peer& peer : peers) {
+            if (peer.pid != mine.pid && std::strcmp(peer.host.data(), mine.host.data()) == 0) {
+              ::kill(static_cast<pid_t>(peer.pid), SIGSTOP);
+            }
+          }
+          ::kill(::getppid(), SIGSTOP);
+          ::raise(SIGSTOP);
+        }
         std::this_thread::sleep_for(std::chrono::seconds(seconds));
       }
       at::Tensor t = at::ones({1024});

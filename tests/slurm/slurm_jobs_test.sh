@@ -5,12 +5,18 @@
 #   slurm_jobs_test.sh start|stop SLURM_DIR
 #   slurm_jobs_test.sh train|preempt SLURM_DIR CMAFORMER
 #   slurm_jobs_test.sh preparray SLURM_DIR CMAFORMER MAKE_NNUNET_FOLDER
+#   slurm_jobs_test.sh freeze SLURM_DIR CMAFORMER STALL_PROBE
 #     train    2-rank CPU training job completes with its checkpoint; then the eval job on that
 #              checkpoint and the all-reduce benchmark job
 #     twonodes the training template on 2 nodes x 2 tasks (the instance has two Slurm nodes,
 #              CMAF_SLURM_NODES=2): 4 ranks, 2 on each node by their host names, gradients
 #              summed in node shared memory then MPI_Allreduce between the nodes, checkpoint
 #              written; then the all-reduce benchmark across both nodes (#wrong 0)
+#     freeze   a node that hangs: in a 2-node x 2-task step, rank 2 stops (SIGSTOP) every process
+#              of its node, slurmstepd included, without closing a connection; the ranks on
+#              the other node report both silent ranks after the 3 s stall limit and exit 75,
+#              and srun ends within a bounded time; afterwards the stopped processes are
+#              continued so that Slurm can clean up
 #     preparray  prep as a 3-task job array, then the dependent merge job: the dataset equals
 #              one prep run's (cases, splits)
 #     gpu      the GPU template on 2 stand-in GPUs (the instance is started with
@@ -127,6 +133,36 @@ case "${mode}" in
     awk '/^ +[0-9]+ / && $5 != 0 {bad = 1} END {exit bad}' "${out}" || { cat "${out}"; fail "wrong elements in a size"; }
     ! grep -E "#wrong [1-9]" "${out}" || fail "the reducer benchmark found wrong elements"
     echo "twonodes: 4 ranks on cmaf-node1 and cmaf-node2, two-node sum, checkpoint written; benchmark #wrong 0"
+    ;;
+  freeze)
+    probe="$4"
+    continue_stopped() {  # the frozen node's processes (ours only: the probe and stopped stepds)
+      ps -eo pid=,stat=,args= | awk -v probe="${probe}" '$2 ~ /^T/ && (index($0, probe) || $3 ~ /slurmstepd/) {print $1}' \
+        | xargs -r kill -CONT 2>/dev/null || true
+    }
+    trap 'continue_stopped; scancel --quiet --name=cmaf-test-freeze 2>/dev/null || true; rm -rf "${work}"' EXIT
+    start=$(date +%s)
+    status=0
+    timeout 150 srun --mpi=pmix --job-name=cmaf-test-freeze --nodes=2 --ntasks-per-node=2 --cpus-per-task=1 \
+      --time=5 "${probe}" freeze 2 0 > "${work}/freeze.out" 2>&1 || status=$?
+    elapsed=$(( $(date +%s) - start ))
+    grep -v '^I2' "${work}/freeze.out" | tail -20 || true
+    echo "srun exit status ${status} after ${elapsed} s"
+    ((status != 124)) || fail "srun hung until the 150 s timeout"
+    ((status == 75)) || fail "srun exit status ${status}, expected the stall status 75"
+    ((elapsed < 90)) || fail "took ${elapsed} s (stall limit 3 s, KillWait 30 s)"
+    grep -q "\[rank [01] on cmaf-node1\] stall: " "${work}/freeze.out" || fail "no stall report from cmaf-node1"
+    for r in 2 3; do
+      grep -q "rank ${r}: no heartbeat for" "${work}/freeze.out" || fail "the report does not name frozen rank ${r}"
+    done
+    continue_stopped
+    # The next tests need both nodes back.
+    for ((i = 0; i < 120; i++)); do
+      [[ -z "$(squeue -h -n cmaf-test-freeze)" && -z "$(sinfo -h -t comp,drain,down -o %N)" ]] && break
+      sleep 0.5
+    done
+    [[ -z "$(squeue -h -n cmaf-test-freeze)" ]] || fail "the frozen job is still listed after its processes went on"
+    echo "freeze: the hung node's ranks 2 and 3 reported from cmaf-node1, srun exit 75 after ${elapsed} s"
     ;;
   gpu)
     [[ -f "${slurm_dir}/gres.conf" ]] || { echo "skipped: no stand-in GPUs (device nodes cannot be made here)"; exit 77; }
