@@ -34,7 +34,11 @@ LdcStatistics ldc_statistics(const at::Tensor& probabilities, const at::Tensor& 
 }
 
 LdcStatistics with_global(const LdcStatistics& local, const LdcStatistics& global) {
-  auto merge = [](const at::Tensor& l, const at::Tensor& g) { return l + (g.to(l.dtype()) - l).detach(); };
+  // The value must be global's bits on every rank: the constraints feed the multipliers, which
+  // must stay bit-identical. local + (global - local).detach() rounds twice (its value differs
+  // from global in the last bit whenever global - local is inexact, as with several ranks);
+  // local - local.detach() is exactly 0, so global + it is exactly global.
+  auto merge = [](const at::Tensor& l, const at::Tensor& g) { return g.to(l.dtype()).detach() + (l - l.detach()); };
   return {merge(local.intersection, global.intersection), merge(local.prediction, global.prediction),
           merge(local.target, global.target)};
 }

@@ -6,9 +6,11 @@
 // I, P and Q are sums, so summing each rank's statistics gives exactly the global ones. This
 // file knows nothing of MPI: the caller all-reduces `LdcStatistics::stacked()` and rebuilds.
 //
-// Gradients: `with_global(local, global)` = local + (global - local).detach() has the global
-// value and the gradient of the local part, so backward through C_c(with_global(...)) on every
-// rank gives exactly the gradient of the global constraint (summed over ranks by the reducer).
+// Gradients: `with_global(local, global)` = global.detach() + (local - local.detach()) has
+// exactly the global value (its bits: the constraints, and through them the multipliers, are
+// the same on every rank) and the gradient of the local part, so backward through
+// C_c(with_global(...)) on every rank gives the gradient of the global constraint (summed over
+// ranks by the reducer).
 #pragma once
 
 #include <ATen/ATen.h>

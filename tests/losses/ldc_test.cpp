@@ -92,6 +92,37 @@ TEST(LdcStatistics, WithGlobalHasTheGlobalValueAndTheLocalGradient) {
   EXPECT_TRUE(torch::allclose(summed_grad, x.grad(), 1e-10, 1e-12));
 }
 
+TEST(LdcStatistics, WithGlobalGivesEveryRankTheGlobalBits) {
+  // Eight "ranks" in float32, each with an eighth of the global statistics: global - local is
+  // inexact, so local + (global - local) would round away from global in the last bit, and
+  // differently on each rank (seen: 4 ranks' multipliers drifting apart).
+  const int64_t ranks = 8;
+  int64_t inexact = 0;  // elements where that formula's value was not global's
+  for (uint64_t seed : {11, 12, 13}) {
+    torch::manual_seed(seed);
+    const at::Tensor p = torch::softmax(torch::randn({ranks, 4, 32, 32}), 1);
+    const at::Tensor q = one_hot_labels(torch::randint(0, 4, {ranks, 32, 32}), 4).to(torch::kFloat);
+    const at::Tensor m = (torch::rand({ranks, 32, 32}) > 0.3).to(torch::kFloat);
+    std::vector<LdcStatistics> locals;
+    at::Tensor sum = torch::zeros({3, 3});
+    for (int64_t r = 0; r < ranks; ++r) {
+      locals.push_back(ldc_statistics(p.slice(0, r, r + 1).clone().requires_grad_(true), q.slice(0, r, r + 1),
+                                      m.slice(0, r, r + 1)));
+      sum += locals.back().stacked().detach();
+    }
+    const LdcStatistics global = LdcStatistics::from_stacked(sum);
+    const at::Tensor expected = ldc_constraints(global);
+    for (const LdcStatistics& local : locals) {
+      const LdcStatistics merged = with_global(local, global);
+      EXPECT_TRUE(torch::equal(merged.stacked().detach(), global.stacked())) << "merged statistics: global's bits";
+      EXPECT_TRUE(torch::equal(ldc_constraints(merged).detach(), expected)) << "and so the constraints";
+      const at::Tensor rounded = local.stacked().detach() + (global.stacked() - local.stacked().detach());
+      inexact += rounded.ne(global.stacked()).sum().item<int64_t>();
+    }
+  }
+  EXPECT_GT(inexact, 0) << "the data must hold cases where the double-rounding formula goes wrong";
+}
+
 TEST(LdcStatistics, ReleasedPriorConstraintIsTheMeanDifference) {
   const at::Tensor logits = torch::zeros({1, 2, 2, 2});
   const at::Tensor y = torch::tensor({1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0}).reshape({1, 2, 2, 2});
