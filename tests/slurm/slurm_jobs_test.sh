@@ -3,7 +3,7 @@
 # with two nodes on this machine (CMAF_SLURM_NODES=2).
 #
 #   slurm_jobs_test.sh start|stop SLURM_DIR
-#   slurm_jobs_test.sh train|preempt SLURM_DIR CMAFORMER
+#   slurm_jobs_test.sh train|twonodes|preempt|preempt2nodes|gpu SLURM_DIR CMAFORMER
 #   slurm_jobs_test.sh preparray SLURM_DIR CMAFORMER MAKE_NNUNET_FOLDER
 #   slurm_jobs_test.sh freeze SLURM_DIR CMAFORMER STALL_PROBE
 #     train    2-rank CPU training job completes with its checkpoint; then the eval job on that
@@ -27,6 +27,8 @@
 #     preempt  the preemptible job is signalled (scancel --signal=USR1 --batch), checkpoints,
 #              requeues itself, resumes from that checkpoint and finishes: the step count proves
 #              it did not restart from zero
+#     preempt2nodes  the same with 2 nodes x 2 tasks: srun forwards the signal to the ranks of
+#              both nodes, they agree on one step, and the checkpoint holds all 4 ranks' parts
 # Exit 77 (ctest: skipped) when not root or Slurm is not installed.
 set -euo pipefail
 mode="$1"
@@ -73,12 +75,14 @@ wait_done() {  # wait_done JOB SECONDS: until the job completed, failed or was c
   echo "TIMEOUT_WAITING(${state})"
 }
 
-submit() {  # submit TEMPLATE NAME VAR=VALUE...: prints the job id
+submit() {  # submit TEMPLATE NAME VAR=VALUE...: prints the job id (SBATCH_EXTRA: more options)
   local template="$1" name="$2"
   shift 2
   local exports="ALL,CMAF_BIN=${bin}"
   for kv in "$@"; do exports="${exports},${kv}"; done
-  sbatch --parsable --job-name="${name}" --chdir="${work}" --export="${exports}" "${here}/slurm/${template}"
+  # shellcheck disable=SC2086  # SBATCH_EXTRA is a list of options on purpose
+  sbatch --parsable --job-name="${name}" --chdir="${work}" --export="${exports}" ${SBATCH_EXTRA:-} \
+    "${here}/slurm/${template}"
 }
 
 case "${mode}" in
@@ -182,10 +186,11 @@ case "${mode}" in
     [[ ! -d "${work}/run/checkpoints/step-00000004" ]] || fail "a checkpoint was written"
     echo "gpu: scheduled on 2 stand-in GPUs, 2 ranks, each stopped naming itself and CUDA_VISIBLE_DEVICES=0,1"
     ;;
-  preempt)
-    job="$(submit train_preemptible.sbatch cmaf-test-preempt CMAF_DATA="${work}/ds" CMAF_RUN_DIR="${work}/run" \
+  preempt | preempt2nodes)
+    if [[ "${mode}" == preempt2nodes ]]; then SBATCH_EXTRA="--nodes=2 --ntasks-per-node=2"; fi
+    job="$(submit train_preemptible.sbatch "cmaf-test-${mode}" CMAF_DATA="${work}/ds" CMAF_RUN_DIR="${work}/run" \
       CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 40 --checkpoint-every 1000 --log-every 1")"
-    out="${work}/cmaf-test-preempt-${job}.out"
+    out="${work}/cmaf-test-${mode}-${job}.out"
     for ((i = 0; i < 240; i++)); do grep -qsE '"step":3[,}]' "${work}/run/metrics.jsonl" && break; sleep 0.5; done
     grep -qsE '"step":3[,}]' "${work}/run/metrics.jsonl" || { cat "${out}"; fail "training did not reach step 3"; }
     scancel --signal=USR1 --batch "${job}"
@@ -198,7 +203,12 @@ case "${mode}" in
     [[ -n "${resumed}" ]] || fail "the requeued run did not resume from a checkpoint"
     ((resumed >= 3 && resumed < 40)) || fail "resumed from step ${resumed}"
     [[ -d "${work}/run/checkpoints/step-$(printf %08d "${resumed}")" ]] || fail "no checkpoint of step ${resumed}"
-    echo "preempt: signalled, checkpointed at step ${resumed}, requeued, resumed, finished at step 40"
+    if [[ "${mode}" == preempt2nodes ]]; then
+      [[ "$(job_field "${job}" NumNodes)" == 2 ]] || fail "the job ran on $(job_field "${job}" NumNodes) node(s)"
+      [[ -f "${work}/run/checkpoints/step-$(printf %08d "${resumed}")/rank-00003.pt" ]] \
+        || fail "rank 3 (on the second node) wrote no part of the step-${resumed} checkpoint"
+    fi
+    echo "${mode}: signalled, checkpointed at step ${resumed}, requeued, resumed, finished at step 40"
     ;;
   preparray)
     "$4" "${work}/raw" 7 3
