@@ -3,8 +3,8 @@
 //   stall_probe kill RANK            rank RANK kills itself with SIGKILL before it
 //   stall_probe freeze RANK          rank RANK stops its whole node before it: SIGSTOP to the
 //                                    ranks with its host name, to its parent (the node's
-//                                    orted, under tests/cluster/local_nodes.sh) and to itself,
-//                                    as a node that hangs without closing its connections
+//                                    slurmstepd under srun, its orted under local_nodes.sh) and
+//                                    to itself, as a node that hangs with its connections open
 // Stall limit 3 s, heartbeat every 200 ms. Expected: the job exits non-zero within seconds, and
 // for `sleep` the live ranks log which rank has not arrived.
 #include <ATen/ATen.h>
