@@ -35,7 +35,8 @@ core::TrainDevice cuda_device(const cluster::ProcessRuntime& runtime, cluster::C
   const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
   if (!torch::cuda::is_available()) {
     throw InputError("--device", "cuda",
-                     str("no CUDA device usable by rank ", runtime.rank(), " on ", runtime.hostname(),
+                     str("no CUDA device usable by rank ", runtime.rank(), " (node-local rank ", runtime.local_rank(),
+                         " of ", runtime.local_size(), ", which chooses the GPU) on ", runtime.hostname(),
                          " (CUDA_VISIBLE_DEVICES=", visible != nullptr ? visible : "unset",
                          "; a CPU-only LibTorch never sees one): use --device cpu or a GPU node and a CUDA build"));
   }

@@ -101,7 +101,8 @@ TEST(CmaformerBinary, DeviceCudaWithoutAGpuStopsAtStartNamingRankAndHost) {
   const ProcessResult cuda = cmaformer(common + " --device cuda");
   if (cuda.exit_code == 0) GTEST_SKIP() << "a CUDA device and a CUDA build are present: " << cuda.output;
   EXPECT_EQ(cuda.exit_code, 1) << cuda.output;
-  EXPECT_NE(cuda.output.find("error: --device: cuda: no CUDA device usable by rank 0 on "), std::string::npos)
+  EXPECT_NE(cuda.output.find("error: --device: cuda: no CUDA device usable by rank 0 (node-local rank 0 of 1, "),
+            std::string::npos)
       << cuda.output;
   EXPECT_FALSE(fs::exists(dir.file("run/checkpoints/step-00000002")));
   const ProcessResult typo = cmaformer(common + " --device gpu");

@@ -19,11 +19,12 @@
 #              continued so that Slurm can clean up
 #     preparray  prep as a 3-task job array, then the dependent merge job: the dataset equals
 #              one prep run's (cases, splits)
-#     gpu      the GPU template on 2 stand-in GPUs (the instance is started with
+#     gpu      the GPU template on 2 nodes x 2 stand-in GPUs (the instance is started with
 #              CMAF_SLURM_GPUS=2 where device nodes can be made): Slurm accepts and schedules
 #              it, srun starts one rank per GPU with CUDA_VISIBLE_DEVICES set, and each rank
-#              stops at start-up with the no-CUDA-device error naming itself (this machine and
-#              build have no GPU; training on one is not tested here)
+#              stops at start-up with the no-CUDA-device error naming itself and its node-local
+#              rank, which picks the device (this machine and build have no GPU; training on
+#              one is not tested here)
 #     preempt  the preemptible job is signalled (scancel --signal=USR1 --batch), checkpoints,
 #              requeues itself, resumes from that checkpoint and finishes: the step count proves
 #              it did not restart from zero
@@ -170,7 +171,7 @@ case "${mode}" in
     ;;
   gpu)
     [[ -f "${slurm_dir}/gres.conf" ]] || { echo "skipped: no stand-in GPUs (device nodes cannot be made here)"; exit 77; }
-    job="$(sbatch --parsable --job-name=cmaf-test-gpu --chdir="${work}" --partition=debug --ntasks-per-node=2 \
+    job="$(sbatch --parsable --job-name=cmaf-test-gpu --chdir="${work}" --partition=debug --nodes=2 --ntasks-per-node=2 \
       --gpus-per-node=2 --cpus-per-task=1 --time=5 \
       --export="ALL,CMAF_BIN=${bin},CMAF_DATA=${work}/ds,CMAF_RUN_DIR=${work}/run,CMAF_TRAIN_ARGS=--preset tiny --steps 4" \
       "${here}/slurm/train_gpu.sbatch")"
@@ -179,12 +180,14 @@ case "${mode}" in
     grep -v '^I2' "${out}" || true
     [[ "$(job_field "${job}" TresPerNode)" == *gpu:2* ]] || fail "the job did not ask for 2 GPUs per node"
     [[ "${state}" == FAILED ]] || fail "GPU job ${job} without a GPU: ${state}, expected FAILED"
-    for r in 0 1; do
-      grep -q "\[rank ${r}\] --device: cuda: no CUDA device usable by rank ${r} on .*CUDA_VISIBLE_DEVICES=0,1" "${out}" ||
-        fail "rank ${r} did not report the missing CUDA device with Slurm's CUDA_VISIBLE_DEVICES"
+    # 2 nodes x 2 ranks: each rank's device comes from its node-local rank (0 or 1 on both
+    # nodes), not from its global rank (2 and 3 would be past the node's 2 GPUs).
+    for r in 0 1 2 3; do
+      grep -q "\[rank ${r}\] --device: cuda: no CUDA device usable by rank ${r} (node-local rank $((r % 2)) of 2, [^)]*) on cmaf-node$((r / 2 + 1)) (CUDA_VISIBLE_DEVICES=0,1" "${out}" ||
+        fail "rank ${r} did not report the missing CUDA device as local rank $((r % 2)) of cmaf-node$((r / 2 + 1)) with Slurm's CUDA_VISIBLE_DEVICES"
     done
     [[ ! -d "${work}/run/checkpoints/step-00000004" ]] || fail "a checkpoint was written"
-    echo "gpu: scheduled on 2 stand-in GPUs, 2 ranks, each stopped naming itself and CUDA_VISIBLE_DEVICES=0,1"
+    echo "gpu: scheduled on 2 nodes x 2 stand-in GPUs, 4 ranks, each stopped naming itself, its node-local rank and CUDA_VISIBLE_DEVICES=0,1"
     ;;
   preempt | preempt2nodes)
     if [[ "${mode}" == preempt2nodes ]]; then SBATCH_EXTRA="--nodes=2 --ntasks-per-node=2"; fi
