@@ -9,9 +9,10 @@
 #     train    2-rank CPU training job completes with its checkpoint; then the eval job on that
 #              checkpoint and the all-reduce benchmark job
 #     twonodes the training template on 2 nodes x 2 tasks (the instance has two Slurm nodes,
-#              CMAF_SLURM_NODES=2): 4 ranks, 2 on each node by their host names, gradients
-#              summed in node shared memory then MPI_Allreduce between the nodes, checkpoint
-#              written; then the all-reduce benchmark across both nodes (#wrong 0)
+#              CMAF_SLURM_NODES=2): 4 ranks, gradients summed in node shared memory then
+#              MPI_Allreduce between the nodes, checkpoint written; the eval template on both
+#              nodes writes the same files as one process; the all-reduce benchmark across both
+#              nodes (#wrong 0)
 #     freeze   a node that hangs: in a 2-node x 2-task step, rank 2 stops (SIGSTOP) every process
 #              of its node, slurmstepd included, without closing a connection; the ranks on
 #              the other node report both silent ranks after the 3 s stall limit and exit 75,
@@ -124,6 +125,18 @@ case "${mode}" in
     grep -q "float sums through node shared memory (2 ranks a node, then MPI_Allreduce between 2 nodes)" "${out}" \
       || fail "the gradients did not take the two-node sum"
     [[ -f "${work}/run/checkpoints/step-00000006/rank-00003.pt" ]] || fail "no step-6 checkpoint of rank 3"
+    # Evaluation spread over both nodes (2 test cases, 4 ranks: two ranks get none) writes the
+    # same files, byte for byte, as one process.
+    job="$(sbatch --parsable --job-name=cmaf-test-twonodes --chdir="${work}" --nodes=2 --ntasks-per-node=2 \
+      --export="ALL,CMAF_BIN=${bin},CMAF_CHECKPOINT=${work}/run/checkpoints/step-00000006,CMAF_DATA=${work}/ds,CMAF_OUT=${work}/eval4" \
+      "${here}/slurm/eval.sbatch")"
+    state="$(wait_done "${job}" 120)"
+    [[ "${state}" == COMPLETED ]] || { cat "${work}"/*"-${job}.out"; fail "2-node eval job ${job}: ${state}"; }
+    "${bin}" eval --checkpoint "${work}/run/checkpoints/step-00000006" --data "${work}/ds" --out "${work}/eval1" \
+      --threads 1 > "${work}/eval1.log" 2>&1 || { cat "${work}/eval1.log"; fail "single-process eval"; }
+    for f in metrics.json metrics.csv metrics.md; do
+      cmp "${work}/eval1/${f}" "${work}/eval4/${f}" || fail "${f} of the 2-node eval differs from one process's"
+    done
     job="$(sbatch --parsable --job-name=cmaf-test-twonodes --chdir="${work}" --nodes=2 --ntasks-per-node=2 \
       --export="ALL,CMAF_BIN=${bin},CMAF_BENCH_ARGS=--iterations 1 --max-mib 4 --preset tiny" \
       "${here}/slurm/bench_allreduce.sbatch")"
@@ -137,7 +150,8 @@ case "${mode}" in
     ((rows >= 5)) || { cat "${out}"; fail "the benchmark printed ${rows} sizes"; }
     awk '/^ +[0-9]+ / && $5 != 0 {bad = 1} END {exit bad}' "${out}" || { cat "${out}"; fail "wrong elements in a size"; }
     ! grep -E "#wrong [1-9]" "${out}" || fail "the reducer benchmark found wrong elements"
-    echo "twonodes: 4 ranks on cmaf-node1 and cmaf-node2, two-node sum, checkpoint written; benchmark #wrong 0"
+    echo "twonodes: 4 ranks on cmaf-node1 and cmaf-node2, two-node sum, checkpoint written; eval as one" \
+         "process's; benchmark #wrong 0"
     ;;
   freeze)
     probe="$4"
