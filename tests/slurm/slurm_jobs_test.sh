@@ -49,8 +49,13 @@ case "${mode}" in
     mkdir -p "${slurm_dir}"
     if mknod "${slurm_dir}/probe" c 1 3 2> /dev/null && echo > "${slurm_dir}/probe"; then export CMAF_SLURM_GPUS=2; fi
     rm -f "${slurm_dir}/probe"
-    # Two Slurm nodes on this machine (their own host names), for the several-node job.
-    export CMAF_SLURM_NODES=2
+    # Two Slurm nodes on this machine (their own host names and TmpFS: namespaces), for the
+    # several-node jobs; one where no namespace can be made (those jobs are then skipped).
+    if unshare --mount --uts true 2> /dev/null; then
+      export CMAF_SLURM_NODES=2
+    else
+      echo "one Slurm node: unshare --mount --uts fails here, the 2-node tests will be skipped"
+    fi
     exec "${here}/scripts/local-slurm.sh" start "${slurm_dir}" ;;
   stop) exec "${here}/scripts/local-slurm.sh" stop "${slurm_dir}" ;;
 esac
@@ -63,6 +68,11 @@ trap 'scancel --quiet --name=cmaf-test-${mode} 2>/dev/null || true; rm -rf "${wo
 
 "${bin}" synth --out "${work}/ds" --cases 8 --size 64 --slices 10 --classes 3 --labeled-cases 3 \
   --val-cases 1 --test-cases 2 --seed 5 > /dev/null 2>&1
+
+nodes_up() { sinfo -h -N -t idle,mix,alloc -o %N | sort -u | wc -l; }
+need_two_nodes() {
+  (($(nodes_up) >= 2)) || { echo "skipped: the local Slurm has one node (no namespaces for a second)"; exit 77; }
+}
 
 job_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -1 | cut -d= -f2; }
 job_field() { scontrol show job "$1" 2>/dev/null | grep -o "$2=[^ ]*" | head -1 | cut -d= -f2; }
@@ -108,8 +118,7 @@ case "${mode}" in
     echo "train, eval and benchmark jobs completed"
     ;;
   twonodes)
-    nodes_up="$(sinfo -h -t idle,mix,alloc -o %D | head -1)"
-    ((nodes_up >= 2)) || fail "the local Slurm has ${nodes_up:-no} nodes up, this test needs 2"
+    need_two_nodes
     job="$(sbatch --parsable --job-name=cmaf-test-twonodes --chdir="${work}" --nodes=2 --ntasks-per-node=2 \
       --cpus-per-task=1 --time=10 \
       --export="ALL,CMAF_BIN=${bin},CMAF_DATA=${work}/ds,CMAF_RUN_DIR=${work}/run,CMAF_TRAIN_ARGS=--preset tiny --input-size 64 --steps 6 --checkpoint-every 3" \
@@ -154,6 +163,7 @@ case "${mode}" in
          "process's; benchmark #wrong 0"
     ;;
   freeze)
+    need_two_nodes
     probe="$4"
     continue_stopped() {  # the frozen node's processes (ours only: the probe and stopped stepds)
       ps -eo pid=,stat=,args= | awk -v probe="${probe}" '$2 ~ /^T/ && (index($0, probe) || $3 ~ /slurmstepd/) {print $1}' \
@@ -185,7 +195,8 @@ case "${mode}" in
     ;;
   gpu)
     [[ -f "${slurm_dir}/gres.conf" ]] || { echo "skipped: no stand-in GPUs (device nodes cannot be made here)"; exit 77; }
-    job="$(sbatch --parsable --job-name=cmaf-test-gpu --chdir="${work}" --partition=debug --nodes=2 --ntasks-per-node=2 \
+    gpu_nodes=$(($(nodes_up) >= 2 ? 2 : 1))
+    job="$(sbatch --parsable --job-name=cmaf-test-gpu --chdir="${work}" --partition=debug --nodes="${gpu_nodes}" --ntasks-per-node=2 \
       --gpus-per-node=2 --cpus-per-task=1 --time=5 \
       --export="ALL,CMAF_BIN=${bin},CMAF_DATA=${work}/ds,CMAF_RUN_DIR=${work}/run,CMAF_TRAIN_ARGS=--preset tiny --steps 4" \
       "${here}/slurm/train_gpu.sbatch")"
@@ -196,15 +207,20 @@ case "${mode}" in
     [[ "${state}" == FAILED ]] || fail "GPU job ${job} without a GPU: ${state}, expected FAILED"
     # 2 nodes x 2 ranks: each rank's device comes from its node-local rank (0 or 1 on both
     # nodes), not from its global rank (2 and 3 would be past the node's 2 GPUs).
-    for r in 0 1 2 3; do
-      grep -q "\[rank ${r}\] --device: cuda: no CUDA device usable by rank ${r} (node-local rank $((r % 2)) of 2, [^)]*) on cmaf-node$((r / 2 + 1)) (CUDA_VISIBLE_DEVICES=0,1" "${out}" ||
-        fail "rank ${r} did not report the missing CUDA device as local rank $((r % 2)) of cmaf-node$((r / 2 + 1)) with Slurm's CUDA_VISIBLE_DEVICES"
+    for ((r = 0; r < 2 * gpu_nodes; r++)); do
+      host="cmaf-node$((r / 2 + 1))"
+      ((gpu_nodes == 2)) || host="[^ ]*"
+      grep -q "\[rank ${r}\] --device: cuda: no CUDA device usable by rank ${r} (node-local rank $((r % 2)) of 2, [^)]*) on ${host} (CUDA_VISIBLE_DEVICES=0,1" "${out}" ||
+        fail "rank ${r} did not report the missing CUDA device as local rank $((r % 2)) on ${host} with Slurm's CUDA_VISIBLE_DEVICES"
     done
     [[ ! -d "${work}/run/checkpoints/step-00000004" ]] || fail "a checkpoint was written"
-    echo "gpu: scheduled on 2 nodes x 2 stand-in GPUs, 4 ranks, each stopped naming itself, its node-local rank and CUDA_VISIBLE_DEVICES=0,1"
+    echo "gpu: scheduled on ${gpu_nodes} node(s) x 2 stand-in GPUs, $((2 * gpu_nodes)) ranks, each stopped naming itself, its node-local rank and CUDA_VISIBLE_DEVICES=0,1"
     ;;
   preempt | preempt2nodes)
-    if [[ "${mode}" == preempt2nodes ]]; then SBATCH_EXTRA="--nodes=2 --ntasks-per-node=2"; fi
+    if [[ "${mode}" == preempt2nodes ]]; then
+      need_two_nodes
+      SBATCH_EXTRA="--nodes=2 --ntasks-per-node=2"
+    fi
     job="$(submit train_preemptible.sbatch "cmaf-test-${mode}" CMAF_DATA="${work}/ds" CMAF_RUN_DIR="${work}/run" \
       CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 40 --checkpoint-every 1000 --log-every 1")"
     out="${work}/cmaf-test-${mode}-${job}.out"
