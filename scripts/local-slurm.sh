@@ -55,7 +55,7 @@ write_config() {
   ((gpus > 0)) && gres_node=" Gres=gpu:${gpus}"
   cpus="$(nproc)"
   mem_mb="$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)"
-  mkdir -p "${dir}/state" "${dir}/spool" "${dir}/munge"
+  mkdir -p "${dir}/state" "${dir}/munge"
   cat > "${dir}/slurm.conf" <<CONF
 # Written by scripts/local-slurm.sh: one node, everything under ${dir}.
 ClusterName=cmaf-local
@@ -88,6 +88,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
 CONF
   if ((nodes == 1)); then
     echo "NodeName=${node} CPUs=${cpus} RealMemory=${mem_mb}${gres_node} State=UNKNOWN" >> "${dir}/slurm.conf"
+    mkdir -p "${dir}/spool"
   else
     # Every node is this machine: its own slurmd port, reached on loopback.
     echo "TmpFS=${dir}/node-tmp" >> "${dir}/slurm.conf"

@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -53,18 +54,15 @@ Layout expected_layout() {
   MPI_Allgather(mine.data(), kHostBytes, MPI_CHAR, hosts.data(), kHostBytes, MPI_CHAR, MPI_COMM_WORLD);
   const int k = simulated_ranks_per_node();
   Layout layout;
-  std::vector<std::string> host_of_node;
+  std::map<std::string, int> seen_on_host;  // ranks so far on each host
+  std::map<std::string, size_t> node_of_key;  // "host#i": the i-th node of k ranks on that host
   for (int r = 0; r < n; ++r) {
     const std::string host(&hosts[static_cast<size_t>(r) * kHostBytes]);
-    int before = 0;  // ranks before r on the same host
-    for (int q = 0; q < r; ++q) before += std::string(&hosts[static_cast<size_t>(q) * kHostBytes]) == host;
+    const int before = seen_on_host[host]++;
     const std::string key = host + "#" + std::to_string(k > 0 ? before / k : 0);
-    const auto found = std::find(host_of_node.begin(), host_of_node.end(), key);
-    const size_t node = static_cast<size_t>(found - host_of_node.begin());
-    if (found == host_of_node.end()) {
-      host_of_node.push_back(key);
-      layout.nodes.emplace_back();
-    }
+    const auto [found, added] = node_of_key.emplace(key, layout.nodes.size());
+    if (added) layout.nodes.emplace_back();
+    const size_t node = found->second;
     if (r == world().rank()) {
       layout.node_of_rank = static_cast<int>(node);
       layout.node_rank = static_cast<int>(layout.nodes[node].size());
