@@ -4,7 +4,8 @@
 # runs, so a single pair of legs cannot settle a 3 % target. Each round runs the pair, then the
 # 2-rank job (then, with CMAF_STEP_BENCH_B, the same 2-rank job with a second binary, for an
 # A/B of two builds); it prints the per-round ratio to the pair's mean and, at the end, the
-# median and range of the ratios.
+# median and range of the ratios. Each leg also shows its CPU seconds per step and, of those, what
+# the communication thread and MPI's own threads used (step_bench's "cpu per step").
 #   bench/ddp_step_rounds.sh [PRESET] [BATCH] [STEPS] [ROUNDS] [step_bench options...]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,17 +16,27 @@ second="${CMAF_STEP_BENCH_B:-}"
 args=(--preset "${preset}" --batch "${batch}" --threads 1 --steps "${steps}" --warmup 2 "$@")
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 median_of() { grep -o 'median step [0-9.]*' | awk '{ s += $3; n++ } END { printf "%.4f", s / n }'; }  # mean over ranks
+# "cpu P s (communication C ms)": medians of the process's and the computing thread's CPU seconds
+# per step, means over ranks; C = P - compute thread: the communication thread and MPI's own.
+cpu_of() {
+  grep -o 'cpu per step: process [0-9.]*, compute thread [0-9.]*' | tr -d ',' |
+    awk '{ p += $5; c += $8; n++ } END { printf "cpu %.3f s (communication %.1f ms)", p / n, 1000 * (p - c) / n }'
+}
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "# ${args[*]}; ${rounds} rounds"
 ratios=(); ratios_b=()
 for ((r = 1; r <= rounds; r++)); do
-  pair="$({ "${bin}" "${args[@]}" & "${bin}" "${args[@]}"; wait; } 2>/dev/null | median_of)"
-  ddp="$(mpirun -np 2 --bind-to none "${bin}" "${args[@]}" 2>/dev/null | median_of)"
-  line="round ${r}: pair ${pair} s, 2-rank ${ddp} s ($(awk -v a="${ddp}" -v b="${pair}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }'))"
+  pair_out="$({ "${bin}" "${args[@]}" & "${bin}" "${args[@]}"; wait; } 2>/dev/null)"
+  ddp_out="$(mpirun -np 2 --bind-to none "${bin}" "${args[@]}" 2>/dev/null)"
+  pair="$(median_of <<< "${pair_out}")"; ddp="$(median_of <<< "${ddp_out}")"
+  line="round ${r}: pair ${pair} s, $(cpu_of <<< "${pair_out}"); 2-rank ${ddp} s"
+  line+=" ($(awk -v a="${ddp}" -v b="${pair}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }')), $(cpu_of <<< "${ddp_out}")"
   ratios+=("$(awk -v a="${ddp}" -v b="${pair}" 'BEGIN { print a / b }')")
   if [[ -n "${second}" ]]; then
-    ddp_b="$(mpirun -np 2 --bind-to none "${second}" "${args[@]}" 2>/dev/null | median_of)"
-    line+=", 2-rank B ${ddp_b} s ($(awk -v a="${ddp_b}" -v b="${pair}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }'))"
+    b_out="$(mpirun -np 2 --bind-to none "${second}" "${args[@]}" 2>/dev/null)"
+    ddp_b="$(median_of <<< "${b_out}")"
+    line+="; 2-rank B ${ddp_b} s ($(awk -v a="${ddp_b}" -v b="${pair}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }'))"
+    line+=", $(cpu_of <<< "${b_out}")"
     ratios_b+=("$(awk -v a="${ddp_b}" -v b="${pair}" 'BEGIN { print a / b }')")
   fi
   echo "${line}"

@@ -2,6 +2,7 @@
 //
 //   step_bench --preset paper --batch 2 --input-size 512 --threads 2 --precision fp32|bf16
 //              [--channels-last] [--steps 5] [--warmup 2] [--sync-only] [--bf16-wire]
+//              [--bucket-mib 25] [--first-bucket-mib 1] [--per-step]
 //
 // Prints the median step time, images/s and model FLOP utilisation: 3 x forward FLOPs (forward
 // + backward) per second against the measured fp32 matrix-product peak of the same threads
@@ -17,9 +18,14 @@
 // reducer sends the gradients as bf16 (half the bytes; BucketOptions::bf16_wire). Every run also
 // prints the median of each phase of a step: forward (with the zeroing of gradients when there
 // is no reducer), backward, after backward (the reducer's exposed communication), optimizer, and
-// the lockstep barrier.
+// the lockstep barrier, and the median CPU seconds per step of the whole process and of the
+// computing thread alone (their difference: the communication thread's and MPI's own threads'
+// work; the wall time beyond the process's CPU time: waiting for the peer, or descheduled).
+// --per-step prints the same figures for every measured step.
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
+
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -52,6 +58,14 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
 
 double seconds_since(Clock::time_point start) { return seconds_between(start, Clock::now()); }
 
+// CPU seconds consumed so far by the whole process (every thread: compute, communication,
+// MPI's own) or by the calling thread alone.
+double cpu_seconds(clockid_t clock) {
+  timespec t{};
+  clock_gettime(clock, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 double measured_matmul_peak_gflops() {
   const int64_t n = 2048;
   const torch::Tensor a = torch::rand({n, n});
@@ -77,6 +91,9 @@ struct Options {
   int warmup = 2;
   bool sync_only = false;
   bool bf16_wire = false;
+  double bucket_mib = 25.0;        // BucketOptions::bucket_bytes (after the first bucket)
+  double first_bucket_mib = 1.0;  // BucketOptions::first_bucket_bytes
+  bool per_step = false;          // a line per measured step (rank, phases, CPU seconds)
 };
 
 Options parse(int argc, char** argv) {
@@ -97,9 +114,15 @@ Options parse(int argc, char** argv) {
     else if (arg == "--warmup") o.warmup = std::stoi(next());
     else if (arg == "--sync-only") o.sync_only = true;
     else if (arg == "--bf16-wire") o.bf16_wire = true;
+    else if (arg == "--bucket-mib") o.bucket_mib = std::stod(next());
+    else if (arg == "--first-bucket-mib") o.first_bucket_mib = std::stod(next());
+    else if (arg == "--per-step") o.per_step = true;
     else throw std::invalid_argument("unknown option " + arg);
   }
   if (o.precision != "fp32" && o.precision != "bf16") throw std::invalid_argument("--precision fp32|bf16");
+  if (!(o.bucket_mib > 0) || !(o.first_bucket_mib > 0)) {
+    throw std::invalid_argument("--bucket-mib and --first-bucket-mib must be positive");
+  }
   return o;
 }
 
@@ -158,17 +181,23 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     cmaf::cluster::broadcast_tensors(state, *world);
     cmaf::cluster::BucketOptions bucket_options;
     bucket_options.bf16_wire = o.bf16_wire;
+    bucket_options.bucket_bytes = static_cast<int64_t>(o.bucket_mib * (1 << 20));
+    bucket_options.first_bucket_bytes = static_cast<int64_t>(o.first_bucket_mib * (1 << 20));
     if (!o.sync_only) reducer = std::make_unique<cmaf::cluster::BucketedReducer>(parameters, *world, bucket_options);
   }
 
   // Each measured step's phases, whose medians show where a 2-rank step's extra time goes.
   struct Phases {
     std::vector<double> forward, backward, after_backward, optimizer, barrier;
+    // CPU seconds per step: the whole process, and the thread that computes (this one).
+    std::vector<double> process_cpu, compute_cpu;
   } phases;
   std::vector<double> times;
   int64_t wrong = 0;
   for (int step = 0; step < o.warmup + o.steps; ++step) {
     const auto start = Clock::now();
+    const double process_cpu_start = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID);
+    const double compute_cpu_start = cpu_seconds(CLOCK_THREAD_CPUTIME_ID);
     // The reducer leaves no gradient to zero (autograd's fresh one moves into the bucket), as in
     // the trainer, which never calls zero_grad.
     if (reducer) {
@@ -190,6 +219,8 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     const auto stepped = Clock::now();
     if (distributed && o.sync_only) world->barrier();
     const auto end = Clock::now();
+    const double process_cpu = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID) - process_cpu_start;
+    const double compute_cpu = cpu_seconds(CLOCK_THREAD_CPUTIME_ID) - compute_cpu_start;
     if (!std::isfinite(loss.item<double>())) ++wrong;
     if (step >= o.warmup) {
       times.push_back(seconds_between(start, end));
@@ -198,6 +229,14 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
       phases.after_backward.push_back(seconds_between(backward_done, reduced));
       phases.optimizer.push_back(seconds_between(reduced, stepped));
       phases.barrier.push_back(seconds_between(stepped, end));
+      phases.process_cpu.push_back(process_cpu);
+      phases.compute_cpu.push_back(compute_cpu);
+      if (o.per_step) {
+        std::printf("rank %d step %d: %.3f s; forward %.3f, backward %.3f, after backward %.3f, optimizer %.3f, "
+                    "barrier %.3f s; cpu process %.3f, compute thread %.3f s\n", world->rank(), step,
+                    times.back(), phases.forward.back(), phases.backward.back(), phases.after_backward.back(),
+                    phases.optimizer.back(), phases.barrier.back(), process_cpu, compute_cpu);
+      }
     }
   }
   std::string overlap;
@@ -218,16 +257,19 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     const double alone = seconds_since(start);
     const double visible = median_of(phases.after_backward);
     char text[256];
-    std::snprintf(text, sizeof(text), "; %d ranks%s: all-reduce alone %.3f s, exposed after backward %.3f s, "
-                  "%.0f %% hidden", world->size(), o.bf16_wire ? ", bf16 wire" : "", alone, visible,
+    std::snprintf(text, sizeof(text), "; %d ranks%s, %lld buckets: all-reduce alone %.3f s, exposed after "
+                  "backward %.3f s, %.0f %% hidden", world->size(), o.bf16_wire ? ", bf16 wire" : "",
+                  static_cast<long long>(reducer->bucket_count()), alone, visible,
                   100.0 * std::max(0.0, 1.0 - visible / alone));
     overlap = text;
   }
   if (torch::equal(probe_before, model->parameters().front().detach())) ++wrong;  // no update
-  char phase_text[192];
+  char phase_text[320];
   std::snprintf(phase_text, sizeof(phase_text), "; phases forward %.3f, backward %.3f, after backward %.3f, "
-                "optimizer %.3f, barrier %.3f s", median_of(phases.forward), median_of(phases.backward),
-                median_of(phases.after_backward), median_of(phases.optimizer), median_of(phases.barrier));
+                "optimizer %.3f, barrier %.3f s; cpu per step: process %.3f, compute thread %.3f s",
+                median_of(phases.forward), median_of(phases.backward), median_of(phases.after_backward),
+                median_of(phases.optimizer), median_of(phases.barrier), median_of(phases.process_cpu),
+                median_of(phases.compute_cpu));
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
   const double achieved = 3.0 * info.flops * static_cast<double>(o.batch) / median / 1e9;
