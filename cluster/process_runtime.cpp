@@ -1,9 +1,14 @@
 #include "cluster/process_runtime.h"
 
 #include <ATen/Parallel.h>
+#include <glog/logging.h>
 #include <mpi.h>
+#include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <thread>
 
@@ -24,7 +29,66 @@ void mpi_check(int code, const char* call) {
   if (code != MPI_SUCCESS) throw ClusterError(str(call, " failed: ", mpi_error_text(code)));
 }
 
+// Every node-local rank's allowed CPUs, gathered over the node communicator as bit masks.
+std::vector<std::vector<int>> gather_allowed_cpus(MPI_Comm node, const std::vector<int>& mine) {
+  int words = mine.empty() ? 1 : mine.back() / 64 + 1;
+  mpi_check(MPI_Allreduce(MPI_IN_PLACE, &words, 1, MPI_INT, MPI_MAX, node), "MPI_Allreduce(CPU mask words)");
+  std::vector<uint64_t> bits(static_cast<size_t>(words), 0);
+  for (int cpu : mine) bits[static_cast<size_t>(cpu / 64)] |= uint64_t{1} << (cpu % 64);
+  int size = 1;
+  mpi_check(MPI_Comm_size(node, &size), "MPI_Comm_size(node)");
+  std::vector<uint64_t> all(bits.size() * static_cast<size_t>(size));
+  mpi_check(MPI_Allgather(bits.data(), words, MPI_UINT64_T, all.data(), words, MPI_UINT64_T, node),
+            "MPI_Allgather(CPU masks)");
+  std::vector<std::vector<int>> cpus(static_cast<size_t>(size));
+  for (int r = 0; r < size; ++r) {
+    for (int cpu = 0; cpu < 64 * words; ++cpu) {
+      const uint64_t word = all[static_cast<size_t>(r * words + cpu / 64)];
+      if (word >> (cpu % 64) & 1U) cpus[static_cast<size_t>(r)].push_back(cpu);
+    }
+  }
+  return cpus;
+}
+
 }  // namespace
+
+std::vector<int> allowed_cpus() {
+  // Up to 64k CPUs: grow the set until the kernel's mask fits.
+  for (int capacity = 1024; capacity <= 65536; capacity *= 4) {
+    cpu_set_t* set = CPU_ALLOC(static_cast<size_t>(capacity));
+    const size_t bytes = CPU_ALLOC_SIZE(static_cast<size_t>(capacity));
+    CPU_ZERO_S(bytes, set);
+    if (sched_getaffinity(0, bytes, set) == 0) {
+      std::vector<int> cpus;
+      for (int cpu = 0; cpu < capacity; ++cpu) {
+        if (CPU_ISSET_S(static_cast<size_t>(cpu), bytes, set)) cpus.push_back(cpu);
+      }
+      CPU_FREE(set);
+      if (!cpus.empty()) return cpus;
+      break;
+    }
+    CPU_FREE(set);
+    if (errno != EINVAL) break;
+  }
+  // No mask to read: every hardware thread.
+  std::vector<int> cpus(std::max(1u, std::thread::hardware_concurrency()));
+  for (size_t k = 0; k < cpus.size(); ++k) cpus[k] = static_cast<int>(k);
+  return cpus;
+}
+
+int default_thread_count(const std::vector<std::vector<int>>& local_cpus, int local_rank) {
+  CMAF_CHECK(local_rank >= 0 && local_rank < static_cast<int>(local_cpus.size()), "local rank ", local_rank,
+             " of ", local_cpus.size());
+  const std::vector<int>& mine = local_cpus[static_cast<size_t>(local_rank)];
+  int sharers = 0;
+  for (const std::vector<int>& other : local_cpus) {
+    const bool overlaps = std::any_of(other.begin(), other.end(), [&](int cpu) {
+      return std::binary_search(mine.begin(), mine.end(), cpu);
+    });
+    if (overlaps) ++sharers;
+  }
+  return std::max(1, static_cast<int>(mine.size()) / std::max(1, sharers));
+}
 
 std::string host_name() {
   char buffer[256] = {0};
@@ -60,6 +124,8 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
   runtime->environment_ = read_launch_environment();
   runtime->hostname_ = host_name();
   runtime->mpi_ = options.force_mpi || runtime->environment_.launcher != "none";
+  const std::vector<int> cpus = allowed_cpus();  // as the launcher bound this process
+  std::vector<std::vector<int>> local_cpus{cpus};
   if (runtime->mpi_) {
     int provided = MPI_THREAD_SINGLE;
     mpi_check(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
@@ -78,11 +144,21 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
               "MPI_Comm_split_type");
     mpi_check(MPI_Comm_rank(node, &runtime->local_rank_), "MPI_Comm_rank(node)");
     mpi_check(MPI_Comm_size(node, &runtime->local_size_), "MPI_Comm_size(node)");
+    local_cpus = gather_allowed_cpus(node, cpus);
     node.reset();
     if (runtime->size_ > 1) set_error_prefix(str("[rank ", runtime->rank_, "] "));
   }
-  const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  runtime->threads_ = options.threads > 0 ? options.threads : std::max(1, hardware / runtime->local_size_);
+  runtime->allowed_cores_ = static_cast<int>(cpus.size());
+  runtime->local_cpus_ = std::move(local_cpus);
+  runtime->threads_ =
+      options.threads > 0 ? options.threads : default_thread_count(runtime->local_cpus_, runtime->local_rank_);
+  if (runtime->threads_ > runtime->allowed_cores_) {
+    LOG(WARNING) << "rank " << runtime->rank_ << " on " << runtime->hostname_ << " may run on "
+                 << runtime->allowed_cores_ << " core(s) (its CPU affinity, set by the launcher) but uses "
+                 << runtime->threads_ << " LibTorch threads, which will share them. mpirun binds each rank "
+                 << "to one core by default when there are 2 ranks or fewer: pass --bind-to none, or "
+                 << "--map-by slot:PE=" << runtime->threads_ << " to give each rank that many cores";
+  }
   at::set_num_threads(runtime->threads_);
   return runtime;
 }
@@ -103,7 +179,8 @@ std::unique_ptr<Communicator> ProcessRuntime::world_communicator(std::chrono::mi
 
 std::string ProcessRuntime::describe() const {
   return str("rank ", rank_, "/", size_, " (local ", local_rank_, "/", local_size_, ") on ", hostname_,
-             ", ", threads_, " LibTorch thread(s), ", environment_.describe(),
+             ", ", threads_, " LibTorch thread(s) on ", allowed_cores_, " allowed core(s), ",
+             environment_.describe(),
              mpi_ ? ", MPI" : ", no MPI");
 }
 

@@ -20,6 +20,15 @@ std::unique_ptr<cluster::Communicator>* world_slot() {
 cluster::Communicator& mpi_world() { return **world_slot(); }
 
 namespace {
+const cluster::ProcessRuntime** runtime_slot() {
+  static const cluster::ProcessRuntime* runtime = nullptr;
+  return &runtime;
+}
+}  // namespace
+
+const cluster::ProcessRuntime& mpi_runtime() { return **runtime_slot(); }
+
+namespace {
 // The other ranks' report: only their failures, each naming the rank and the test, so a check
 // that fails on rank 2 alone is not hidden behind rank 0's "PASSED".
 class FailurePrinter : public testing::EmptyTestEventListener {
@@ -51,6 +60,7 @@ int main(int argc, char** argv) {
   options.threads = 1;
   auto runtime = cmaf::cluster::ProcessRuntime::start(&argc, &argv, options);
   *cmaf::test::world_slot() = runtime->world_communicator();
+  *cmaf::test::runtime_slot() = runtime.get();
   testing::InitGoogleTest(&argc, argv);
   if (runtime->rank() != 0) {  // one rank prints the report, the others their failures
     auto& listeners = testing::UnitTest::GetInstance()->listeners();

@@ -1,0 +1,86 @@
+#include "cluster/process_runtime.h"
+
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+#include <sched.h>
+
+#include <numeric>
+#include <thread>
+#include <vector>
+
+namespace cmaf::cluster {
+namespace {
+
+std::vector<int> cpu_range(int first, int count) {
+  std::vector<int> cpus(static_cast<size_t>(count));
+  std::iota(cpus.begin(), cpus.end(), first);
+  return cpus;
+}
+
+TEST(DefaultThreadCount, UnboundRanksSplitTheNodesCores) {
+  // mpirun --bind-to none on a 64-core node: every rank sees all 64.
+  const std::vector<std::vector<int>> cpus(4, cpu_range(0, 64));
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(default_thread_count(cpus, r), 16);
+  EXPECT_EQ(default_thread_count({cpu_range(0, 64)}, 0), 64);  // a lone process
+}
+
+TEST(DefaultThreadCount, BoundRanksUseTheirOwnCores) {
+  // srun --cpus-per-task=4 on a node shared with other jobs: 2 tasks, 4 cores each.
+  const std::vector<std::vector<int>> cpus{cpu_range(8, 4), cpu_range(12, 4)};
+  EXPECT_EQ(default_thread_count(cpus, 0), 4);
+  EXPECT_EQ(default_thread_count(cpus, 1), 4);
+  // mpirun's default for 2 ranks: one core each.
+  EXPECT_EQ(default_thread_count({{0}, {1}}, 1), 1);
+}
+
+TEST(DefaultThreadCount, ConfinedProcessCountsOnlyItsCores) {
+  // taskset -c 2,3 (or a cgroup of 2 cores) on a 64-core machine.
+  EXPECT_EQ(default_thread_count({{2, 3}}, 0), 2);
+  // 3 ranks confined together to 2 cores: oversubscribed, still one thread each.
+  const std::vector<std::vector<int>> cpus(3, std::vector<int>{0, 1});
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(default_thread_count(cpus, r), 1);
+}
+
+TEST(DefaultThreadCount, PartlyOverlappingRanksShareWhatOverlaps) {
+  // Rank 1 overlaps both neighbours; ranks 0 and 2 only rank 1.
+  const std::vector<std::vector<int>> cpus{cpu_range(0, 6), cpu_range(4, 6), cpu_range(8, 6)};
+  EXPECT_EQ(default_thread_count(cpus, 0), 3);
+  EXPECT_EQ(default_thread_count(cpus, 1), 2);
+  EXPECT_EQ(default_thread_count(cpus, 2), 3);
+  EXPECT_THROW(default_thread_count(cpus, 3), std::exception);
+}
+
+// The calling thread's mask restricted to one CPU: allowed_cpus() and the runtime's default see
+// one core, not the machine's.
+TEST(ProcessRuntimeThreads, DefaultFollowsTheAffinityMask) {
+  const std::vector<int> all = allowed_cpus();
+  ASSERT_FALSE(all.empty());
+  if (all.size() < 2) GTEST_SKIP() << "needs 2 allowed CPUs to tell the mask from the machine";
+  const int previous_threads = at::get_num_threads();
+  {
+    auto runtime = ProcessRuntime::start(nullptr, nullptr);
+    EXPECT_FALSE(runtime->uses_mpi());
+    EXPECT_EQ(runtime->allowed_cores(), static_cast<int>(all.size()));
+    EXPECT_EQ(runtime->threads(), static_cast<int>(all.size()));
+  }
+  cpu_set_t saved;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(all.back(), &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  EXPECT_EQ(allowed_cpus(), std::vector<int>{all.back()});
+  int threads = 0, cores = 0;
+  {
+    auto runtime = ProcessRuntime::start(nullptr, nullptr);
+    threads = runtime->threads();
+    cores = runtime->allowed_cores();
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof(saved), &saved), 0);
+  at::set_num_threads(previous_threads);
+  EXPECT_EQ(cores, 1);
+  EXPECT_EQ(threads, 1);
+}
+
+}  // namespace
+}  // namespace cmaf::cluster
