@@ -18,9 +18,12 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 median_of() { grep -o 'median step [0-9.]*' | awk '{ s += $3; n++ } END { printf "%.4f", s / n }'; }  # mean over ranks
 # "cpu P s (communication C ms)": medians of the process's and the computing thread's CPU seconds
 # per step, means over ranks; C = P - compute thread: the communication thread and MPI's own.
+# (The communication figure holds for --threads 1; a leg without the figures, an older build's
+# or a failed one, shows "cpu n/a".)
 cpu_of() {
-  grep -o 'cpu per step: process [0-9.]*, compute thread [0-9.]*' | tr -d ',' |
-    awk '{ p += $5; c += $8; n++ } END { printf "cpu %.3f s (communication %.1f ms)", p / n, 1000 * (p - c) / n }'
+  { grep -o 'cpu per step: process [0-9.]*, compute thread [0-9.]*' || true; } | tr -d ',' |
+    awk '{ p += $5; c += $8; n++ } END {
+      if (n) printf "cpu %.3f s (communication %.1f ms)", p / n, 1000 * (p - c) / n; else printf "cpu n/a" }'
 }
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "# ${args[*]}; ${rounds} rounds"

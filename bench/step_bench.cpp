@@ -19,9 +19,11 @@
 // prints the median of each phase of a step: forward (with the zeroing of gradients when there
 // is no reducer), backward, after backward (the reducer's exposed communication), optimizer, and
 // the lockstep barrier, and the median CPU seconds per step of the whole process and of the
-// computing thread alone (their difference: the communication thread's and MPI's own threads'
-// work; the wall time beyond the process's CPU time: waiting for the peer, or descheduled).
-// --per-step prints the same figures for every measured step.
+// computing thread alone. With --threads 1 their difference is what the communication thread and
+// MPI's own threads use (with more, LibTorch's other intra-op threads too), and the wall time
+// beyond the computing thread's CPU time is time it spent off the CPU: waiting for the peer, or
+// descheduled. --per-step prints the same figures for every measured step (numbered from 0 after
+// the warm-up).
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -120,8 +122,8 @@ Options parse(int argc, char** argv) {
     else throw std::invalid_argument("unknown option " + arg);
   }
   if (o.precision != "fp32" && o.precision != "bf16") throw std::invalid_argument("--precision fp32|bf16");
-  if (!(o.bucket_mib > 0) || !(o.first_bucket_mib > 0)) {
-    throw std::invalid_argument("--bucket-mib and --first-bucket-mib must be positive");
+  if (!(o.bucket_mib * (1 << 20) >= 4) || !(o.first_bucket_mib * (1 << 20) >= 4)) {
+    throw std::invalid_argument("--bucket-mib and --first-bucket-mib must be at least 4 bytes (one float)");
   }
   return o;
 }
@@ -232,10 +234,12 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
       phases.process_cpu.push_back(process_cpu);
       phases.compute_cpu.push_back(compute_cpu);
       if (o.per_step) {
-        std::printf("rank %d step %d: %.3f s; forward %.3f, backward %.3f, after backward %.3f, optimizer %.3f, "
-                    "barrier %.3f s; cpu process %.3f, compute thread %.3f s\n", world->rank(), step,
-                    times.back(), phases.forward.back(), phases.backward.back(), phases.after_backward.back(),
-                    phases.optimizer.back(), phases.barrier.back(), process_cpu, compute_cpu);
+        std::printf("rank %d step %d: %.3f s; forward %.3f, backward %.3f, after backward %.3f, "
+                    "optimizer %.3f, barrier %.3f s; cpu process %.3f, compute thread %.3f s\n", world->rank(),
+                    step - o.warmup, times.back(), phases.forward.back(), phases.backward.back(),
+                    phases.after_backward.back(), phases.optimizer.back(), phases.barrier.back(), process_cpu,
+                    compute_cpu);
+        std::fflush(stdout);  // whole lines: two processes may share the pipe
       }
     }
   }

@@ -32,7 +32,8 @@ void mpi_check(int code, const char* call) {
 // Every node-local rank's allowed CPUs, gathered over the node communicator as bit masks.
 std::vector<std::vector<int>> gather_allowed_cpus(MPI_Comm node, const std::vector<int>& mine) {
   int words = mine.empty() ? 1 : mine.back() / 64 + 1;
-  mpi_check(MPI_Allreduce(MPI_IN_PLACE, &words, 1, MPI_INT, MPI_MAX, node), "MPI_Allreduce(CPU mask words)");
+  mpi_check(MPI_Allreduce(MPI_IN_PLACE, &words, 1, MPI_INT, MPI_MAX, node),
+            "MPI_Allreduce(CPU mask words)");
   std::vector<uint64_t> bits(static_cast<size_t>(words), 0);
   for (int cpu : mine) bits[static_cast<size_t>(cpu / 64)] |= uint64_t{1} << (cpu % 64);
   int size = 1;
@@ -50,25 +51,34 @@ std::vector<std::vector<int>> gather_allowed_cpus(MPI_Comm node, const std::vect
   return cpus;
 }
 
+// How to give each rank `threads` CPUs with this launcher.
+std::string oversubscription_hint(const std::string& launcher, int threads) {
+  if (launcher == "mpirun") {
+    return str("OpenMPI's mpirun binds each rank to one core by default for 2 ranks or fewer: pass "
+               "--bind-to none, or --map-by slot:PE=", threads, " to give each rank that many cores");
+  }
+  if (launcher == "srun") return str("Ask Slurm for --cpus-per-task=", threads, " or pass fewer --threads");
+  return "The process is confined (taskset, a cpuset cgroup): widen its CPUs or pass fewer --threads";
+}
+
 }  // namespace
 
 std::vector<int> allowed_cpus() {
   // Up to 64k CPUs: grow the set until the kernel's mask fits.
   for (int capacity = 1024; capacity <= 65536; capacity *= 4) {
     cpu_set_t* set = CPU_ALLOC(static_cast<size_t>(capacity));
+    if (set == nullptr) break;
     const size_t bytes = CPU_ALLOC_SIZE(static_cast<size_t>(capacity));
     CPU_ZERO_S(bytes, set);
-    if (sched_getaffinity(0, bytes, set) == 0) {
-      std::vector<int> cpus;
-      for (int cpu = 0; cpu < capacity; ++cpu) {
-        if (CPU_ISSET_S(static_cast<size_t>(cpu), bytes, set)) cpus.push_back(cpu);
-      }
-      CPU_FREE(set);
-      if (!cpus.empty()) return cpus;
-      break;
+    const bool read = sched_getaffinity(0, bytes, set) == 0;
+    const int error = errno;  // before free() can change it
+    std::vector<int> cpus;
+    for (int cpu = 0; read && cpu < capacity; ++cpu) {
+      if (CPU_ISSET_S(static_cast<size_t>(cpu), bytes, set)) cpus.push_back(cpu);
     }
     CPU_FREE(set);
-    if (errno != EINVAL) break;
+    if (!cpus.empty()) return cpus;
+    if (read || error != EINVAL) break;  // EINVAL: the kernel's mask is larger than the set
   }
   // No mask to read: every hardware thread.
   std::vector<int> cpus(std::max(1u, std::thread::hardware_concurrency()));
@@ -77,8 +87,8 @@ std::vector<int> allowed_cpus() {
 }
 
 int default_thread_count(const std::vector<std::vector<int>>& local_cpus, int local_rank) {
-  CMAF_CHECK(local_rank >= 0 && local_rank < static_cast<int>(local_cpus.size()), "local rank ", local_rank,
-             " of ", local_cpus.size());
+  CMAF_CHECK(local_rank >= 0 && local_rank < static_cast<int>(local_cpus.size()), "local rank ",
+             local_rank, " of ", local_cpus.size());
   const std::vector<int>& mine = local_cpus[static_cast<size_t>(local_rank)];
   int sharers = 0;
   for (const std::vector<int>& other : local_cpus) {
@@ -148,16 +158,16 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
     node.reset();
     if (runtime->size_ > 1) set_error_prefix(str("[rank ", runtime->rank_, "] "));
   }
-  runtime->allowed_cores_ = static_cast<int>(cpus.size());
+  runtime->allowed_cpu_count_ = static_cast<int>(cpus.size());
   runtime->local_cpus_ = std::move(local_cpus);
-  runtime->threads_ =
-      options.threads > 0 ? options.threads : default_thread_count(runtime->local_cpus_, runtime->local_rank_);
-  if (runtime->threads_ > runtime->allowed_cores_) {
-    LOG(WARNING) << "rank " << runtime->rank_ << " on " << runtime->hostname_ << " may run on "
-                 << runtime->allowed_cores_ << " core(s) (its CPU affinity, set by the launcher) but uses "
-                 << runtime->threads_ << " LibTorch threads, which will share them. mpirun binds each rank "
-                 << "to one core by default when there are 2 ranks or fewer: pass --bind-to none, or "
-                 << "--map-by slot:PE=" << runtime->threads_ << " to give each rank that many cores";
+  const int share = default_thread_count(runtime->local_cpus_, runtime->local_rank_);
+  runtime->threads_ = options.threads > 0 ? options.threads : share;
+  if (runtime->threads_ > share) {
+    LOG(WARNING) << "rank " << runtime->rank_ << " on " << runtime->hostname_ << " uses " << runtime->threads_
+                 << " LibTorch threads, but its share of the CPUs it may run on is " << share << " ("
+                 << runtime->allowed_cpu_count_ << " CPU(s) in its affinity mask, shared with the local "
+                 << "ranks that overlap it): the threads will wait for each other. "
+                 << oversubscription_hint(runtime->environment_.launcher, runtime->threads_);
   }
   at::set_num_threads(runtime->threads_);
   return runtime;
@@ -179,7 +189,7 @@ std::unique_ptr<Communicator> ProcessRuntime::world_communicator(std::chrono::mi
 
 std::string ProcessRuntime::describe() const {
   return str("rank ", rank_, "/", size_, " (local ", local_rank_, "/", local_size_, ") on ", hostname_,
-             ", ", threads_, " LibTorch thread(s) on ", allowed_cores_, " allowed core(s), ",
+             ", ", threads_, " LibTorch thread(s) on ", allowed_cpu_count_, " allowed CPU(s), ",
              environment_.describe(),
              mpi_ ? ", MPI" : ", no MPI");
 }

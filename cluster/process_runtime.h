@@ -7,11 +7,13 @@
 // MPI_THREAD_MULTIPLE; MPI_THREAD_SERIALIZED is enough, because each communicator makes all its
 // MPI calls from its own single communication thread.
 //
-// LibTorch's default thread count is the cores this rank may run on, shared with the ranks of
-// its node that may run on them too: a launcher that binds each rank to its own cores (srun's
-// task affinity, mpirun --map-by slot:PE=N) gives each rank its own cores' worth; unbound ranks
-// (mpirun --bind-to none) split the node's cores; a process confined by taskset or a cgroup
-// counts only the cores it has, not the machine's.
+// LibTorch's default thread count is the CPUs (hardware threads) this rank may run on, shared
+// with the ranks of its node that may run on them too: a launcher that binds each rank to its
+// own cores (srun's task affinity, mpirun --map-by slot:PE=N) gives each rank its own CPUs'
+// worth; unbound ranks (mpirun --bind-to none) split the node's CPUs; a process confined by
+// taskset or a cpuset cgroup counts only the CPUs it has, not the machine's. (CPU quotas, such as
+// docker --cpus, do not show in the affinity mask: pass --threads there.) More threads than that
+// share logs a warning with the launcher's fix.
 //
 // Destroy every communicator before the runtime (MPI_Finalize runs in its destructor).
 #pragma once
@@ -44,8 +46,8 @@ std::string host_name();
 std::vector<int> allowed_cpus();
 
 // The default LibTorch thread count of node-local rank `local_rank`, given every local rank's
-// allowed CPUs: its own CPUs divided among the local ranks whose CPUs overlap them (itself
-// included), at least 1.
+// allowed CPUs (each list in increasing order, as allowed_cpus() returns them): its own CPUs
+// divided among the local ranks whose CPUs overlap them (itself included), at least 1.
 int default_thread_count(const std::vector<std::vector<int>>& local_cpus, int local_rank);
 
 struct RuntimeOptions {
@@ -66,7 +68,7 @@ class ProcessRuntime {
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
   int threads() const { return threads_; }
-  int allowed_cores() const { return allowed_cores_; }  // CPUs in this rank's affinity mask
+  int allowed_cpu_count() const { return allowed_cpu_count_; }  // CPUs in this rank's affinity mask
   // Every node-local rank's allowed CPUs (allowed_cpus() of each), indexed by local rank.
   const std::vector<std::vector<int>>& local_cpus() const { return local_cpus_; }
   const std::string& hostname() const { return hostname_; }
@@ -84,7 +86,7 @@ class ProcessRuntime {
   ProcessRuntime() = default;
 
   bool mpi_ = false;
-  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1, threads_ = 1, allowed_cores_ = 1;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1, threads_ = 1, allowed_cpu_count_ = 1;
   std::string hostname_;
   LaunchEnvironment environment_;
   std::vector<std::vector<int>> local_cpus_;

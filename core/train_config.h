@@ -30,7 +30,7 @@ struct TrainConfig {
   int64_t labeled_batch = 4;
   int64_t unlabeled_batch = 4;
   uint64_t seed = 0;
-  int threads = 0;  // LibTorch threads per rank; 0: cores / local ranks
+  int threads = 0;  // LibTorch threads per rank; 0: allowed CPUs / local ranks sharing them
   // Checkpoints and resume.
   int64_t checkpoint_every = 500;
   int64_t keep_checkpoints = 2;

@@ -20,7 +20,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${CMAF_BIN:-${here}/build/launch/cmaformer}"
 [[ -x "${bin}" ]] || bin="$(command -v cmaformer || true)"
 [[ -n "${bin}" ]] || { echo "$0: no cmaformer executable (build it, or set CMAF_BIN)" >&2; exit 2; }
-cores="$(nproc)"
+# The CPUs this shell may use (nproc alone would obey an exported OMP_NUM_THREADS).
+cores="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
 threads=$((cores / ranks))
 ((threads >= 1)) || threads=1
 flags=(-np "${ranks}" --bind-to none)

@@ -32,7 +32,7 @@ int run_eval(int argc, char** argv) {
       ("save-predictions", po::bool_switch(&o.save_predictions), "write the predicted volumes as NIfTI")
       ("largest-component", po::bool_switch(&o.largest_component), "keep each organ's largest 3-D connected component (26-connectivity) of the prediction, the rest background, before scoring and saving")
       ("batch", po::value(&o.batch)->default_value(o.batch), "slices per forward")
-      ("threads", po::value(&threads)->default_value(threads), "LibTorch threads per rank, 0 = allowed cores / local ranks sharing them");
+      ("threads", po::value(&threads)->default_value(threads), "LibTorch threads per rank, 0 = allowed CPUs / local ranks sharing them");
   po::variables_map values;
   if (!parse_command_line(info, argc, argv, options, {}, values)) return 0;
   for (const char* required : {"checkpoint", "data", "out"}) require(values, required, info);

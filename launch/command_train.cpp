@@ -74,7 +74,7 @@ int run_train(int argc, char** argv) {
       ("labeled-batch", po::value(&c.labeled_batch)->default_value(c.labeled_batch), "labeled slices per rank and step")
       ("unlabeled-batch", po::value(&c.unlabeled_batch)->default_value(c.unlabeled_batch), "unlabeled slices per rank and step")
       ("seed", po::value(&c.seed)->default_value(c.seed), "seed of weights, sampling and augmentation")
-      ("threads", po::value(&c.threads)->default_value(c.threads), "LibTorch threads per rank, 0 = allowed cores / local ranks sharing them")
+      ("threads", po::value(&c.threads)->default_value(c.threads), "LibTorch threads per rank, 0 = allowed CPUs / local ranks sharing them")
       ("checkpoint-every", po::value(&c.checkpoint_every)->default_value(c.checkpoint_every), "steps between checkpoints")
       ("keep-checkpoints", po::value(&c.keep_checkpoints)->default_value(c.keep_checkpoints), "newest checkpoints kept (plus the best)")
       ("pool-refresh-every", po::value(&c.pool_refresh_every)->default_value(c.pool_refresh_every), "steps between pseudo-label pool refreshes, 0 = teacher targets every step")

@@ -50,36 +50,56 @@ TEST(DefaultThreadCount, PartlyOverlappingRanksShareWhatOverlaps) {
   EXPECT_THROW(default_thread_count(cpus, 3), std::exception);
 }
 
+// Restores the calling thread's CPU mask and LibTorch's thread count, also when a check fails.
+class AffinityGuard {
+ public:
+  AffinityGuard() : threads_(at::get_num_threads()) {
+    saved_ = sched_getaffinity(0, sizeof(mask_), &mask_) == 0;
+  }
+  ~AffinityGuard() {
+    if (saved_) sched_setaffinity(0, sizeof(mask_), &mask_);
+    at::set_num_threads(threads_);
+  }
+  AffinityGuard(const AffinityGuard&) = delete;
+  AffinityGuard& operator=(const AffinityGuard&) = delete;
+  bool saved() const { return saved_; }
+
+ private:
+  cpu_set_t mask_{};
+  bool saved_ = false;
+  int threads_;
+};
+
 // The calling thread's mask restricted to one CPU: allowed_cpus() and the runtime's default see
-// one core, not the machine's.
+// one CPU, not the machine's.
 TEST(ProcessRuntimeThreads, DefaultFollowsTheAffinityMask) {
+  if (read_launch_environment().launcher != "none") {
+    GTEST_SKIP() << "a launcher started this test: ProcessRuntime::start would initialise MPI";
+  }
   const std::vector<int> all = allowed_cpus();
   ASSERT_FALSE(all.empty());
   if (all.size() < 2) GTEST_SKIP() << "needs 2 allowed CPUs to tell the mask from the machine";
-  const int previous_threads = at::get_num_threads();
+  if (all.back() >= CPU_SETSIZE) GTEST_SKIP() << "CPU " << all.back() << " does not fit a cpu_set_t";
+  AffinityGuard guard;
+  ASSERT_TRUE(guard.saved());
   {
     auto runtime = ProcessRuntime::start(nullptr, nullptr);
     EXPECT_FALSE(runtime->uses_mpi());
-    EXPECT_EQ(runtime->allowed_cores(), static_cast<int>(all.size()));
+    EXPECT_EQ(runtime->allowed_cpu_count(), static_cast<int>(all.size()));
     EXPECT_EQ(runtime->threads(), static_cast<int>(all.size()));
   }
-  cpu_set_t saved;
-  ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
   cpu_set_t one;
   CPU_ZERO(&one);
   CPU_SET(all.back(), &one);
   ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
   EXPECT_EQ(allowed_cpus(), std::vector<int>{all.back()});
-  int threads = 0, cores = 0;
-  {
-    auto runtime = ProcessRuntime::start(nullptr, nullptr);
-    threads = runtime->threads();
-    cores = runtime->allowed_cores();
-  }
-  ASSERT_EQ(sched_setaffinity(0, sizeof(saved), &saved), 0);
-  at::set_num_threads(previous_threads);
-  EXPECT_EQ(cores, 1);
-  EXPECT_EQ(threads, 1);
+  auto runtime = ProcessRuntime::start(nullptr, nullptr);
+  EXPECT_EQ(runtime->allowed_cpu_count(), 1);
+  EXPECT_EQ(runtime->threads(), 1);
+  // More threads than that: allowed, with a warning in the log.
+  RuntimeOptions two;
+  two.threads = 2;
+  EXPECT_EQ(ProcessRuntime::start(nullptr, nullptr, two)->threads(), 2);
 }
 
 }  // namespace
