@@ -158,15 +158,14 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
     node.reset();
     if (runtime->size_ > 1) set_error_prefix(str("[rank ", runtime->rank_, "] "));
   }
-  runtime->allowed_cpu_count_ = static_cast<int>(cpus.size());
   runtime->local_cpus_ = std::move(local_cpus);
   const int share = default_thread_count(runtime->local_cpus_, runtime->local_rank_);
   runtime->threads_ = options.threads > 0 ? options.threads : share;
   if (runtime->threads_ > share) {
     LOG(WARNING) << "rank " << runtime->rank_ << " on " << runtime->hostname_ << " uses " << runtime->threads_
                  << " LibTorch threads, but its share of the CPUs it may run on is " << share << " ("
-                 << runtime->allowed_cpu_count_ << " CPU(s) in its affinity mask, shared with the local "
-                 << "ranks that overlap it): the threads will wait for each other. "
+                 << runtime->allowed_cpu_count() << " CPU(s) in its affinity mask, shared with the "
+                 << "local ranks that overlap it): the threads will wait for each other. "
                  << oversubscription_hint(runtime->environment_.launcher, runtime->threads_);
   }
   at::set_num_threads(runtime->threads_);
@@ -189,7 +188,7 @@ std::unique_ptr<Communicator> ProcessRuntime::world_communicator(std::chrono::mi
 
 std::string ProcessRuntime::describe() const {
   return str("rank ", rank_, "/", size_, " (local ", local_rank_, "/", local_size_, ") on ", hostname_,
-             ", ", threads_, " LibTorch thread(s) on ", allowed_cpu_count_, " allowed CPU(s), ",
+             ", ", threads_, " LibTorch thread(s) on ", allowed_cpu_count(), " allowed CPU(s), ",
              environment_.describe(),
              mpi_ ? ", MPI" : ", no MPI");
 }

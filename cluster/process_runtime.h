@@ -68,7 +68,10 @@ class ProcessRuntime {
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
   int threads() const { return threads_; }
-  int allowed_cpu_count() const { return allowed_cpu_count_; }  // CPUs in this rank's affinity mask
+  // The CPUs in this rank's affinity mask.
+  int allowed_cpu_count() const {
+    return static_cast<int>(local_cpus_.at(static_cast<size_t>(local_rank_)).size());
+  }
   // Every node-local rank's allowed CPUs (allowed_cpus() of each), indexed by local rank.
   const std::vector<std::vector<int>>& local_cpus() const { return local_cpus_; }
   const std::string& hostname() const { return hostname_; }
@@ -86,7 +89,7 @@ class ProcessRuntime {
   ProcessRuntime() = default;
 
   bool mpi_ = false;
-  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1, threads_ = 1, allowed_cpu_count_ = 1;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1, threads_ = 1;
   std::string hostname_;
   LaunchEnvironment environment_;
   std::vector<std::vector<int>> local_cpus_;
