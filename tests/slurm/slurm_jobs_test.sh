@@ -32,12 +32,48 @@
 #     preempt2nodes  the same with 2 nodes x 2 tasks: srun forwards the signal to the ranks of
 #              both nodes, they agree on one step, and the checkpoint holds all 4 ranks' parts
 # Exit 77 (ctest: skipped) when not root or Slurm is not installed.
+#
+# A mode that fails while one of its job outputs holds OpenMPI's report of a rank killed by a
+# segmentation fault at address 0 (the start-up crash of docs/troubleshooting.md: OpenMPI 4.1
+# can take a peer's first message before it is ready for it while MPI_Init waits on Slurm's
+# PMIx fence) runs once more, from a fresh job folder, after a RETRY line that shows the report.
+# The second run's result stands, so a crash that happens every time still fails the test.
 set -euo pipefail
 mode="$1"
 slurm_dir="$2"
 export CMAF_SLURM_PORT=16817  # not the default 6817: a user's own local Slurm may hold it
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-fail() { echo "FAIL: $*" >&2; exit 1; }
+startup_crash() {  # startup_crash FILE...: the first with OpenMPI's report of a SIGSEGV at address 0
+  grep -l "Signal: Segmentation fault (11)" "$@" 2> /dev/null | xargs -r grep -l "Failing at address: (nil)" | head -1
+}
+fail() {
+  echo "FAIL: $*" >&2
+  local crashed=""
+  if [[ -n "${work:-}" && -d "${work}" ]]; then crashed="$(startup_crash "${work}"/*.out)"; fi
+  if [[ -n "${crashed}" ]]; then
+    {
+      echo "a rank crashed at address 0 (${crashed##*/}):"
+      grep -E "Signal|Failing at|\[ *[0-9]+\]|srun: error" "${crashed}" | head -20 || true
+    } | tee -a "${CMAF_SLURM_TEST_CRASHES:-/dev/null}" >&2
+  fi
+  exit 1
+}
+case "${mode}" in
+  start | stop) ;;
+  *)
+    # The first run reports a start-up crash into a file of this (outer) run.
+    if [[ -z "${CMAF_SLURM_TEST_CRASHES:-}" ]]; then
+      crashes="$(mktemp)"
+      status=0
+      CMAF_SLURM_TEST_CRASHES="${crashes}" bash "${BASH_SOURCE[0]}" "$@" || status=$?
+      if ((status == 0 || status == 77)) || [[ ! -s "${crashes}" ]]; then rm -f "${crashes}"; exit "${status}"; fi
+      rm -f "${crashes}"
+      echo "RETRY: ${mode}: a rank crashed at address 0 in a failed job (the OpenMPI 4.1 start-up crash of" \
+           "docs/troubleshooting.md); running ${mode} once more"
+      CMAF_SLURM_TEST_CRASHES=/dev/null exec bash "${BASH_SOURCE[0]}" "$@"
+    fi
+    ;;
+esac
 
 if [[ "$(id -u)" != 0 ]] || ! command -v slurmctld > /dev/null; then
   echo "skipped: needs root and Debian's slurmctld/slurmd/munge (scripts/setup.sh installs them)"
