@@ -6,6 +6,8 @@
 # A/B of two builds); it prints the per-round ratio to the pair's mean and, at the end, the
 # median and range of the ratios. Each leg also shows its CPU seconds per step and, of those, what
 # the communication thread and MPI's own threads used (step_bench's "cpu per step").
+# A leg that fails or prints no step median is reported with its last error lines and its
+# round left out; the run exits 1 when no round completed.
 #   bench/ddp_step_rounds.sh [PRESET] [BATCH] [STEPS] [ROUNDS] [step_bench options...]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,16 +29,37 @@ cpu_of() {
 }
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "# ${args[*]}; ${rounds} rounds"
+err="$(mktemp)"
+trap 'rm -f "${err}"' EXIT
+pair_leg() {  # the two unsynchronised processes; fails when either does
+  local status=0 other
+  "${bin}" "${args[@]}" & other=$!
+  "${bin}" "${args[@]}" || status=$?
+  wait "${other}" || status=$?
+  return "${status}"
+}
+# run_leg ROUND NAME COMMAND...: the command's output; a leg that fails or prints no step median
+# is reported with its last error lines (the round is then left out) instead of ending the run.
+run_leg() {
+  local round="$1" name="$2" status=0 out
+  shift 2
+  out="$("$@" 2> "${err}")" || status=$?
+  if ((status != 0)) || ! grep -q 'median step [0-9]' <<< "${out}"; then
+    { echo "round ${round}: the ${name} leg failed (exit ${status}, no step median); its last error lines:"
+      grep -v -e '^-*$' -e '^ *$' "${err}" | tail -8 | sed 's/^/  /'; } >&2
+    return 1
+  fi
+  printf '%s\n' "${out}"
+}
 ratios=(); ratios_b=()
 for ((r = 1; r <= rounds; r++)); do
-  pair_out="$({ "${bin}" "${args[@]}" & "${bin}" "${args[@]}"; wait; } 2>/dev/null)"
-  ddp_out="$(mpirun -np 2 --bind-to none "${bin}" "${args[@]}" 2>/dev/null)"
+  pair_out="$(run_leg "${r}" pair pair_leg)" || continue
+  ddp_out="$(run_leg "${r}" 2-rank mpirun -np 2 --bind-to none "${bin}" "${args[@]}")" || continue
   pair="$(median_of <<< "${pair_out}")"; ddp="$(median_of <<< "${ddp_out}")"
   line="round ${r}: pair ${pair} s, $(cpu_of <<< "${pair_out}"); 2-rank ${ddp} s"
   line+=" ($(awk -v a="${ddp}" -v b="${pair}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }')), $(cpu_of <<< "${ddp_out}")"
   ratios+=("$(awk -v a="${ddp}" -v b="${pair}" 'BEGIN { print a / b }')")
-  if [[ -n "${second}" ]]; then
-    b_out="$(mpirun -np 2 --bind-to none "${second}" "${args[@]}" 2>/dev/null)"
+  if [[ -n "${second}" ]] && b_out="$(run_leg "${r}" "2-rank B" mpirun -np 2 --bind-to none "${second}" "${args[@]}")"; then
     ddp_b="$(median_of <<< "${b_out}")"
     line+="; 2-rank B ${ddp_b} s ($(awk -v a="${ddp_b}" -v b="${pair}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }'))"
     line+=", $(cpu_of <<< "${b_out}")"
@@ -51,5 +74,9 @@ summary() {  # summary LABEL RATIO...
     printf "%s vs pair: median %+.1f %%, range %+.1f .. %+.1f %% over %d rounds\n", label, 100 * (m - 1),
            100 * (v[1] - 1), 100 * (v[NR] - 1), NR }'
 }
+((${#ratios[@]} > 0)) || { echo "ddp_step_rounds: no round completed (see the errors above)" >&2; exit 1; }
 summary "2-rank" "${ratios[@]}"
-if [[ -n "${second}" ]]; then summary "2-rank B" "${ratios_b[@]}"; fi
+if [[ -n "${second}" ]]; then
+  if ((${#ratios_b[@]} > 0)); then summary "2-rank B" "${ratios_b[@]}"; else echo "2-rank B: no round completed" >&2; fi
+fi
+((${#ratios[@]} == rounds)) || echo "ddp_step_rounds: ${#ratios[@]} of ${rounds} rounds completed" >&2
