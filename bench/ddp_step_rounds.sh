@@ -7,8 +7,9 @@
 # median and range of the ratios. Each leg also shows its CPU seconds per step and, of those, what
 # the communication thread and MPI's own threads used (step_bench's "cpu per step").
 # A leg that fails or prints no step median is reported with its last error lines and its
-# round left out; the run exits 1 when no round completed. The forward phase alone (no
-# communication in either leg) is compared too: "forward PAIR / 2-RANK s".
+# round left out; the run exits 1 when no round completed. The step's phases are compared too:
+# "phases (2-rank - pair, ms)" per round and their medians at the end. Forward has no
+# communication in either leg; after backward is the reducer's exposed wait (about 0 alone).
 #   bench/ddp_step_rounds.sh [PRESET] [BATCH] [STEPS] [ROUNDS] [step_bench options...]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,11 +20,12 @@ second="${CMAF_STEP_BENCH_B:-}"
 args=(--preset "${preset}" --batch "${batch}" --threads 1 --steps "${steps}" --warmup 2 "$@")
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 median_of() { grep -o 'median step [0-9.]*' | awk '{ s += $3; n++ } END { printf "%.4f", s / n }'; }  # mean over ranks
-# The forward phase's median, mean over ranks: no communication in either leg, so a 2-rank
-# forward slower than the pair's is what running the same phases at the same moment costs.
-forward_of() {
-  { grep -o 'phases forward [0-9.]*' || true; } | awk '{ s += $3; n++ } END { if (n) printf "%.4f", s / n }'
+# phase_of NAME: the median of step_bench's phase NAME ("forward", "backward", "after backward",
+# "optimizer"), mean over ranks; empty when the leg printed no phases (an older build).
+phase_of() {
+  { grep -oE "(phases|,) $1 [0-9.]+" || true; } | awk '{ s += $NF; n++ } END { if (n) printf "%.4f", s / n }'
 }
+phase_names=(forward backward "after backward" optimizer)
 # "cpu P s (communication C ms)": medians of the process's and the computing thread's CPU seconds
 # per step, means over ranks; C = P - compute thread: the communication thread and MPI's own.
 # (The communication figure holds for --threads 1; a leg without the figures, an older build's
@@ -57,7 +59,7 @@ run_leg() {
   fi
   printf '%s\n' "${out}"
 }
-ratios=(); ratios_b=(); forward_ratios=()
+ratios=(); ratios_b=(); phase_deltas=()
 for ((r = 1; r <= rounds; r++)); do
   pair_out="$(run_leg "${r}" pair pair_leg)" || continue
   ddp_out="$(run_leg "${r}" 2-rank mpirun -np 2 --bind-to none "${bin}" "${args[@]}")" || continue
@@ -65,12 +67,15 @@ for ((r = 1; r <= rounds; r++)); do
   line="round ${r}: pair ${pair} s, $(cpu_of <<< "${pair_out}"); 2-rank ${ddp} s"
   line+=" ($(awk -v a="${ddp}" -v b="${pair}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }')), $(cpu_of <<< "${ddp_out}")"
   ratios+=("$(awk -v a="${ddp}" -v b="${pair}" 'BEGIN { print a / b }')")
-  pair_f="$(forward_of <<< "${pair_out}")"; ddp_f="$(forward_of <<< "${ddp_out}")"
-  if [[ -n "${pair_f}" && -n "${ddp_f}" ]]; then
-    line+="; forward ${pair_f} / ${ddp_f} s"
-    line+=" ($(awk -v a="${ddp_f}" -v b="${pair_f}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }'))"
-    forward_ratios+=("$(awk -v a="${ddp_f}" -v b="${pair_f}" 'BEGIN { print a / b }')")
-  fi
+  deltas=""
+  for ((k = 0; k < ${#phase_names[@]}; k++)); do
+    a="$(phase_of "${phase_names[k]}" <<< "${pair_out}")"; b="$(phase_of "${phase_names[k]}" <<< "${ddp_out}")"
+    [[ -n "${a}" && -n "${b}" ]] || continue
+    d="$(awk -v a="${a}" -v b="${b}" 'BEGIN { printf "%+.1f", 1000 * (b - a) }')"
+    deltas+="${deltas:+, }${phase_names[k]} ${d}"
+    phase_deltas[k]+="${d} "
+  done
+  [[ -z "${deltas}" ]] || line+="; phases (2-rank - pair, ms): ${deltas}"
   if [[ -n "${second}" ]] && b_out="$(run_leg "${r}" "2-rank B" mpirun -np 2 --bind-to none "${second}" "${args[@]}")"; then
     ddp_b="$(median_of <<< "${b_out}")"
     line+="; 2-rank B ${ddp_b} s ($(awk -v a="${ddp_b}" -v b="${pair}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }'))"
@@ -88,7 +93,13 @@ summary() {  # summary LABEL RATIO...
 }
 ((${#ratios[@]} > 0)) || { echo "ddp_step_rounds: no round completed (see the errors above)" >&2; exit 1; }
 summary "2-rank" "${ratios[@]}"
-if ((${#forward_ratios[@]} > 0)); then summary "2-rank forward" "${forward_ratios[@]}"; fi
+for ((k = 0; k < ${#phase_names[@]}; k++)); do
+  [[ -n "${phase_deltas[k]:-}" ]] || continue
+  # shellcheck disable=SC2086  # a list of numbers
+  printf '%s\n' ${phase_deltas[k]} | sort -g | awk -v name="${phase_names[k]}" '{ v[NR] = $1 } END {
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%s, 2-rank - pair: median %+.1f ms, range %+.1f .. %+.1f ms\n", name, m, v[1], v[NR] }'
+done
 if [[ -n "${second}" ]]; then
   if ((${#ratios_b[@]} > 0)); then summary "2-rank B" "${ratios_b[@]}"; else echo "2-rank B: no round completed" >&2; fi
 fi
