@@ -10,6 +10,9 @@
 # round left out; the run exits 1 when no round completed. The step's phases are compared too:
 # "phases (2-rank - pair, ms)" per round and their medians at the end. Forward has no
 # communication in either leg; after backward is the reducer's exposed wait (about 0 alone).
+# CMAF_STEP_BIND=core pins both legs, one core per process (the pair through taskset -c 0 and
+# -c 1, the 2-rank job through mpirun --bind-to core): unpinned, the scheduler can leave the two
+# processes of either leg unevenly placed for a whole run.
 #   bench/ddp_step_rounds.sh [PRESET] [BATCH] [STEPS] [ROUNDS] [step_bench options...]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,14 +38,23 @@ cpu_of() {
     awk '{ p += $5; c += $8; n++ } END {
       if (n) printf "cpu %.3f s (communication %.1f ms)", p / n, 1000 * (p - c) / n; else printf "cpu n/a" }'
 }
+bind="${CMAF_STEP_BIND:-none}"
+if [[ "${bind}" != none && "${bind}" != core ]]; then
+  echo "CMAF_STEP_BIND: none or core, not ${bind}" >&2; exit 2
+fi
+pin=(); mpi_bind=(--bind-to none)
+if [[ "${bind}" == core ]]; then
+  (($(nproc) >= 2)) || { echo "CMAF_STEP_BIND=core needs 2 CPUs, this shell may use $(nproc)" >&2; exit 2; }
+  pin=(taskset -c); mpi_bind=(--map-by core --bind-to core)
+fi
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "# ${args[*]}; ${rounds} rounds"
+echo "# ${args[*]}; ${rounds} rounds; binding ${CMAF_STEP_BIND:-none}"
 err="$(mktemp)"
 trap 'rm -f "${err}"' EXIT
 pair_leg() {  # the two unsynchronised processes; fails when either does
   local status=0 other
-  "${bin}" "${args[@]}" & other=$!
-  "${bin}" "${args[@]}" || status=$?
+  "${pin[@]}" ${pin:+0} "${bin}" "${args[@]}" & other=$!
+  "${pin[@]}" ${pin:+1} "${bin}" "${args[@]}" || status=$?
   wait "${other}" || status=$?
   return "${status}"
 }
@@ -62,7 +74,7 @@ run_leg() {
 ratios=(); ratios_b=(); phase_deltas=()
 for ((r = 1; r <= rounds; r++)); do
   pair_out="$(run_leg "${r}" pair pair_leg)" || continue
-  ddp_out="$(run_leg "${r}" 2-rank mpirun -np 2 --bind-to none "${bin}" "${args[@]}")" || continue
+  ddp_out="$(run_leg "${r}" 2-rank mpirun -np 2 "${mpi_bind[@]}" "${bin}" "${args[@]}")" || continue
   pair="$(median_of <<< "${pair_out}")"; ddp="$(median_of <<< "${ddp_out}")"
   line="round ${r}: pair ${pair} s, $(cpu_of <<< "${pair_out}"); 2-rank ${ddp} s"
   line+=" ($(awk -v a="${ddp}" -v b="${pair}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }')), $(cpu_of <<< "${ddp_out}")"
@@ -76,7 +88,7 @@ for ((r = 1; r <= rounds; r++)); do
     phase_deltas[k]+="${d} "
   done
   [[ -z "${deltas}" ]] || line+="; phases (2-rank - pair, ms): ${deltas}"
-  if [[ -n "${second}" ]] && b_out="$(run_leg "${r}" "2-rank B" mpirun -np 2 --bind-to none "${second}" "${args[@]}")"; then
+  if [[ -n "${second}" ]] && b_out="$(run_leg "${r}" "2-rank B" mpirun -np 2 "${mpi_bind[@]}" "${second}" "${args[@]}")"; then
     ddp_b="$(median_of <<< "${b_out}")"
     line+="; 2-rank B ${ddp_b} s ($(awk -v a="${ddp_b}" -v b="${pair}" 'BEGIN { printf "%+.1f %%", 100 * (a / b - 1) }'))"
     line+=", $(cpu_of <<< "${b_out}")"
