@@ -10,9 +10,9 @@
 # round left out; the run exits 1 when no round completed. The step's phases are compared too:
 # "phases (2-rank - pair, ms)" per round and their medians at the end. Forward has no
 # communication in either leg; after backward is the reducer's exposed wait (about 0 alone).
-# CMAF_STEP_BIND=core pins both legs, one core per process (the pair through taskset -c 0 and
-# -c 1, the 2-rank job through mpirun --bind-to core): unpinned, the scheduler can leave the two
-# processes of either leg unevenly placed for a whole run.
+# CMAF_STEP_BIND=core pins both legs, one core per process (the pair through taskset on the
+# first two CPUs this shell may use, the 2-rank job through mpirun --bind-to core): unpinned,
+# the scheduler can leave the two processes of either leg unevenly placed for a whole run.
 #   bench/ddp_step_rounds.sh [PRESET] [BATCH] [STEPS] [ROUNDS] [step_bench options...]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,7 +44,15 @@ if [[ "${bind}" != none && "${bind}" != core ]]; then
 fi
 pin=(); mpi_bind=(--bind-to none)
 if [[ "${bind}" == core ]]; then
-  (($(nproc) >= 2)) || { echo "CMAF_STEP_BIND=core needs 2 CPUs, this shell may use $(nproc)" >&2; exit 2; }
+  # The first two CPUs this shell may use (a cpuset or an outer taskset can leave out CPU 0).
+  cpus=()
+  IFS=, read -ra ranges <<< "$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status)"
+  for range in "${ranges[@]}"; do
+    for ((c = ${range%-*}; c <= ${range#*-}; c++)); do cpus+=("${c}"); done
+  done
+  if ((${#cpus[@]} < 2)); then
+    echo "CMAF_STEP_BIND=core needs 2 CPUs, this shell may use ${#cpus[@]}" >&2; exit 2
+  fi
   pin=(taskset -c); mpi_bind=(--map-by core --bind-to core)
 fi
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -53,8 +61,8 @@ err="$(mktemp)"
 trap 'rm -f "${err}"' EXIT
 pair_leg() {  # the two unsynchronised processes; fails when either does
   local status=0 other
-  "${pin[@]}" ${pin:+0} "${bin}" "${args[@]}" & other=$!
-  "${pin[@]}" ${pin:+1} "${bin}" "${args[@]}" || status=$?
+  "${pin[@]}" ${pin:+"${cpus[0]}"} "${bin}" "${args[@]}" & other=$!
+  "${pin[@]}" ${pin:+"${cpus[1]}"} "${bin}" "${args[@]}" || status=$?
   wait "${other}" || status=$?
   return "${status}"
 }
