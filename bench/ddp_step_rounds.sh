@@ -11,7 +11,7 @@
 # "phases (2-rank - pair, ms)" per round and their medians at the end. Forward has no
 # communication in either leg; after backward is the reducer's exposed wait (about 0 alone).
 # CMAF_STEP_BIND=core pins both legs, one core per process (the pair through taskset on the
-# first two CPUs this shell may use, the 2-rank job through mpirun --bind-to core): unpinned,
+# first two cores this shell may use, the 2-rank job through mpirun --bind-to core): unpinned,
 # the scheduler can leave the two processes of either leg unevenly placed for a whole run.
 #   bench/ddp_step_rounds.sh [PRESET] [BATCH] [STEPS] [ROUNDS] [step_bench options...]
 set -euo pipefail
@@ -44,14 +44,19 @@ if [[ "${bind}" != none && "${bind}" != core ]]; then
 fi
 pin=(); mpi_bind=(--bind-to none)
 if [[ "${bind}" == core ]]; then
-  # The first two CPUs this shell may use (a cpuset or an outer taskset can leave out CPU 0).
-  cpus=()
+  # One CPU on each of the first two cores this shell may use, as mpirun binds (a cpuset or an
+  # outer taskset can leave out CPU 0; hyperthreads of one core count once).
+  cpus=(); cores_seen=" "
   IFS=, read -ra ranges <<< "$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status)"
   for range in "${ranges[@]}"; do
-    for ((c = ${range%-*}; c <= ${range#*-}; c++)); do cpus+=("${c}"); done
+    for ((c = ${range%-*}; c <= ${range#*-}; c++)); do
+      core="$(cat "/sys/devices/system/cpu/cpu${c}/topology/thread_siblings_list" 2>/dev/null || echo "${c}")"
+      [[ "${cores_seen}" == *" ${core} "* ]] && continue
+      cores_seen+="${core} "; cpus+=("${c}")
+    done
   done
   if ((${#cpus[@]} < 2)); then
-    echo "CMAF_STEP_BIND=core needs 2 CPUs, this shell may use ${#cpus[@]}" >&2; exit 2
+    echo "CMAF_STEP_BIND=core needs 2 cores, this shell may use ${#cpus[@]}" >&2; exit 2
   fi
   pin=(taskset -c); mpi_bind=(--map-by core --bind-to core)
 fi
