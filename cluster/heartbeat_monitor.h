@@ -23,12 +23,11 @@
 #include <vector>
 
 #include "cluster/mpi_handle.h"
+#include "cluster/phase_watchdog.h"
 
 namespace cmaf::cluster {
 
-inline constexpr std::chrono::seconds kDefaultStallLimit{300};
 inline constexpr std::chrono::milliseconds kDefaultHeartbeatPeriod{500};
-inline constexpr int kStallExitCode = 75;
 
 class HeartbeatMonitor {
  public:

@@ -62,6 +62,11 @@ int simulated_ranks_per_node() {
 
 MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_shared_memory)
     : host_(host_name()), stall_(stall) {
+  check(MPI_Comm_rank(parent, &rank_), "MPI_Comm_rank");
+  // Every call below waits for all ranks, and no heartbeat watches them yet.
+  PhaseWatchdog watchdog("the communicator's set-up", stall_.limit, str("rank ", rank_, " on ", host_),
+                         PhaseWatchdog::End::kAbortJob);
+  watchdog.at("MPI_Comm_dup");
   check(MPI_Comm_dup(parent, comm_.receive()), "MPI_Comm_dup");
   check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
@@ -69,6 +74,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
   int provided = MPI_THREAD_SINGLE;
   MPI_Query_thread(&provided);
   if (provided == MPI_THREAD_MULTIPLE && size_ > 1) {
+    watchdog.at("the heartbeat channel (MPI_Comm_dup)");
     monitor_ = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, stall_.limit, host_);
   } else if (size_ > 1) {
     LOG(WARNING) << "MPI provides no MPI_THREAD_MULTIPLE: stall detection is off (a hung rank hangs the job)";
@@ -76,6 +82,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
   check(MPI_Op_create(&bf16_sum_op, /*commute=*/1, bf16_sum_.receive()), "MPI_Op_create");
   check(MPI_Op_create(&bf16_max_op, /*commute=*/1, bf16_max_.receive()), "MPI_Op_create");
   if (size_ > 1) {
+    watchdog.at("choosing the sum path (MPI_Allreduce, MPI_Comm_split_type, node shared memory)");
     int wanted = node_shared_memory && shared_memory_wanted() ? 1 : 0;
     int everyone = 0;  // one answer for all ranks, whatever each one's environment says
     check(MPI_Allreduce(&wanted, &everyone, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
@@ -159,9 +166,14 @@ bool MpiCommunicator::agreed_by_all_nodes(bool ok, std::string* why) {
 }
 
 MpiCommunicator::~MpiCommunicator() {
+  // The monitor's last barrier waits for every rank, and nothing watches it any more.
+  PhaseWatchdog watchdog("the communicator's shut-down", stall_.limit, str("rank ", rank_, " on ", host_),
+                         PhaseWatchdog::End::kAbortJob);
+  watchdog.at("the collectives still queued");
   thread_.reset();  // finishes the queued collectives first
   node_barrier_.reset();
   staging_.reset();
+  watchdog.at("the heartbeat channel's last MPI_Barrier");
   monitor_.reset();
   // The communicators and ops free themselves (members), comm_ last.
 }

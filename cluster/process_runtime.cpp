@@ -110,8 +110,10 @@ LaunchEnvironment read_launch_environment() {
   LaunchEnvironment e;
   if (!env("SLURM_STEP_ID").empty() && !env("PMIX_RANK").empty()) {
     e.launcher = "srun";
+    e.rank = env("PMIX_RANK");
   } else if (!env("OMPI_COMM_WORLD_SIZE").empty()) {
     e.launcher = "mpirun";
+    e.rank = env("OMPI_COMM_WORLD_RANK");
   }
   e.slurm_job_id = env("SLURM_JOB_ID");
   e.slurm_procid = env("SLURM_PROCID");
@@ -134,9 +136,13 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
   runtime->environment_ = read_launch_environment();
   runtime->hostname_ = host_name();
   runtime->mpi_ = options.force_mpi || runtime->environment_.launcher != "none";
+  runtime->stall_limit_ = options.stall_limit;
   const std::vector<int> cpus = allowed_cpus();  // as the launcher bound this process
   std::vector<std::vector<int>> local_cpus{cpus};
   if (runtime->mpi_) {
+    PhaseWatchdog watchdog("MPI start-up", options.stall_limit, runtime->who(),
+                           PhaseWatchdog::End::kExitProcess);
+    watchdog.at("MPI_Init_thread");
     int provided = MPI_THREAD_SINGLE;
     mpi_check(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
@@ -148,12 +154,14 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
     }
     mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &runtime->rank_), "MPI_Comm_rank");
     mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_), "MPI_Comm_size");
+    watchdog.at("MPI_Comm_split_type");
     MpiComm node;  // freed also when a check below throws
     mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL,
                                   node.receive()),
               "MPI_Comm_split_type");
     mpi_check(MPI_Comm_rank(node, &runtime->local_rank_), "MPI_Comm_rank(node)");
     mpi_check(MPI_Comm_size(node, &runtime->local_size_), "MPI_Comm_size(node)");
+    watchdog.at("the node's CPU masks (MPI_Allgather)");
     local_cpus = gather_allowed_cpus(node, cpus);
     node.reset();
     if (runtime->size_ > 1) set_error_prefix(str("[rank ", runtime->rank_, "] "));
@@ -173,7 +181,16 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
 }
 
 ProcessRuntime::~ProcessRuntime() {
-  if (mpi_) MPI_Finalize();
+  if (!mpi_) return;
+  PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), PhaseWatchdog::End::kExitProcess);
+  watchdog.at("MPI_Finalize");
+  MPI_Finalize();
+}
+
+std::string ProcessRuntime::who() const {
+  // Before MPI_Init the launcher's rank, after it MPI's (the same number).
+  const std::string rank = mpi_ && size_ > 1 ? std::to_string(rank_) : environment_.rank;
+  return str(rank.empty() ? str("process ", ::getpid()) : "rank " + rank, " on ", hostname_);
 }
 
 std::unique_ptr<Communicator> ProcessRuntime::world_communicator(std::chrono::milliseconds stall_limit,

@@ -15,6 +15,10 @@
 // docker --cpus, do not show in the affinity mask: pass --threads there.) More threads than that
 // share logs a warning with the launcher's fix.
 //
+// MPI start-up (MPI_Init_thread, the node communicator) and MPI_Finalize each wait for every
+// process of the job; a PhaseWatchdog (phase_watchdog.h) ends a rank whose peers have not arrived
+// within the stall limit, naming the call, with kStallExitCode, instead of letting it wait forever.
+//
 // Destroy every communicator before the runtime (MPI_Finalize runs in its destructor).
 #pragma once
 
@@ -24,11 +28,13 @@
 #include <vector>
 
 #include "cluster/communicator.h"
+#include "cluster/phase_watchdog.h"
 
 namespace cmaf::cluster {
 
 struct LaunchEnvironment {
   std::string launcher = "none";  // "mpirun", "srun", "none"
+  std::string rank;               // the world rank the launcher gave (before MPI is up); "" if none
   std::string slurm_job_id;
   std::string slurm_procid;
   std::string slurm_localid;
@@ -53,6 +59,8 @@ int default_thread_count(const std::vector<std::vector<int>>& local_cpus, int lo
 struct RuntimeOptions {
   bool force_mpi = false;  // initialise MPI even without a launcher (singleton MPI)
   int threads = 0;         // LibTorch intra-op threads; 0: default_thread_count()
+  // How long MPI start-up and MPI_Finalize may wait for the other processes.
+  std::chrono::milliseconds stall_limit = kDefaultStallLimit;
 };
 
 class ProcessRuntime {
@@ -87,8 +95,10 @@ class ProcessRuntime {
 
  private:
   ProcessRuntime() = default;
+  std::string who() const;  // "rank 3 on node17", for messages
 
   bool mpi_ = false;
+  std::chrono::milliseconds stall_limit_ = kDefaultStallLimit;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1, threads_ = 1;
   std::string hostname_;
   LaunchEnvironment environment_;

@@ -5,8 +5,12 @@
 //                                    ranks with its host name, to its parent (the node's
 //                                    slurmstepd under srun, its orted under local_nodes.sh) and
 //                                    to itself, as a node that hangs with its connections open
-// Stall limit 3 s, heartbeat every 200 ms. Expected: the job exits non-zero within seconds, and
-// for `sleep` the live ranks log which rank has not arrived.
+//   stall_probe late-start RANK SECONDS         rank RANK sleeps before MPI_Init
+//   stall_probe late-communicator RANK SECONDS  ... before the communicator's set-up
+//   stall_probe late-finish RANK SECONDS        ... before MPI_Finalize
+// Stall limit 3 s, heartbeat every 200 ms. Expected: the job exits non-zero within seconds, for
+// `sleep` the live ranks log which rank has not arrived, and for the late modes they log the
+// phase and the MPI call they waited in (cluster/phase_watchdog.h).
 #include <ATen/ATen.h>
 #include <glog/logging.h>
 #include <signal.h>
@@ -30,13 +34,22 @@ int main(int argc, char** argv) {
   const std::string mode = argv[1];
   const int victim = std::atoi(argv[2]);
   const int seconds = argc > 3 ? std::atoi(argv[3]) : 0;
+  // Before MPI_Init only the launcher knows the rank.
+  const std::string rank = cmaf::cluster::read_launch_environment().rank;
+  const bool late = rank == std::to_string(victim);
+  const auto pause = [&](const char* late_mode) {
+    if (late && mode == late_mode) std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  };
+  pause("late-start");
   cmaf::cluster::RuntimeOptions options;
   options.force_mpi = true;
   options.threads = 1;
+  options.stall_limit = std::chrono::seconds(3);
   auto runtime = cmaf::cluster::ProcessRuntime::start(&argc, &argv, options);
   cmaf::cluster::StallOptions stall;
   stall.limit = std::chrono::seconds(3);
   stall.heartbeat_period = std::chrono::milliseconds(200);
+  pause("late-communicator");
   {
     cmaf::cluster::MpiCommunicator world(MPI_COMM_WORLD, stall);
     // Every rank's host name and process id, for the freeze.
@@ -53,7 +66,7 @@ int main(int argc, char** argv) {
       return 2;  // its parent would be mpirun or rank 0's daemon
     }
     for (int step = 0; step < 5; ++step) {
-      if (step == 2 && world.rank() == victim) {
+      if (step == 2 && world.rank() == victim && mode.rfind("late-", 0) != 0) {
         if (mode == "kill") ::kill(::getpid(), SIGKILL);
         if (mode == "freeze") {
           for (const Peer& peer : peers) {
@@ -70,6 +83,7 @@ int main(int argc, char** argv) {
       world.all_reduce(t, cmaf::cluster::ReduceOp::kSum);
     }
   }
+  pause("late-finish");
   runtime.reset();
   return 0;
 }

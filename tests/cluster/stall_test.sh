@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A stalled or killed rank must end the job with a non-zero status within a bounded time (never
-# a hang); a stall must be reported by the live ranks, naming the missing rank.
-#   stall_test.sh MPIEXEC STALL_PROBE sleep|kill RANKS
+# a hang); a stall must be reported by the live ranks, naming the missing rank. A rank late to
+# MPI start-up, to the communicator's set-up or to MPI_Finalize must be reported by the others
+# with the phase and the call they waited in, and end the job with status 75.
+#   stall_test.sh MPIEXEC STALL_PROBE sleep|kill|late-start|late-communicator|late-finish RANKS
 set -uo pipefail
 mpiexec="$1"; probe="$2"; mode="$3"; ranks="$4"
 victim=1
@@ -20,4 +22,14 @@ if [[ "${mode}" == sleep ]]; then
   grep -q "rank ${victim}: alive but has not reached collective #3" <<<"${output}" \
     || { echo "FAIL: the report does not name rank ${victim}"; exit 1; }
 fi
+late_report() {  # late_report PHASE CALL: a live rank named the phase and the call it waited in
+  grep -qF "$1 has not finished after 3 s, the stall limit (still in $2)" <<<"${output}" \
+    || { echo "FAIL: no rank reported '$1' waiting in $2"; exit 1; }
+  [[ ${status} -eq 75 ]] || { echo "FAIL: exit status ${status}, expected 75"; exit 1; }
+}
+case "${mode}" in
+  late-start) late_report "MPI start-up" "MPI_Init_thread" ;;
+  late-communicator) late_report "the communicator's set-up" "MPI_Comm_dup" ;;
+  late-finish) late_report "MPI shut-down" "MPI_Finalize" ;;
+esac
 echo "PASS"
