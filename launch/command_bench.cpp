@@ -8,6 +8,7 @@
 #include "core/loader_benchmark.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
+#include "launch/rank_errors.h"
 
 namespace cmaf::launch {
 
@@ -64,12 +65,12 @@ int run_bench(int argc, char** argv) {
   cluster::RuntimeOptions runtime_options;
   runtime_options.threads = threads;
   auto runtime = cluster::ProcessRuntime::start(&argc, &argv, runtime_options);
-  int64_t wrong = 0;
-  {
-    auto world = runtime->world_communicator();
+  std::unique_ptr<cluster::Communicator> world;  // outside the work: see rank_errors.h
+  std::unique_ptr<cluster::Communicator> mpi_only;
+  return run_on_this_rank([&] {
+    world = runtime->world_communicator();
     // When the world sums through node shared memory, MPI_Allreduce is measured beside it.
     const auto* mpi_world = dynamic_cast<const cluster::MpiCommunicator*>(world.get());
-    std::unique_ptr<cluster::Communicator> mpi_only;
     if (mpi_world && mpi_world->node_shared_memory()) mpi_only = runtime->world_communicator({}, false);
     if (mpi_world && mpi_world->rank() == 0) {
       std::printf("# %d ranks on %d node%s; float sums: %s\n", mpi_world->size(), mpi_world->nodes(),
@@ -78,10 +79,8 @@ int run_bench(int argc, char** argv) {
                   : mpi_world->nodes() == 1        ? "node shared memory"
                                                    : "node shared memory, then MPI_Allreduce between nodes");
     }
-    wrong = core::run_allreduce_benchmark(*world, options, mpi_only.get());
-  }
-  runtime.reset();
-  return wrong == 0 ? 0 : 1;
+    return core::run_allreduce_benchmark(*world, options, mpi_only.get()) == 0 ? 0 : 1;
+  });
 }
 
 }  // namespace cmaf::launch

@@ -6,6 +6,7 @@
 #include "core/evaluator.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
+#include "launch/rank_errors.h"
 
 namespace cmaf::launch {
 
@@ -39,18 +40,17 @@ int run_eval(int argc, char** argv) {
   cluster::RuntimeOptions runtime_options;
   runtime_options.threads = threads;
   auto runtime = cluster::ProcessRuntime::start(&argc, &argv, runtime_options);
-  int64_t scored = 0;
-  {
-    auto world = runtime->world_communicator();
-    scored = core::evaluate(o, *world);
-  }
-  if (runtime->rank() == 0) {
-    std::cout << "scored " << scored << " cases -> " << o.out << "/metrics.json\n";
-    std::ifstream table(std::filesystem::path(o.out) / "metrics.md");
-    std::cout << table.rdbuf();
-  }
-  runtime.reset();
-  return 0;
+  std::unique_ptr<cluster::Communicator> world;  // outside the work: see rank_errors.h
+  return run_on_this_rank([&] {
+    world = runtime->world_communicator();
+    const int64_t scored = core::evaluate(o, *world);
+    if (runtime->rank() == 0) {
+      std::cout << "scored " << scored << " cases -> " << o.out << "/metrics.json\n";
+      std::ifstream table(std::filesystem::path(o.out) / "metrics.md");
+      std::cout << table.rdbuf();
+    }
+    return 0;
+  });
 }
 
 }  // namespace cmaf::launch

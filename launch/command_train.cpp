@@ -13,6 +13,7 @@
 #include "core/trainer.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
+#include "launch/rank_errors.h"
 
 namespace cmaf::launch {
 namespace {
@@ -133,7 +134,7 @@ int run_train(int argc, char** argv) {
       ("val-max-slices", po::value(&c.val_max_slices)->default_value(c.val_max_slices), "val slices used, 0 = all")
       ("log-every", po::value(&c.log_every)->default_value(c.log_every), "steps between metrics.jsonl lines and progress updates (into a file or under mpirun: a progress line at most every 30 s)")
       ("fingerprint-every", po::value(&c.fingerprint_every)->default_value(c.fingerprint_every), "steps between replica checks")
-      ("stall-seconds", po::value(&c.stall_seconds)->default_value(c.stall_seconds), "a collective waiting longer aborts the job");
+      ("stall-seconds", po::value(&c.stall_seconds)->default_value(c.stall_seconds), "a collective, or MPI's start-up or shut-down, waiting longer aborts the job (status 75)");
   po::variables_map values;
   if (!parse_command_line(info, argc, argv, options, {}, values)) return 0;
   require(values, "data", info);
@@ -144,25 +145,27 @@ int run_train(int argc, char** argv) {
   c.validate();
   cluster::RuntimeOptions runtime_options;
   runtime_options.threads = c.threads;
+  const std::chrono::milliseconds stall_limit(static_cast<int64_t>(c.stall_seconds * 1000.0));
+  runtime_options.stall_limit = stall_limit;
   auto runtime = cluster::ProcessRuntime::start(&argc, &argv, runtime_options);
-  log_to_run_folder(c.run_dir, runtime->rank());
-  LOG(INFO) << runtime->describe();
-  core::TrainResult result;
-  {
-    auto world = runtime->world_communicator(
-        std::chrono::milliseconds(static_cast<int64_t>(c.stall_seconds * 1000.0)));
-    std::unique_ptr<cluster::Communicator> device_communicator;
+  // Outside the work, so that an error on this rank alone is printed before they shut down.
+  std::unique_ptr<cluster::Communicator> world;
+  std::unique_ptr<cluster::Communicator> device_communicator;
+  return run_on_this_rank([&] {
+    log_to_run_folder(c.run_dir, runtime->rank());
+    LOG(INFO) << runtime->describe();
+    world = runtime->world_communicator(stall_limit);
     const core::TrainDevice device =
         c.device == "cuda" ? cuda_device(*runtime, *world, device_communicator) : core::TrainDevice{};
-    result = core::train(c, *world, device);
-  }
-  if (runtime->rank() == 0) {
-    std::cout << (result.stopped_by_signal ? "stopped (signal) at step " : "finished at step ") << result.final_step
-              << (result.resumed_from >= 0 ? str(" (resumed from step ", result.resumed_from, ")") : std::string())
-              << "; checkpoint " << result.last_checkpoint << "\n";
-  }
-  runtime.reset();
-  return result.stopped_by_signal ? core::kRequeueExitCode : 0;
+    const core::TrainResult result = core::train(c, *world, device);
+    if (runtime->rank() == 0) {
+      const std::string resumed =
+          result.resumed_from >= 0 ? str(" (resumed from step ", result.resumed_from, ")") : std::string();
+      std::cout << (result.stopped_by_signal ? "stopped (signal) at step " : "finished at step ")
+                << result.final_step << resumed << "; checkpoint " << result.last_checkpoint << "\n";
+    }
+    return result.stopped_by_signal ? core::kRequeueExitCode : 0;
+  });
 }
 
 }  // namespace cmaf::launch

@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/heap_policy.h"
 #include "launch/commands.h"
+#include "launch/rank_errors.h"
 
 namespace cmaf::launch {
 namespace {
@@ -55,15 +56,8 @@ int main_entry(int argc, char** argv) {
     if (std::strcmp(argv[1], command.name) != 0) continue;
     try {
       return command.run(argc - 1, argv + 1);
-    } catch (const UsageError& e) {
-      std::cerr << "usage error: " << e.what() << "\n";
-      return 2;
-    } catch (const Error& e) {
-      std::cerr << "error: " << e.what() << "\n";
-      return 1;
-    } catch (const std::exception& e) {
-      std::cerr << "internal error (please report): " << e.what() << "\n";
-      return 3;
+    } catch (const std::exception&) {
+      return print_error(std::current_exception());
     }
   }
   std::cerr << "usage error: unknown command '" << argv[1] << "'\n";

@@ -17,6 +17,8 @@
 #     bf16wire  --bf16-allreduce with 1 MiB buckets: the replicas stay identical (fingerprints
 #             every 2 steps), the option is recorded and in effect (losses differ from fp32's,
 #             by little)
+#     rankerror  an error on rank 0 alone (--resume names no checkpoint) ends the job within
+#             seconds with its message and status 1; an error on every rank ends it cleanly
 set -euo pipefail
 mpiexec="$1"
 bin="$2"
@@ -175,6 +177,36 @@ case "${mode}" in
     awk -v a="${fp32}" -v b="${bf16}" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.1 * a) }' \
       || fail "step-6 loss ${bf16} with bf16 gradients, ${fp32} with fp32: more than 10 % apart"
     echo "bf16wire: replicas identical; step-6 loss ${bf16} with bf16 gradients, ${fp32} with fp32"
+    ;;
+  rankerror)
+    # An error on one rank only: rank 0 alone reads the checkpoint --resume names, while rank 1
+    # waits for its choice in a collective. The job must end with rank 0's message and status 1
+    # within seconds, not at the stall limit (default 300 s) with a stall report.
+    start=$SECONDS
+    rc=0
+    timeout 120 "${mpiexec}" -np 2 --oversubscribe --bind-to none "${bin}" train --data "${work}/ds" \
+      --run-dir "${work}/e" --preset tiny --input-size 64 --steps 4 --threads 1 \
+      --resume "${work}/no-such-checkpoint" > "${work}/e.out" 2>&1 || rc=$?
+    elapsed=$((SECONDS - start))
+    cat "${work}/e.out"
+    [[ "${rc}" != 124 ]] || fail "the job hung (killed by timeout after 120 s)"
+    [[ "${rc}" == 1 ]] || fail "exit status ${rc}, expected 1 (the error's)"
+    ((elapsed <= 60)) || fail "the job took ${elapsed} s to end"
+    grep -q "error: \[rank 0\] ${work}/no-such-checkpoint: .*not a valid checkpoint" "${work}/e.out" \
+      || fail "rank 0's error message is missing"
+    grep -q "stall" "${work}/e.out" && fail "the error was reported as a stall"
+    # An error on every rank at once (every rank opens the dataset) still shuts down cleanly:
+    # each rank prints it and no rank has to end the job.
+    rm -f "${work}/ds/manifest.json"
+    rc=0
+    timeout 120 "${mpiexec}" -np 2 --oversubscribe --bind-to none "${bin}" train --data "${work}/ds" \
+      --run-dir "${work}/f" --preset tiny --input-size 64 --steps 4 --threads 1 > "${work}/f.out" 2>&1 || rc=$?
+    cat "${work}/f.out"
+    [[ "${rc}" == 1 ]] || fail "exit status ${rc} when every rank fails, expected 1"
+    [[ "$(grep -c '^error: \[rank [01]\] .*manifest.json' "${work}/f.out")" == 2 ]] \
+      || fail "expected the error of both ranks"
+    grep -q "has failed" "${work}/f.out" && fail "a rank ended the job although every rank failed the same way"
+    echo "rankerror: one rank's error ended the job in ${elapsed} s with its message and status 1"
     ;;
   *) fail "unknown mode ${mode}" ;;
 esac

@@ -88,4 +88,21 @@ for png in losses val_dice overlays; do is_png "${work}/sup/plots/${png}.png" ||
 for png in multipliers pool teacher; do
   [[ ! -e "${work}/sup/plots/${png}.png" ]] || fail "supervised run: ${png}.png drawn without data"
 done
-echo "eval and metrics: 1 rank == 2 ranks == metrics on saved predictions; missing prediction named; plots"
+# A test case whose image data is damaged (4 KiB zeroed mid-file) is read by one rank only: that
+# rank's error, naming the file, must end the 2-rank job within seconds with status 1 (its peer
+# waits for it in a collective; before, the job stalled until the 300 s limit, message lost).
+cp -r "${work}/ds" "${work}/bad"
+damaged="${work}/bad/cases/synth_0005.h5"  # one of the 3 test cases of seed 4
+dd if=/dev/zero of="${damaged}" bs=1 seek=$(($(stat -c %s "${damaged}") / 2)) count=4096 conv=notrunc 2> /dev/null
+start=$SECONDS
+rc=0
+timeout 120 "${mpiexec}" -np 2 --oversubscribe --bind-to none "${bin}" eval --checkpoint "${ckpt}" --data "${work}/bad" \
+  --out "${work}/bad-eval" --threads 1 > "${work}/bad.out" 2>&1 || rc=$?
+elapsed=$((SECONDS - start))
+[[ "${rc}" == 1 ]] || { cat "${work}/bad.out"; fail "eval with a damaged case on one rank exited ${rc}, expected 1"; }
+((elapsed <= 60)) || fail "eval with a damaged case took ${elapsed} s to end"
+[[ "$(grep -c "^error: \[rank [01]\] ${damaged}: dataset 'image'" "${work}/bad.out")" == 1 ]] \
+  || { cat "${work}/bad.out"; fail "expected one rank's error naming ${damaged}"; }
+[[ ! -e "${work}/bad-eval/metrics.json" ]] || fail "a failed eval wrote metrics"
+echo "eval and metrics: 1 rank == 2 ranks == metrics on saved predictions; missing prediction named; plots;" \
+     "a damaged case on one rank ended the 2-rank eval in ${elapsed} s with its error"
