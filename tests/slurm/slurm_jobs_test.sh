@@ -3,7 +3,7 @@
 # with two nodes on this machine (CMAF_SLURM_NODES=2).
 #
 #   slurm_jobs_test.sh start|stop SLURM_DIR
-#   slurm_jobs_test.sh train|twonodes|preempt|preempt2nodes|gpu SLURM_DIR CMAFORMER
+#   slurm_jobs_test.sh train|twonodes|preempt|preempt2nodes|gpu|rankerror SLURM_DIR CMAFORMER
 #   slurm_jobs_test.sh preparray SLURM_DIR CMAFORMER MAKE_NNUNET_FOLDER
 #   slurm_jobs_test.sh freeze SLURM_DIR CMAFORMER STALL_PROBE
 #     train    2-rank CPU training job completes with its checkpoint; then the eval job on that
@@ -31,6 +31,9 @@
 #              it did not restart from zero
 #     preempt2nodes  the same with 2 nodes x 2 tasks: srun forwards the signal to the ranks of
 #              both nodes, they agree on one step, and the checkpoint holds all 4 ranks' parts
+#     rankerror  the eval template on 2 tasks where one test case is damaged, so one rank fails
+#              while the other waits for it: the job fails within a minute with that rank's
+#              error and exit code 1 (MPI_Abort through Slurm's PMIx), not at the stall limit
 # Exit 77 (ctest: skipped) when not root or Slurm is not installed.
 #
 # A mode that fails while one of its job outputs holds OpenMPI's report of a rank killed by a
@@ -197,6 +200,26 @@ case "${mode}" in
     ! grep -E "#wrong [1-9]" "${out}" || fail "the reducer benchmark found wrong elements"
     echo "twonodes: 4 ranks on cmaf-node1 and cmaf-node2, two-node sum, checkpoint written; eval as one" \
          "process's; benchmark #wrong 0"
+    ;;
+  rankerror)
+    "${bin}" train --data "${work}/ds" --run-dir "${work}/run" --preset tiny --input-size 64 --steps 2 \
+      --checkpoint-every 2 --threads 1 > "${work}/train.log" 2>&1 || { cat "${work}/train.log"; fail "training"; }
+    damaged="${work}/ds/$(jq -r '[.cases[] | select(.split == "test")][0].file' "${work}/ds/manifest.json")"
+    [[ -f "${damaged}" ]] || fail "no test case file (${damaged})"
+    dd if=/dev/zero of="${damaged}" bs=1 seek=$(($(stat -c %s "${damaged}") / 2)) count=4096 conv=notrunc 2> /dev/null
+    start=$(date +%s)
+    job="$(SBATCH_EXTRA="--time=5" submit eval.sbatch cmaf-test-rankerror \
+      CMAF_CHECKPOINT="${work}/run/checkpoints/step-00000002" CMAF_DATA="${work}/ds" CMAF_OUT="${work}/eval")"
+    state="$(wait_done "${job}" 150)"
+    elapsed=$(( $(date +%s) - start ))
+    out="${work}/cmaf-test-rankerror-${job}.out"
+    grep -v '^I2' "${out}" || true
+    [[ "${state}" == FAILED && "$(job_field "${job}" ExitCode)" == 1:0 ]] \
+      || fail "eval job ${job} with a damaged case: ${state}, exit code $(job_field "${job}" ExitCode), expected FAILED 1:0"
+    ((elapsed < 90)) || fail "the job took ${elapsed} s to fail (the stall limit is 300 s)"
+    [[ "$(grep -c "^error: \[rank [01]\] ${damaged}: dataset 'image'" "${out}")" == 1 ]] \
+      || fail "expected one rank's error naming ${damaged}"
+    echo "rankerror: one rank's damaged case failed the 2-task eval job in ${elapsed} s with its error, exit code 1"
     ;;
   freeze)
     need_two_nodes
