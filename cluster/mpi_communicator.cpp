@@ -65,7 +65,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
   check(MPI_Comm_rank(parent, &rank_), "MPI_Comm_rank");
   // Every call below waits for all ranks, and no heartbeat watches them yet.
   PhaseWatchdog watchdog("the communicator's set-up", stall_.limit, str("rank ", rank_, " on ", host_),
-                         PhaseWatchdog::End::kAbortJob);
+                         WatchdogEnd::kAbortJob);
   watchdog.at("MPI_Comm_dup");
   check(MPI_Comm_dup(parent, comm_.receive()), "MPI_Comm_dup");
   check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
@@ -168,7 +168,7 @@ bool MpiCommunicator::agreed_by_all_nodes(bool ok, std::string* why) {
 MpiCommunicator::~MpiCommunicator() {
   // The monitor's last barrier waits for every rank, and nothing watches it any more.
   PhaseWatchdog watchdog("the communicator's shut-down", stall_.limit, str("rank ", rank_, " on ", host_),
-                         PhaseWatchdog::End::kAbortJob);
+                         WatchdogEnd::kAbortJob);
   watchdog.at("the collectives still queued");
   thread_.reset();  // finishes the queued collectives first
   node_barrier_.reset();

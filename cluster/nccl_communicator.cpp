@@ -56,8 +56,12 @@ ncclRedOp_t nccl_op(ReduceOp op) {
     }                                                                                         \
   } while (false)
 
-NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device)
-    : bootstrap_(bootstrap), rank_(bootstrap.rank()), size_(bootstrap.size()), host_(host_name()),
+NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device, std::chrono::milliseconds stall_limit)
+    : bootstrap_(bootstrap),
+      rank_(bootstrap.rank()),
+      size_(bootstrap.size()),
+      host_(host_name()),
+      stall_limit_(stall_limit),
       state_(std::make_unique<State>()) {
   state_->device = device;
   CMAF_CUDA_CHECK(cudaSetDevice(device));
@@ -70,15 +74,32 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device)
   at::Tensor words = id_bytes.view(at::kLong);
   bootstrap_.broadcast(words, 0);
   std::memcpy(&id, words.data_ptr(), sizeof(id));
-  CMAF_NCCL_CHECK(ncclCommInitRank(&state_->comm, size_, id, rank_));
+  {
+    PhaseWatchdog watchdog("NCCL set-up", stall_limit_, str("rank ", rank_, " on ", host_), WatchdogEnd::kAbortJob);
+    watchdog.at("ncclCommInitRank");
+    CMAF_NCCL_CHECK(ncclCommInitRank(&state_->comm, size_, id, rank_));
+  }
   CMAF_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
+  watchdog_ = std::make_unique<CallWatchdog>(stall_limit_, str("rank ", rank_, " on ", host_), WatchdogEnd::kAbortJob);
   thread_ = std::make_unique<CommThread>();
 }
 
 NcclCommunicator::~NcclCommunicator() {
+  PhaseWatchdog watchdog("the NCCL communicator's shut-down", stall_limit_, str("rank ", rank_, " on ", host_),
+                         WatchdogEnd::kAbortJob);
+  watchdog.at("the collectives still queued");
   thread_.reset();
+  watchdog_.reset();
+  watchdog.at("ncclCommDestroy");
   if (state_->stream != nullptr) cudaStreamDestroy(state_->stream);
   if (state_->comm != nullptr) ncclCommDestroy(state_->comm);
+}
+
+void NcclCommunicator::wait_for_stream(const char* collective) {
+  watchdog_->arm(collective);
+  const cudaError_t status = cudaStreamSynchronize(state_->stream);
+  watchdog_->disarm();
+  CMAF_CUDA_CHECK(status);
 }
 
 void NcclCommunicator::check_device_tensor(const at::Tensor& tensor, const std::string& operation) const {
@@ -99,7 +120,7 @@ WorkHandle NcclCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {
     CMAF_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, ready, 0));
     CMAF_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
                                   nccl_type(tensor.scalar_type()), nccl_op(op), state_->comm, state_->stream));
-    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
+    wait_for_stream("ncclAllReduce");
     cudaEventDestroy(ready);
   }));
 }
@@ -111,7 +132,7 @@ WorkHandle NcclCommunicator::broadcast_async(at::Tensor tensor, int root) {
     CMAF_CUDA_CHECK(cudaStreamSynchronize(nullptr));
     CMAF_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
                                   nccl_type(tensor.scalar_type()), root, state_->comm, state_->stream));
-    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
+    wait_for_stream("ncclBroadcast");
   }));
 }
 
@@ -126,7 +147,7 @@ at::Tensor NcclCommunicator::all_gather(const at::Tensor& dense) {
     CMAF_CUDA_CHECK(cudaStreamSynchronize(nullptr));
     CMAF_NCCL_CHECK(ncclAllGather(tensor.data_ptr(), out.data_ptr(), static_cast<size_t>(tensor.numel()),
                                   nccl_type(tensor.scalar_type()), state_->comm, state_->stream));
-    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
+    wait_for_stream("ncclAllGather");
   }).get();
   return out;
 }

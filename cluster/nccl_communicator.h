@@ -7,20 +7,29 @@
 // gradients and overlap later compute); the Work completes when the stream has run them.
 // Every CUDA and NCCL call is checked: a failure names the call, the rank, the host and the
 // library's error string (without a GPU: "cudaSetDevice failed: ... no CUDA-capable device").
+//
+// Stall limit: NCCL never times out, so a collective that a peer does not join would keep the
+// communication thread in cudaStreamSynchronize forever. A CallWatchdog (phase_watchdog.h) is
+// armed around each collective; past the limit it logs the call and ends the job (MPI_Abort,
+// status 75). ncclCommInitRank and ncclCommDestroy, which also wait for every rank, run under a
+// PhaseWatchdog. Written against the NCCL 2.28 headers; like the rest of this backend it has
+// not run on a GPU yet (none in development or CI).
 #pragma once
 
 #include <memory>
 
 #include "cluster/comm_thread.h"
 #include "cluster/communicator.h"
+#include "cluster/phase_watchdog.h"
 
 namespace cmaf::cluster {
 
 class NcclCommunicator : public Communicator {
  public:
   // `bootstrap` (e.g. MpiCommunicator) carries the unique id; `device` is the CUDA device of
-  // this rank, usually its node-local rank.
-  NcclCommunicator(Communicator& bootstrap, int device);
+  // this rank, usually its node-local rank; `stall_limit` bounds each collective's wait.
+  NcclCommunicator(Communicator& bootstrap, int device,
+                   std::chrono::milliseconds stall_limit = kDefaultStallLimit);
   ~NcclCommunicator() override;
 
   std::string name() const override { return "nccl"; }
@@ -34,12 +43,16 @@ class NcclCommunicator : public Communicator {
  private:
   struct State;  // CUDA and NCCL handles, kept out of this header
   void check_device_tensor(const at::Tensor& tensor, const std::string& operation) const;
+  // Waits for the communicator's stream (the collective enqueued on it) under the stall limit.
+  void wait_for_stream(const char* collective);
 
   Communicator& bootstrap_;
   int rank_ = 0;
   int size_ = 1;
   std::string host_;
+  std::chrono::milliseconds stall_limit_;
   std::unique_ptr<State> state_;
+  std::unique_ptr<CallWatchdog> watchdog_;
   std::unique_ptr<CommThread> thread_;
 };
 

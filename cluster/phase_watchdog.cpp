@@ -13,11 +13,19 @@ namespace {
 std::atomic<int> failed_status{0};
 
 double seconds(std::chrono::milliseconds t) { return std::chrono::duration<double>(t).count(); }
+
+[[noreturn]] void end_stall(const std::string& message, int status, WatchdogEnd end) {
+  LOG(ERROR) << message;
+  google::FlushLogFiles(google::GLOG_INFO);
+  if (end == WatchdogEnd::kAbortJob) MPI_Abort(MPI_COMM_WORLD, status);
+  _exit(status);
+}
 }  // namespace
 
 void PhaseWatchdog::rank_failed(int status) { failed_status.store(status == 0 ? 1 : status); }
 
-PhaseWatchdog::PhaseWatchdog(std::string phase, std::chrono::milliseconds limit, std::string who, End end)
+PhaseWatchdog::PhaseWatchdog(std::string phase, std::chrono::milliseconds limit, std::string who,
+                             WatchdogEnd end)
     : phase_(std::move(phase)),
       who_(std::move(who)),
       end_(end),
@@ -52,11 +60,48 @@ void PhaseWatchdog::watch() {
     std::unique_lock<std::mutex> lock(mutex_);
     if (over_.wait_for(lock, limit_, [this] { return done_; })) return;
   }
-  LOG(ERROR) << message();
-  google::FlushLogFiles(google::GLOG_INFO);
-  const int status = failed_status_ != 0 ? failed_status_ : kStallExitCode;
-  if (end_ == End::kAbortJob) MPI_Abort(MPI_COMM_WORLD, status);
-  _exit(status);
+  end_stall(message(), failed_status_ != 0 ? failed_status_ : kStallExitCode, end_);
+}
+
+CallWatchdog::CallWatchdog(std::chrono::milliseconds limit, std::string who, WatchdogEnd end)
+    : limit_(limit), who_(std::move(who)), end_(end), thread_([this] { watch(); }) {}
+
+CallWatchdog::~CallWatchdog() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  stop_.notify_all();
+  thread_.join();
+}
+
+void CallWatchdog::arm(const char* call) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  call_ = call;
+  deadline_ = std::chrono::steady_clock::now() + limit_;
+}
+
+void CallWatchdog::disarm() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  call_ = nullptr;
+}
+
+void CallWatchdog::watch() {
+  // Arming and disarming only write two fields (they come several times a step); the watcher
+  // looks every quarter of the limit (at most every second), so a stall ends within 1.25 limits.
+  const auto period = std::min<std::chrono::milliseconds>(limit_ / 4 + std::chrono::milliseconds(1),
+                                                          std::chrono::seconds(1));
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!stop_.wait_for(lock, period, [this] { return stopping_; })) {
+    if (call_ == nullptr || std::chrono::steady_clock::now() <= deadline_) continue;
+    const std::string message =
+        str("[", who_, "] stall: ", call_, " has not completed after ", seconds(limit_),
+            " s, the stall limit: a rank has not joined it (dead, hung, or on another code path; an MPI "
+            "stall report from the other ranks, if any, names it). Ending the job with status ",
+            kStallExitCode, " instead of waiting forever");
+    lock.unlock();
+    end_stall(message, kStallExitCode, end_);
+  }
 }
 
 }  // namespace cmaf::cluster

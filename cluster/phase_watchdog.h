@@ -16,6 +16,10 @@
 // be waiting for it in a collective; the phases after that wait at most kFailedRankGrace (the
 // peers may be failing the same way, and then all shut down cleanly), then end the job with the
 // rank's own exit status instead.
+//
+// CallWatchdog is the same limit for a sequence of calls on one thread, armed around each: the
+// NCCL communicator's collectives, whose host thread waits for the GPU stream, and a stream
+// waits forever for a peer that never joins (NCCL has no timeout of its own).
 #pragma once
 
 #include <atomic>
@@ -33,12 +37,14 @@ inline constexpr std::chrono::seconds kDefaultStallLimit{300};
 inline constexpr int kStallExitCode = 75;
 inline constexpr std::chrono::seconds kFailedRankGrace{10};
 
+// How a watchdog ends a stall: this process (_exit), or the whole job (MPI_Abort; MPI must be
+// initialised and not finalising, with MPI_THREAD_MULTIPLE).
+enum class WatchdogEnd { kExitProcess, kAbortJob };
+
 class PhaseWatchdog {
  public:
-  enum class End { kExitProcess, kAbortJob };
-
   // `phase` and `who` are for the message ("MPI start-up", "rank 3 on node17").
-  PhaseWatchdog(std::string phase, std::chrono::milliseconds limit, std::string who, End end);
+  PhaseWatchdog(std::string phase, std::chrono::milliseconds limit, std::string who, WatchdogEnd end);
   ~PhaseWatchdog();  // the phase is over: the watchdog stops without acting
   PhaseWatchdog(const PhaseWatchdog&) = delete;
   PhaseWatchdog& operator=(const PhaseWatchdog&) = delete;
@@ -56,13 +62,38 @@ class PhaseWatchdog {
 
   std::string phase_;
   std::string who_;
-  End end_;
+  WatchdogEnd end_;
   int failed_status_;  // 0: this rank has not failed
   std::chrono::milliseconds limit_;
   std::atomic<const char*> call_{""};
   std::mutex mutex_;
   std::condition_variable over_;
   bool done_ = false;
+  std::thread thread_;
+};
+
+class CallWatchdog {
+ public:
+  CallWatchdog(std::chrono::milliseconds limit, std::string who, WatchdogEnd end);
+  ~CallWatchdog();
+  CallWatchdog(const CallWatchdog&) = delete;
+  CallWatchdog& operator=(const CallWatchdog&) = delete;
+
+  // `call` (a string literal) starts now and must end (disarm()) within the limit.
+  void arm(const char* call);
+  void disarm();
+
+ private:
+  void watch();
+
+  std::chrono::milliseconds limit_;
+  std::string who_;
+  WatchdogEnd end_;
+  std::mutex mutex_;
+  std::condition_variable stop_;
+  const char* call_ = nullptr;  // armed while not null
+  std::chrono::steady_clock::time_point deadline_;
+  bool stopping_ = false;
   std::thread thread_;
 };
 

@@ -141,7 +141,7 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
   std::vector<std::vector<int>> local_cpus{cpus};
   if (runtime->mpi_) {
     PhaseWatchdog watchdog("MPI start-up", options.stall_limit, runtime->who(),
-                           PhaseWatchdog::End::kExitProcess);
+                           WatchdogEnd::kExitProcess);
     watchdog.at("MPI_Init_thread");
     int provided = MPI_THREAD_SINGLE;
     mpi_check(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
@@ -182,7 +182,7 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
 
 ProcessRuntime::~ProcessRuntime() {
   if (!mpi_) return;
-  PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), PhaseWatchdog::End::kExitProcess);
+  PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kExitProcess);
   watchdog.at("MPI_Finalize");
   MPI_Finalize();
 }

@@ -32,6 +32,7 @@ void log_to_run_folder(const std::string& run_dir, int rank) {
 // --device cuda: this rank's GPU (node-local rank modulo the GPUs it can see, so both one GPU
 // per task and all of a node's GPUs per task work) and its NCCL communicator.
 core::TrainDevice cuda_device(const cluster::ProcessRuntime& runtime, cluster::Communicator& world,
+                              std::chrono::milliseconds stall_limit,
                               std::unique_ptr<cluster::Communicator>& communicator) {
   const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
   if (!torch::cuda::is_available()) {
@@ -42,7 +43,7 @@ core::TrainDevice cuda_device(const cluster::ProcessRuntime& runtime, cluster::C
                          "; a CPU-only LibTorch never sees one): use --device cpu or a GPU node and a CUDA build"));
   }
   const int index = runtime.local_rank() % static_cast<int>(torch::cuda::device_count());
-  communicator = cluster::make_cuda_communicator(world, index);
+  communicator = cluster::make_cuda_communicator(world, index, stall_limit);
   LOG(INFO) << "rank " << runtime.rank() << " trains on cuda:" << index << " of " << torch::cuda::device_count()
             << " visible (CUDA_VISIBLE_DEVICES=" << (visible != nullptr ? visible : "unset") << ")";
   return {c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index)), communicator.get()};
@@ -156,7 +157,7 @@ int run_train(int argc, char** argv) {
     LOG(INFO) << runtime->describe();
     world = runtime->world_communicator(stall_limit);
     const core::TrainDevice device =
-        c.device == "cuda" ? cuda_device(*runtime, *world, device_communicator) : core::TrainDevice{};
+        c.device == "cuda" ? cuda_device(*runtime, *world, stall_limit, device_communicator) : core::TrainDevice{};
     const core::TrainResult result = core::train(c, *world, device);
     if (runtime->rank() == 0) {
       const std::string resumed =

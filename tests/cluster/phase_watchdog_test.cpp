@@ -1,7 +1,8 @@
 // PhaseWatchdog without MPI: a phase that ends in time leaves the process alone; one that
 // overruns ends it with kStallExitCode and a message naming the phase and the call; after
 // rank_failed() it ends with the rank's own status. (The MPI phases it guards are tested with
-// real late ranks in stall_test.sh.)
+// real late ranks in stall_test.sh.) CallWatchdog, re-armed around each call, the same way: it
+// guards the NCCL collectives, which cannot run here (no GPU).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -17,7 +18,7 @@ using std::chrono::milliseconds;
 TEST(PhaseWatchdog, APhaseThatEndsInTimeIsLeftAlone) {
   {
     PhaseWatchdog watchdog("a quick phase", milliseconds(100), "rank 0 on here",
-                           PhaseWatchdog::End::kExitProcess);
+                           WatchdogEnd::kExitProcess);
     watchdog.at("a quick call");
   }
   std::this_thread::sleep_for(milliseconds(300));  // past the limit, and the process still runs
@@ -28,7 +29,7 @@ TEST(PhaseWatchdog, ItsEndDoesNotWaitForTheLimit) {
   const auto start = std::chrono::steady_clock::now();
   {
     PhaseWatchdog watchdog("a phase", std::chrono::minutes(10), "rank 0 on here",
-                           PhaseWatchdog::End::kExitProcess);
+                           WatchdogEnd::kExitProcess);
   }
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
 }
@@ -38,7 +39,7 @@ TEST(PhaseWatchdogDeathTest, AnOverrunEndsTheProcessNamingThePhaseAndTheCall) {
   EXPECT_EXIT(
       {
         PhaseWatchdog watchdog("MPI start-up", milliseconds(50), "rank 3 on node17",
-                               PhaseWatchdog::End::kExitProcess);
+                               WatchdogEnd::kExitProcess);
         watchdog.at("MPI_Init_thread");
         std::this_thread::sleep_for(std::chrono::seconds(5));
       },
@@ -53,13 +54,39 @@ TEST(PhaseWatchdogDeathTest, AfterTheRankFailedItEndsWithTheRanksStatus) {
       {
         PhaseWatchdog::rank_failed(4);
         PhaseWatchdog watchdog("MPI shut-down", milliseconds(50), "rank 1 on node2",
-                               PhaseWatchdog::End::kExitProcess);
+                               WatchdogEnd::kExitProcess);
         watchdog.at("MPI_Finalize");
         std::this_thread::sleep_for(std::chrono::seconds(5));
       },
       testing::ExitedWithCode(4),
       "\\[rank 1 on node2\\] this rank has failed \\(its error is above\\), and the other ranks have "
       "not joined it in MPI shut-down within 0.05 s \\(still in MPI_Finalize\\)");
+}
+
+TEST(CallWatchdog, CallsThatEachEndInTimeAreLeftAlone) {
+  // 20 calls of 30 ms under a 500 ms limit: 600 ms in all, none over.
+  CallWatchdog watchdog(milliseconds(500), "rank 0 on here", WatchdogEnd::kExitProcess);
+  for (int k = 0; k < 20; ++k) {
+    watchdog.arm("a collective");
+    std::this_thread::sleep_for(milliseconds(30));
+    watchdog.disarm();
+  }
+  std::this_thread::sleep_for(milliseconds(800));  // disarmed: idle time does not count
+  SUCCEED();
+}
+
+TEST(CallWatchdogDeathTest, ACallOverTheLimitEndsTheProcessNamingIt) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        CallWatchdog watchdog(milliseconds(100), "rank 2 on gpu7", WatchdogEnd::kExitProcess);
+        watchdog.arm("a quick collective");
+        watchdog.disarm();
+        watchdog.arm("ncclAllReduce");
+        std::this_thread::sleep_for(std::chrono::seconds(5));
+      },
+      testing::ExitedWithCode(kStallExitCode),
+      "\\[rank 2 on gpu7\\] stall: ncclAllReduce has not completed after 0.1 s, the stall limit");
 }
 
 }  // namespace
