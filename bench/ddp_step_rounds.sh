@@ -12,8 +12,9 @@
 # communication in either leg; after backward is the reducer's exposed wait (about 0 alone).
 # The ratio is against the pair's mean (the issue's target) and, second, against the pair's slower
 # process: a lockstep job runs at its slower rank's pace, and on a VM whose CPUs differ in speed
-# (here a lone process took 0.78-0.82 s a step on CPU 0 and 0.63-0.65 s on CPU 1) the pair's mean
-# is out of any synchronous job's reach, whatever its communication costs.
+# (on one VM a lone process took 0.78-0.82 s a step on one CPU and 0.63-0.65 s on the other, and
+# which CPU was the slower changed within minutes) the pair's mean is out of any synchronous
+# job's reach, whatever its communication costs.
 # Before the rounds, a lone process runs on each of the two cores (CMAF_STEP_CALIBRATE=0: not).
 # CMAF_STEP_BIND=core pins both legs, one core per process (the pair through taskset on the
 # first two cores this shell may use, the 2-rank job through mpirun --bind-to core): unpinned,
@@ -67,7 +68,7 @@ if [[ "${bind}" == core ]]; then
   fi
   pin=(taskset -c); mpi_bind=(--map-by core --bind-to core)
 fi
-echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) ${#cpus[@]} cores (of $(nproc) CPUs), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "# ${args[*]}; ${rounds} rounds; binding ${CMAF_STEP_BIND:-none}"
 err="$(mktemp)"
 trap 'rm -f "${err}"' EXIT
@@ -79,7 +80,7 @@ if [[ "${CMAF_STEP_CALIBRATE:-1}" != 0 ]] && ((${#cpus[@]} >= 2)); then
     lone+=("$( { taskset -c "${c}" "${bin}" "${args[@]}" 2> /dev/null || true; } | median_of)")
     echo "# lone process on CPU ${c}: median step ${lone[-1]:-n/a} s"
   done
-  if [[ -n "${lone[0]}" && -n "${lone[1]}" ]]; then
+  if awk -v a="${lone[0]:-0}" -v b="${lone[1]:-0}" 'BEGIN { exit !(a > 0 && b > 0) }'; then
     awk -v a="${lone[0]}" -v b="${lone[1]}" 'BEGIN {
       s = a > b ? a : b; f = a > b ? b : a; printf "# the slower CPU takes %+.1f %% longer a step\n", 100 * (s / f - 1) }'
   fi

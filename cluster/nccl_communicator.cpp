@@ -95,12 +95,20 @@ NcclCommunicator::~NcclCommunicator() {
   if (state_->comm != nullptr) ncclCommDestroy(state_->comm);
 }
 
-void NcclCommunicator::wait_for_stream(const char* collective) {
-  watchdog_->arm(collective);
-  const cudaError_t status = cudaStreamSynchronize(state_->stream);
-  watchdog_->disarm();
-  CMAF_CUDA_CHECK(status);
-}
+namespace {
+// Arms the watchdog for one collective, from its enqueueing (which may itself wait for peers:
+// NCCL connects lazily, at a communicator's first collective) to the end of its stream.
+class Armed {
+ public:
+  Armed(CallWatchdog& watchdog, const char* collective) : watchdog_(watchdog) { watchdog_.arm(collective); }
+  ~Armed() { watchdog_.disarm(); }
+  Armed(const Armed&) = delete;
+  Armed& operator=(const Armed&) = delete;
+
+ private:
+  CallWatchdog& watchdog_;
+};
+}  // namespace
 
 void NcclCommunicator::check_device_tensor(const at::Tensor& tensor, const std::string& operation) const {
   check_collective_tensor(*this, tensor, operation);
@@ -118,9 +126,10 @@ WorkHandle NcclCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {
   return std::make_shared<Work>(thread_->submit([this, tensor, op, ready] {
     CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
     CMAF_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, ready, 0));
+    const Armed armed(*watchdog_, "ncclAllReduce");
     CMAF_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
                                   nccl_type(tensor.scalar_type()), nccl_op(op), state_->comm, state_->stream));
-    wait_for_stream("ncclAllReduce");
+    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
     cudaEventDestroy(ready);
   }));
 }
@@ -130,9 +139,10 @@ WorkHandle NcclCommunicator::broadcast_async(at::Tensor tensor, int root) {
   return std::make_shared<Work>(thread_->submit([this, tensor, root] {
     CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
     CMAF_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    const Armed armed(*watchdog_, "ncclBroadcast");
     CMAF_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
                                   nccl_type(tensor.scalar_type()), root, state_->comm, state_->stream));
-    wait_for_stream("ncclBroadcast");
+    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
   }));
 }
 
@@ -145,9 +155,10 @@ at::Tensor NcclCommunicator::all_gather(const at::Tensor& dense) {
   thread_->submit([&] {
     CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
     CMAF_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    const Armed armed(*watchdog_, "ncclAllGather");
     CMAF_NCCL_CHECK(ncclAllGather(tensor.data_ptr(), out.data_ptr(), static_cast<size_t>(tensor.numel()),
                                   nccl_type(tensor.scalar_type()), state_->comm, state_->stream));
-    wait_for_stream("ncclAllGather");
+    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
   }).get();
   return out;
 }

@@ -10,7 +10,8 @@
 //
 // Stall limit: NCCL never times out, so a collective that a peer does not join would keep the
 // communication thread in cudaStreamSynchronize forever. A CallWatchdog (phase_watchdog.h) is
-// armed around each collective; past the limit it logs the call and ends the job (MPI_Abort,
+// armed around each collective, from its enqueueing to the end of its stream; past the limit it
+// logs the call and ends the job (MPI_Abort,
 // status 75). ncclCommInitRank and ncclCommDestroy, which also wait for every rank, run under a
 // PhaseWatchdog. Written against the NCCL 2.28 headers; like the rest of this backend it has
 // not run on a GPU yet (none in development or CI).
@@ -43,8 +44,6 @@ class NcclCommunicator : public Communicator {
  private:
   struct State;  // CUDA and NCCL handles, kept out of this header
   void check_device_tensor(const at::Tensor& tensor, const std::string& operation) const;
-  // Waits for the communicator's stream (the collective enqueued on it) under the stall limit.
-  void wait_for_stream(const char* collective);
 
   Communicator& bootstrap_;
   int rank_ = 0;

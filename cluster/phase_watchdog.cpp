@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 
 #include "common/error.h"
 
@@ -17,7 +18,13 @@ double seconds(std::chrono::milliseconds t) { return std::chrono::duration<doubl
 [[noreturn]] void end_stall(const std::string& message, int status, WatchdogEnd end) {
   LOG(ERROR) << message;
   google::FlushLogFiles(google::GLOG_INFO);
-  if (end == WatchdogEnd::kAbortJob) MPI_Abort(MPI_COMM_WORLD, status);
+  std::fflush(nullptr);  // what the process printed so far (std::cout writes through stdio)
+  int provided = MPI_THREAD_SINGLE;
+  // From this thread MPI may only be called beside the others with MPI_THREAD_MULTIPLE.
+  if (end == WatchdogEnd::kAbortJob && MPI_Query_thread(&provided) == MPI_SUCCESS &&
+      provided == MPI_THREAD_MULTIPLE) {
+    MPI_Abort(MPI_COMM_WORLD, status);
+  }
   _exit(status);
 }
 }  // namespace

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <thread>
 
@@ -148,6 +149,7 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     if (provided < MPI_THREAD_SERIALIZED) {
       MPI_Finalize();
+      runtime->mpi_ = false;  // finalised: the destructor must not again
       throw ClusterError(str("the MPI library provides thread level ", provided,
                              "; cmaformer needs at least MPI_THREAD_SERIALIZED (all MPI calls run "
                              "on one communication thread, not the main one)"));
@@ -182,6 +184,21 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
 
 ProcessRuntime::~ProcessRuntime() {
   if (!mpi_) return;
+  if (size_ > 1) {
+    // The ranks meet here before MPI_Finalize, which waits for all of them too but from inside
+    // which no watchdog may call MPI_Abort. A rank that failed (its error printed) waits only
+    // the grace: peers that did not stop with it are waiting for it in a collective, and the
+    // watchdog ends the whole job with its status at once, under srun as under mpirun.
+    PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kAbortJob);
+    watchdog.at("MPI_Ibarrier before MPI_Finalize");
+    MPI_Request request = MPI_REQUEST_NULL;
+    int done = 0;
+    if (MPI_Ibarrier(MPI_COMM_WORLD, &request) == MPI_SUCCESS) {
+      while (MPI_Test(&request, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+  }
   PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kExitProcess);
   watchdog.at("MPI_Finalize");
   MPI_Finalize();

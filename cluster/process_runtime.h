@@ -15,9 +15,11 @@
 // docker --cpus, do not show in the affinity mask: pass --threads there.) More threads than that
 // share logs a warning with the launcher's fix.
 //
-// MPI start-up (MPI_Init_thread, the node communicator) and MPI_Finalize each wait for every
-// process of the job; a PhaseWatchdog (phase_watchdog.h) ends a rank whose peers have not arrived
-// within the stall limit, naming the call, with kStallExitCode, instead of letting it wait forever.
+// MPI start-up (MPI_Init_thread, the node communicator) and shut-down (a barrier, then
+// MPI_Finalize) each wait for every process of the job; a PhaseWatchdog (phase_watchdog.h) ends a
+// rank whose peers have not arrived within the stall limit, naming the call, with kStallExitCode,
+// instead of letting it wait forever. A rank that has failed (PhaseWatchdog::rank_failed) waits
+// in the barrier only a short grace, then ends the whole job with its own status.
 //
 // Destroy every communicator before the runtime (MPI_Finalize runs in its destructor).
 #pragma once

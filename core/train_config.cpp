@@ -201,7 +201,9 @@ void TrainConfig::validate() const {
   positive(log_every, "log-every");
   positive(fingerprint_every, "fingerprint-every");
   positive(bucket_cap_mib, "bucket-cap-mib");
-  if (!(stall_seconds > 0.0)) throw InputError("--stall-seconds", "", str(stall_seconds, ", expected > 0"));
+  if (!(stall_seconds >= 1.0 && stall_seconds <= 1e6)) {
+    throw InputError("--stall-seconds", "", str(stall_seconds, ", expected 1 to 1000000 seconds"));
+  }
   datastore::check_augment_options(augment);
 }
 

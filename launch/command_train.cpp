@@ -1,5 +1,6 @@
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -147,7 +148,9 @@ int run_train(int argc, char** argv) {
   cluster::RuntimeOptions runtime_options;
   runtime_options.threads = c.threads;
   const std::chrono::milliseconds stall_limit(static_cast<int64_t>(c.stall_seconds * 1000.0));
-  runtime_options.stall_limit = stall_limit;
+  // MPI start-up of a large job can take a minute: a short limit meant for collectives does
+  // not cut it shorter than that.
+  runtime_options.stall_limit = std::max<std::chrono::milliseconds>(stall_limit, std::chrono::minutes(1));
   auto runtime = cluster::ProcessRuntime::start(&argc, &argv, runtime_options);
   // Outside the work, so that an error on this rank alone is printed before they shut down.
   std::unique_ptr<cluster::Communicator> world;

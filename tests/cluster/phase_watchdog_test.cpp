@@ -17,11 +17,11 @@ using std::chrono::milliseconds;
 
 TEST(PhaseWatchdog, APhaseThatEndsInTimeIsLeftAlone) {
   {
-    PhaseWatchdog watchdog("a quick phase", milliseconds(100), "rank 0 on here",
+    PhaseWatchdog watchdog("a quick phase", milliseconds(1000), "rank 0 on here",
                            WatchdogEnd::kExitProcess);
     watchdog.at("a quick call");
   }
-  std::this_thread::sleep_for(milliseconds(300));  // past the limit, and the process still runs
+  std::this_thread::sleep_for(milliseconds(1500));  // past the limit, and the process still runs
   SUCCEED();
 }
 
@@ -64,14 +64,14 @@ TEST(PhaseWatchdogDeathTest, AfterTheRankFailedItEndsWithTheRanksStatus) {
 }
 
 TEST(CallWatchdog, CallsThatEachEndInTimeAreLeftAlone) {
-  // 20 calls of 30 ms under a 500 ms limit: 600 ms in all, none over.
-  CallWatchdog watchdog(milliseconds(500), "rank 0 on here", WatchdogEnd::kExitProcess);
+  // 20 calls of 100 ms under a 1 s limit: 2 s in all, none over.
+  CallWatchdog watchdog(milliseconds(1000), "rank 0 on here", WatchdogEnd::kExitProcess);
   for (int k = 0; k < 20; ++k) {
     watchdog.arm("a collective");
-    std::this_thread::sleep_for(milliseconds(30));
+    std::this_thread::sleep_for(milliseconds(100));
     watchdog.disarm();
   }
-  std::this_thread::sleep_for(milliseconds(800));  // disarmed: idle time does not count
+  std::this_thread::sleep_for(milliseconds(1500));  // disarmed: idle time does not count
   SUCCEED();
 }
 

@@ -30,6 +30,6 @@ late_report() {  # late_report PHASE CALL: a live rank named the phase and the c
 case "${mode}" in
   late-start) late_report "MPI start-up" "MPI_Init_thread" ;;
   late-communicator) late_report "the communicator's set-up" "MPI_Comm_dup" ;;
-  late-finish) late_report "MPI shut-down" "MPI_Finalize" ;;
+  late-finish) late_report "MPI shut-down" "MPI_Ibarrier before MPI_Finalize" ;;
 esac
 echo "PASS"

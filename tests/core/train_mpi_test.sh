@@ -194,7 +194,7 @@ case "${mode}" in
     ((elapsed <= 60)) || fail "the job took ${elapsed} s to end"
     grep -q "error: \[rank 0\] ${work}/no-such-checkpoint: .*not a valid checkpoint" "${work}/e.out" \
       || fail "rank 0's error message is missing"
-    grep -q "stall" "${work}/e.out" && fail "the error was reported as a stall"
+    grep -qE "stall:|stall limit" "${work}/e.out" && fail "the error was reported as a stall"
     # An error on every rank at once (every rank opens the dataset) still shuts down cleanly:
     # each rank prints it and no rank has to end the job.
     rm -f "${work}/ds/manifest.json"
