@@ -26,22 +26,24 @@ std::string env(const char* name) {
   return value == nullptr ? "" : value;
 }
 
-void mpi_check(int code, const char* call) {
-  if (code != MPI_SUCCESS) throw ClusterError(str(call, " failed: ", mpi_error_text(code)));
+// `who`: "rank 3 on node17", as ProcessRuntime::who() says it.
+void mpi_check(int code, const char* call, const std::string& who) {
+  if (code != MPI_SUCCESS) throw ClusterError(str(call, " failed on ", who, ": ", mpi_error_text(code)));
 }
 
 // Every node-local rank's allowed CPUs, gathered over the node communicator as bit masks.
-std::vector<std::vector<int>> gather_allowed_cpus(MPI_Comm node, const std::vector<int>& mine) {
+std::vector<std::vector<int>> gather_allowed_cpus(MPI_Comm node, const std::vector<int>& mine,
+                                                  const std::string& who) {
   int words = mine.empty() ? 1 : mine.back() / 64 + 1;
   mpi_check(MPI_Allreduce(MPI_IN_PLACE, &words, 1, MPI_INT, MPI_MAX, node),
-            "MPI_Allreduce(CPU mask words)");
+            "MPI_Allreduce(CPU mask words)", who);
   std::vector<uint64_t> bits(static_cast<size_t>(words), 0);
   for (int cpu : mine) bits[static_cast<size_t>(cpu / 64)] |= uint64_t{1} << (cpu % 64);
   int size = 1;
-  mpi_check(MPI_Comm_size(node, &size), "MPI_Comm_size(node)");
+  mpi_check(MPI_Comm_size(node, &size), "MPI_Comm_size(node)", who);
   std::vector<uint64_t> all(bits.size() * static_cast<size_t>(size));
   mpi_check(MPI_Allgather(bits.data(), words, MPI_UINT64_T, all.data(), words, MPI_UINT64_T, node),
-            "MPI_Allgather(CPU masks)");
+            "MPI_Allgather(CPU masks)", who);
   std::vector<std::vector<int>> cpus(static_cast<size_t>(size));
   for (int r = 0; r < size; ++r) {
     for (int cpu = 0; cpu < 64 * words; ++cpu) {
@@ -120,11 +122,33 @@ LaunchEnvironment read_launch_environment() {
   e.slurm_procid = env("SLURM_PROCID");
   e.slurm_localid = env("SLURM_LOCALID");
   e.slurm_nodelist = env("SLURM_JOB_NODELIST");
+  e.slurm_step_tasks = env("SLURM_STEP_NUM_TASKS");
+  e.pmi_rank = env("PMI_RANK");
+  e.ompi_world_size = env("OMPI_COMM_WORLD_SIZE");
+  e.ompi_local_rank = env("OMPI_COMM_WORLD_LOCAL_RANK");
+  e.ompi_local_size = env("OMPI_COMM_WORLD_LOCAL_SIZE");
   return e;
+}
+
+void check_launch_environment(const LaunchEnvironment& e) {
+  if (e.launcher != "none" || e.slurm_procid.empty()) return;
+  const long tasks = std::strtol(e.slurm_step_tasks.c_str(), nullptr, 10);
+  if (tasks <= 1) return;
+  throw ClusterError(str(
+      "srun started this process as task ", e.slurm_procid, " of ", tasks, " (SLURM_PROCID, SLURM_STEP_NUM_TASKS) ",
+      e.pmi_rank.empty() ? std::string("without an MPI plugin (no PMIX_RANK in the environment)")
+                         : std::string("with the PMI-2 plugin (PMI_RANK is set; Debian's OpenMPI 4.1 speaks only PMIx)"),
+      ", so MPI cannot join the tasks into one job: each would run alone as world size 1. Launch with "
+      "srun --mpi=pmix (srun --mpi=list shows the plugins; MpiDefault=pmix in slurm.conf makes it the default), "
+      "or with mpirun inside the allocation"));
 }
 
 std::string LaunchEnvironment::describe() const {
   std::string out = "launcher " + launcher;
+  if (launcher == "mpirun") {
+    out += str(" (OMPI_COMM_WORLD rank ", rank, " of ", ompi_world_size, ", local rank ", ompi_local_rank, " of ",
+               ompi_local_size, ")");
+  }
   if (!slurm_job_id.empty()) {
     out += str(", slurm job ", slurm_job_id, " procid ", slurm_procid, " localid ", slurm_localid,
                " nodes ", slurm_nodelist);
@@ -135,6 +159,7 @@ std::string LaunchEnvironment::describe() const {
 std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, const RuntimeOptions& options) {
   std::unique_ptr<ProcessRuntime> runtime(new ProcessRuntime());
   runtime->environment_ = read_launch_environment();
+  check_launch_environment(runtime->environment_);
   runtime->hostname_ = host_name();
   runtime->mpi_ = options.force_mpi || runtime->environment_.launcher != "none";
   runtime->stall_limit_ = options.stall_limit;
@@ -145,8 +170,9 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
                            WatchdogEnd::kExitProcess);
     watchdog.at("MPI_Init_thread");
     int provided = MPI_THREAD_SINGLE;
-    mpi_check(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
-    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    mpi_check(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread", runtime->who());
+    mpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler",
+              runtime->who());
     if (provided < MPI_THREAD_SERIALIZED) {
       MPI_Finalize();
       runtime->mpi_ = false;  // finalised: the destructor must not again
@@ -154,17 +180,17 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
                              "; cmaformer needs at least MPI_THREAD_SERIALIZED (all MPI calls run "
                              "on one communication thread, not the main one)"));
     }
-    mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &runtime->rank_), "MPI_Comm_rank");
-    mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_), "MPI_Comm_size");
+    mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &runtime->rank_), "MPI_Comm_rank", runtime->who());
+    mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_), "MPI_Comm_size", runtime->who());
     watchdog.at("MPI_Comm_split_type");
     MpiComm node;  // freed also when a check below throws
     mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL,
                                   node.receive()),
-              "MPI_Comm_split_type");
-    mpi_check(MPI_Comm_rank(node, &runtime->local_rank_), "MPI_Comm_rank(node)");
-    mpi_check(MPI_Comm_size(node, &runtime->local_size_), "MPI_Comm_size(node)");
+              "MPI_Comm_split_type", runtime->who());
+    mpi_check(MPI_Comm_rank(node, &runtime->local_rank_), "MPI_Comm_rank(node)", runtime->who());
+    mpi_check(MPI_Comm_size(node, &runtime->local_size_), "MPI_Comm_size(node)", runtime->who());
     watchdog.at("the node's CPU masks (MPI_Allgather)");
-    local_cpus = gather_allowed_cpus(node, cpus);
+    local_cpus = gather_allowed_cpus(node, cpus, runtime->who());
     node.reset();
     if (runtime->size_ > 1) set_error_prefix(str("[rank ", runtime->rank_, "] "));
   }

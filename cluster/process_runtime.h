@@ -41,11 +41,19 @@ struct LaunchEnvironment {
   std::string slurm_procid;
   std::string slurm_localid;
   std::string slurm_nodelist;
+  std::string slurm_step_tasks;  // SLURM_STEP_NUM_TASKS: the tasks srun started in this step
+  std::string pmi_rank;          // PMI_RANK: srun --mpi=pmi2 (which Debian's OpenMPI cannot use)
+  std::string ompi_world_size, ompi_local_rank, ompi_local_size;  // OMPI_COMM_WORLD_*
 
   std::string describe() const;
 };
 
 LaunchEnvironment read_launch_environment();
+
+// Throws ClusterError when srun started several tasks of this step but gave them no MPI plugin
+// this build can use (srun without --mpi=pmix, or with --mpi=pmi2): each task would otherwise
+// train alone as world size 1, all writing the same run folder. Nothing to say otherwise.
+void check_launch_environment(const LaunchEnvironment& environment);
 
 // This machine's host name, for messages ("[rank 3 on node17] ...").
 std::string host_name();

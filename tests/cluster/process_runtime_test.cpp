@@ -8,6 +8,8 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/cluster_error.h"
+
 namespace cmaf::cluster {
 namespace {
 
@@ -100,6 +102,58 @@ TEST(ProcessRuntimeThreads, DefaultFollowsTheAffinityMask) {
   RuntimeOptions two;
   two.threads = 2;
   EXPECT_EQ(ProcessRuntime::start(nullptr, nullptr, two)->threads(), 2);
+}
+
+// srun without an MPI plugin: every task would run alone, so start-up refuses it by name.
+TEST(LaunchEnvironmentTest, SrunWithoutPmixIsRefused) {
+  LaunchEnvironment e;  // what srun -n 2 --mpi=none gives task 1
+  e.slurm_job_id = "42";
+  e.slurm_procid = "1";
+  e.slurm_step_tasks = "2";
+  try {
+    check_launch_environment(e);
+    FAIL() << "srun's 2 tasks without PMIx were accepted";
+  } catch (const ClusterError& error) {
+    const std::string what = error.what();
+    EXPECT_NE(what.find("task 1 of 2"), std::string::npos) << what;
+    EXPECT_NE(what.find("no PMIX_RANK"), std::string::npos) << what;
+    EXPECT_NE(what.find("srun --mpi=pmix"), std::string::npos) << what;
+  }
+  e.pmi_rank = "1";  // srun --mpi=pmi2
+  try {
+    check_launch_environment(e);
+    FAIL() << "srun's 2 tasks with PMI-2 were accepted";
+  } catch (const ClusterError& error) {
+    EXPECT_NE(std::string(error.what()).find("PMI-2"), std::string::npos) << error.what();
+  }
+  // Accepted: one task, srun with PMIx, mpirun inside an allocation, no Slurm at all.
+  LaunchEnvironment one = e;
+  one.slurm_step_tasks = "1";
+  EXPECT_NO_THROW(check_launch_environment(one));
+  LaunchEnvironment pmix = e;
+  pmix.launcher = "srun";
+  EXPECT_NO_THROW(check_launch_environment(pmix));
+  LaunchEnvironment mpirun = e;
+  mpirun.launcher = "mpirun";
+  EXPECT_NO_THROW(check_launch_environment(mpirun));
+  EXPECT_NO_THROW(check_launch_environment(LaunchEnvironment{}));
+}
+
+TEST(LaunchEnvironmentTest, DescribeNamesTheLaunchersRanks) {
+  LaunchEnvironment e;
+  e.launcher = "mpirun";
+  e.rank = "2";
+  e.ompi_world_size = "3";
+  e.ompi_local_rank = "0";
+  e.ompi_local_size = "1";
+  EXPECT_EQ(e.describe(), "launcher mpirun (OMPI_COMM_WORLD rank 2 of 3, local rank 0 of 1)");
+  LaunchEnvironment s;
+  s.launcher = "srun";
+  s.slurm_job_id = "7";
+  s.slurm_procid = "3";
+  s.slurm_localid = "1";
+  s.slurm_nodelist = "node[1-2]";
+  EXPECT_EQ(s.describe(), "launcher srun, slurm job 7 procid 3 localid 1 nodes node[1-2]");
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 # with two nodes on this machine (CMAF_SLURM_NODES=2).
 #
 #   slurm_jobs_test.sh start|stop SLURM_DIR
-#   slurm_jobs_test.sh train|twonodes|preempt|preempt2nodes|gpu|rankerror SLURM_DIR CMAFORMER
+#   slurm_jobs_test.sh train|twonodes|preempt|preempt2nodes|gpu|rankerror|nopmix SLURM_DIR CMAFORMER
 #   slurm_jobs_test.sh preparray SLURM_DIR CMAFORMER MAKE_NNUNET_FOLDER
 #   slurm_jobs_test.sh freeze SLURM_DIR CMAFORMER STALL_PROBE
 #     train    2-rank CPU training job completes with its checkpoint; then the eval job on that
@@ -34,6 +34,8 @@
 #     rankerror  the eval template on 2 tasks where one test case is damaged, so one rank fails
 #              while the other waits for it: the job fails within a minute with that rank's
 #              error and exit code 1 (MPI_Abort through Slurm's PMIx), not at the stall limit
+#     nopmix   srun --mpi=none with 2 tasks: each task stops at start-up with an error naming
+#              srun --mpi=pmix, instead of training alone as a world of one
 # Exit 77 (ctest: skipped) when not root or Slurm is not installed.
 #
 # A mode that fails while one of its job outputs holds OpenMPI's report of a rank killed by a
@@ -220,6 +222,22 @@ case "${mode}" in
     [[ "$(grep -c "^error: \[rank [01]\] ${damaged}: dataset 'image'" "${out}")" == 1 ]] \
       || fail "expected one rank's error naming ${damaged}"
     echo "rankerror: one rank's damaged case failed the 2-task eval job in ${elapsed} s with its error, exit code 1"
+    ;;
+  nopmix)
+    # srun without an MPI plugin: each task would be a world of one. Both must refuse to start.
+    start=$(date +%s)
+    status=0
+    timeout 120 srun --mpi=none --ntasks=2 --time=2 --job-name=cmaf-test-nopmix --chdir="${work}" \
+      "${bin}" train --data "${work}/ds" --run-dir "${work}/run" --preset tiny --input-size 64 --steps 2 \
+      --threads 1 > "${work}/nopmix.out" 2>&1 || status=$?
+    elapsed=$(( $(date +%s) - start ))
+    grep -v '^I2' "${work}/nopmix.out" || true
+    ((status != 124)) || fail "srun --mpi=none hung until the 120 s timeout"
+    ((status != 0)) || fail "srun --mpi=none: the tasks trained as separate worlds of one"
+    [[ "$(grep -c "of 2 (SLURM_PROCID, SLURM_STEP_NUM_TASKS) without an MPI plugin.*srun --mpi=pmix" \
+          "${work}/nopmix.out")" == 2 ]] || fail "expected the error of both tasks, naming srun --mpi=pmix"
+    [[ ! -e "${work}/run/checkpoints" ]] || fail "a task trained alone and wrote checkpoints"
+    echo "nopmix: both tasks of srun --mpi=none refused to start (status ${status}, ${elapsed} s), naming --mpi=pmix"
     ;;
   freeze)
     need_two_nodes
