@@ -55,6 +55,7 @@ void visit_fields(Config& c, Visitor&& v) {
   v("site-weights", c.site_weights);
   v("sync-batch-norm", c.sync_batch_norm);
   v("bucket-cap-mib", c.bucket_cap_mib);
+  v("first-bucket-mib", c.first_bucket_mib);
   v("bf16-allreduce", c.bf16_allreduce);
   v("loader-threads", c.loader_threads);
   v("loader-queue", c.loader_queue);
@@ -201,6 +202,9 @@ void TrainConfig::validate() const {
   positive(log_every, "log-every");
   positive(fingerprint_every, "fingerprint-every");
   positive(bucket_cap_mib, "bucket-cap-mib");
+  if (!(first_bucket_mib >= 1.0 / 1024 && first_bucket_mib <= 1 << 20)) {
+    throw InputError("--first-bucket-mib", "", str(first_bucket_mib, ", expected 1/1024 (1 KiB) to 1048576 MiB"));
+  }
   if (!(stall_seconds >= 1.0 && stall_seconds <= 1e6)) {
     throw InputError("--stall-seconds", "", str(stall_seconds, ", expected 1 to 1000000 seconds"));
   }

@@ -85,9 +85,11 @@ struct TrainConfig {
   // cases (default 1), so a small hospital is not drowned by a large one.
   std::string site_weights;
   bool sync_batch_norm = true;
-  // Gradient all-reduce: bucket cap (the first bucket stays 1 MiB, as in PyTorch DDP) and bf16 on
-  // the wire (half the bytes; each rank's share rounded to bf16, summed in bf16).
+  // Gradient all-reduce: bucket cap, the first bucket's cap (1 MiB, as in PyTorch DDP: the last
+  // layers' gradients start on the wire early) and bf16 on the wire (half the bytes; each rank's
+  // share rounded to bf16, summed in bf16).
   int64_t bucket_cap_mib = 25;
+  double first_bucket_mib = 1.0;
   bool bf16_allreduce = false;
   // Loader.
   int loader_threads = 1;

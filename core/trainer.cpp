@@ -207,8 +207,16 @@ void Trainer::resume_or_start() {
   teacher_->eval();
   cluster::BucketOptions buckets;
   buckets.bucket_bytes = config_.bucket_cap_mib << 20;
+  buckets.first_bucket_bytes = static_cast<int64_t>(config_.first_bucket_mib * (1 << 20));
   buckets.bf16_wire = config_.bf16_allreduce;
   reducer_ = std::make_unique<cluster::BucketedReducer>(parameters_, device_world_, buckets);
+  // The broadcast makes the parameters agree; this proves it, and that every rank restored the
+  // same multipliers, before the first step rather than at the first --fingerprint-every step.
+  check_agreement(state_.step);
+  if (coordinator_ && world_.size() > 1) {
+    LOG(INFO) << "all " << world_.size() << " ranks hold identical parameters and multipliers at "
+              << (chosen ? str("resume (step ", state_.step, ")") : std::string("start"));
+  }
 }
 
 void Trainer::set_up_data() {

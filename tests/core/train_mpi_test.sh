@@ -86,6 +86,10 @@ case "${mode}" in
     cp -r "${work}/b/checkpoints/step-00000006" "${work}/c/checkpoints/"
     train "${work}/c" 12 12 > "${work}/c.out" 2>&1 || { cat "${work}/c.out"; fail "resumed run"; }
     grep -q "resumed from step 6" "${work}/c.out" || fail "run c did not resume from step 6"
+    grep -q "ranks hold identical parameters and multipliers at start" "${work}/a.out" \
+      || { cat "${work}/a.out"; fail "run a did not check the replicas at the start"; }
+    grep -q "ranks hold identical parameters and multipliers at resume (step 6)" "${work}/c.out" \
+      || { cat "${work}/c.out"; fail "run c did not check the replicas after resuming"; }
     "${compare}" "${work}/a/checkpoints/step-00000012" "${work}/c/checkpoints/step-00000012" \
       || fail "the resumed run's step-12 state differs from the uninterrupted run's"
     diff <(without_timing "${work}/a/metrics.jsonl" | grep -E '"step":12[,}]') \
@@ -165,10 +169,11 @@ case "${mode}" in
     ;;
   bf16wire)
     train "${work}/f" 6 6 > "${work}/f.out" 2>&1 || { cat "${work}/f.out"; fail "fp32 run"; }
-    train "${work}/w" 6 6 --bf16-allreduce 1 --bucket-cap-mib 1 > "${work}/w.out" 2>&1 \
+    train "${work}/w" 6 6 --bf16-allreduce 1 --bucket-cap-mib 1 --first-bucket-mib 0.25 > "${work}/w.out" 2>&1 \
       || { cat "${work}/w.out"; fail "bf16-allreduce run (a replica check fails it if the ranks drift)"; }
     grep -q '"bf16-allreduce": *true' "${work}/w/config.json" || fail "config.json does not record bf16-allreduce"
     grep -q '"bucket-cap-mib": *1[,}]' "${work}/w/config.json" || fail "config.json does not record bucket-cap-mib 1"
+    grep -q '"first-bucket-mib": *0.25[,}]' "${work}/w/config.json" || fail "config.json does not record first-bucket-mib 0.25"
     total() { grep -E '"step":6[,}]' "$1/metrics.jsonl" | grep -o '"total":[-0-9.e+]*' | head -1 | cut -d: -f2; }
     fp32="$(total "${work}/f")"
     bf16="$(total "${work}/w")"

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -450,9 +451,16 @@ TEST(TrainConfig, JsonRoundTripAndNamedErrors) {
   c.bucket_cap_mib = 0;
   expect_refused_naming(c, "--bucket-cap-mib");  // 0
   c.bucket_cap_mib = 4;
+  EXPECT_EQ(static_cast<int64_t>(TrainConfig().first_bucket_mib * (1 << 20)), cluster::kFirstBucketBytes);
+  c.first_bucket_mib = 0;
+  expect_refused_naming(c, "--first-bucket-mib");  // 0
+  c.first_bucket_mib = std::nan("");
+  expect_refused_naming(c, "--first-bucket-mib");
+  c.first_bucket_mib = 0.25;
   c.bf16_allreduce = true;
   const TrainConfig back = TrainConfig::from_json(c.to_json(), "x");
   EXPECT_EQ(back.bucket_cap_mib, 4);
+  EXPECT_EQ(back.first_bucket_mib, 0.25);
   EXPECT_TRUE(back.bf16_allreduce);
 }
 
