@@ -4,6 +4,8 @@
 
 #include <sstream>
 
+#include "cluster/cluster_error.h"
+#include "cluster/mpi_communicator.h"
 #include "common/error.h"
 
 namespace cmaf::cluster {
@@ -15,10 +17,17 @@ constexpr int kSilentPeriods = 6;  // no heartbeat for this many periods: silent
 HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds period,
                                    std::chrono::milliseconds limit, std::string host)
     : period_(period), limit_(limit), host_(std::move(host)) {
-  MPI_Comm_dup(parent, comm_.receive());
-  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
-  MPI_Comm_rank(comm_, &rank_);
-  MPI_Comm_size(comm_, &size_);
+  auto check = [&](int code, const char* call) {
+    if (code != MPI_SUCCESS) {
+      throw ClusterError(str(call, " (heartbeat channel) failed on rank ", rank_, " on ", host_, ": ",
+                             mpi_error_text(code)));
+    }
+  };
+  MPI_Comm_rank(parent, &rank_);  // for the messages below; the channel's own rank follows
+  check(MPI_Comm_dup(parent, comm_.receive()), "MPI_Comm_dup");
+  check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+  check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   last_sequence_.assign(static_cast<size_t>(size_), 0);
   last_heard_.assign(static_cast<size_t>(size_), Clock::now());
   thread_ = std::thread([this] { loop(); });
@@ -28,13 +37,24 @@ HeartbeatMonitor::~HeartbeatMonitor() {
   stopping_.store(true);
   thread_.join();
   // Every rank stops sending before anyone frees the channel; then drain what is left.
-  MPI_Barrier(comm_);
+  const int code = MPI_Barrier(comm_);
+  if (code != MPI_SUCCESS) note_failure("MPI_Barrier", -1, code);
   exchange();
   for (PendingSend& send : pending_) {
     MPI_Cancel(&send.request);
     MPI_Request_free(&send.request);
   }
 }  // comm_ frees itself
+
+void HeartbeatMonitor::note_failure(const char* call, int peer, int code) {
+  // The side channel's errors are not fatal: a peer it cannot reach shows in the stall report
+  // as silent. Each kind of failure is logged once, so that a dead peer does not flood the log.
+  const std::string key = str(call, "/", peer);
+  if (!logged_failures_.insert(key).second) return;
+  LOG(WARNING) << "[rank " << rank_ << " on " << host_ << "] heartbeat " << call
+               << (peer >= 0 ? str(" with rank ", peer) : std::string()) << " failed: " << mpi_error_text(code)
+               << " (logged once; the stall report names ranks that cannot be heard)";
+}
 
 void HeartbeatMonitor::exchange() {
   // Receive everything that has arrived.
@@ -43,7 +63,11 @@ void HeartbeatMonitor::exchange() {
     MPI_Status status;
     if (MPI_Iprobe(MPI_ANY_SOURCE, kHeartbeatTag, comm_, &flag, &status) != MPI_SUCCESS || !flag) break;
     int64_t sequence = 0;
-    MPI_Recv(&sequence, 1, MPI_INT64_T, status.MPI_SOURCE, kHeartbeatTag, comm_, MPI_STATUS_IGNORE);
+    const int code = MPI_Recv(&sequence, 1, MPI_INT64_T, status.MPI_SOURCE, kHeartbeatTag, comm_, MPI_STATUS_IGNORE);
+    if (code != MPI_SUCCESS) {
+      note_failure("MPI_Recv", status.MPI_SOURCE, code);
+      break;
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     last_sequence_[static_cast<size_t>(status.MPI_SOURCE)] = sequence;
     last_heard_[static_cast<size_t>(status.MPI_SOURCE)] = Clock::now();
@@ -52,8 +76,10 @@ void HeartbeatMonitor::exchange() {
   std::vector<PendingSend> still_pending;
   for (PendingSend& send : pending_) {
     int done = 0;
-    MPI_Test(&send.request, &done, MPI_STATUS_IGNORE);
-    if (!done) still_pending.push_back(std::move(send));
+    const int code = MPI_Test(&send.request, &done, MPI_STATUS_IGNORE);
+    if (code != MPI_SUCCESS) note_failure("MPI_Test(MPI_Isend)", -1, code);
+    // Kept until MPI reports it done: MPI may still read the buffer of a failed test.
+    if (code != MPI_SUCCESS || !done) still_pending.push_back(std::move(send));
   }
   pending_.swap(still_pending);
 }
@@ -101,8 +127,11 @@ void HeartbeatMonitor::loop() {
       // A silent peer is not sent more: its unsent messages would pile up.
       if (pending_.size() > static_cast<size_t>(4 * size_)) break;
       PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t>(sequence)};
-      if (MPI_Isend(send.value.get(), 1, MPI_INT64_T, r, kHeartbeatTag, comm_, &send.request) == MPI_SUCCESS) {
+      const int code = MPI_Isend(send.value.get(), 1, MPI_INT64_T, r, kHeartbeatTag, comm_, &send.request);
+      if (code == MPI_SUCCESS) {
         pending_.push_back(std::move(send));
+      } else {
+        note_failure("MPI_Isend", r, code);
       }
     }
     exchange();

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,6 +50,8 @@ class HeartbeatMonitor {
   void loop();
   void exchange();
   void abort_if_stalled();
+  // Logs a failed side-channel call (peer -1: none) once per call and peer; never throws.
+  void note_failure(const char* call, int peer, int code);
 
   MpiComm comm_;  // the heartbeat channel, a duplicate of the parent
   int rank_ = 0;
@@ -70,6 +73,7 @@ class HeartbeatMonitor {
     std::unique_ptr<int64_t> value;  // the send buffer lives until the send completes
   };
   std::vector<PendingSend> pending_;
+  std::set<std::string> logged_failures_;  // the heartbeat thread's, then the destructor's
   std::thread thread_;
 };
 

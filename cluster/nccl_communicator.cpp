@@ -1,9 +1,12 @@
 #include "cluster/nccl_communicator.h"
 
 #include <cuda_runtime.h>
+#include <glog/logging.h>
 #include <nccl.h>
 
 #include <cstring>
+#include <memory>
+#include <type_traits>
 
 #include "cluster/cluster_error.h"
 #include "cluster/process_runtime.h"
@@ -91,8 +94,19 @@ NcclCommunicator::~NcclCommunicator() {
   thread_.reset();
   watchdog_.reset();
   watchdog.at("ncclCommDestroy");
-  if (state_->stream != nullptr) cudaStreamDestroy(state_->stream);
-  if (state_->comm != nullptr) ncclCommDestroy(state_->comm);
+  // A destructor cannot throw: failures are logged with the rank and host.
+  if (state_->stream != nullptr) {
+    const cudaError_t status = cudaStreamDestroy(state_->stream);
+    if (status != cudaSuccess) {
+      LOG(WARNING) << "[rank " << rank_ << " on " << host_ << "] cudaStreamDestroy failed: " << cudaGetErrorString(status);
+    }
+  }
+  if (state_->comm != nullptr) {
+    const ncclResult_t status = ncclCommDestroy(state_->comm);
+    if (status != ncclSuccess) {
+      LOG(WARNING) << "[rank " << rank_ << " on " << host_ << "] ncclCommDestroy failed: " << ncclGetErrorString(status);
+    }
+  }
 }
 
 namespace {
@@ -122,15 +136,16 @@ WorkHandle NcclCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {
   check_device_tensor(tensor, "all_reduce");
   cudaEvent_t ready = nullptr;
   CMAF_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  // Owned from here, also when a check below throws.
+  const std::shared_ptr<std::remove_pointer_t<cudaEvent_t>> event(ready, [](cudaEvent_t e) { cudaEventDestroy(e); });
   CMAF_CUDA_CHECK(cudaEventRecord(ready, nullptr));  // LibTorch's default stream
-  return std::make_shared<Work>(thread_->submit([this, tensor, op, ready] {
+  return std::make_shared<Work>(thread_->submit([this, tensor, op, ready, event] {
     CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
     CMAF_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, ready, 0));
     const Armed armed(*watchdog_, "ncclAllReduce");
     CMAF_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
                                   nccl_type(tensor.scalar_type()), nccl_op(op), state_->comm, state_->stream));
     CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
-    cudaEventDestroy(ready);
   }));
 }
 

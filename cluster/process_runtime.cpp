@@ -219,15 +219,22 @@ ProcessRuntime::~ProcessRuntime() {
     watchdog.at("MPI_Ibarrier before MPI_Finalize");
     MPI_Request request = MPI_REQUEST_NULL;
     int done = 0;
-    if (MPI_Ibarrier(MPI_COMM_WORLD, &request) == MPI_SUCCESS) {
-      while (MPI_Test(&request, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
+    // A destructor cannot throw: a failed call is logged, and shut-down goes on to MPI_Finalize.
+    int code = MPI_Ibarrier(MPI_COMM_WORLD, &request);
+    const char* call = "MPI_Ibarrier";
+    while (code == MPI_SUCCESS && !done) {
+      code = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+      call = "MPI_Test(MPI_Ibarrier)";
+      if (code == MPI_SUCCESS && !done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (code != MPI_SUCCESS) {
+      LOG(WARNING) << call << " before MPI_Finalize failed on " << who() << ": " << mpi_error_text(code);
     }
   }
   PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kExitProcess);
   watchdog.at("MPI_Finalize");
-  MPI_Finalize();
+  const int code = MPI_Finalize();
+  if (code != MPI_SUCCESS) LOG(WARNING) << "MPI_Finalize failed on " << who() << ": " << mpi_error_text(code);
 }
 
 std::string ProcessRuntime::who() const {

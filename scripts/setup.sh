@@ -37,8 +37,14 @@ fi
 
 generator=()
 if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi
+# Where the CUDA toolkit and NCCL are installed (/usr/local/cuda), the NCCL communicator must
+# compile and link (cluster/CMakeLists.txt): not finding them there is an error, not a skip.
+nccl_check=()
+if compgen -G "/usr/local/cuda/lib64/libnccl.so*" > /dev/null || compgen -G "/usr/local/cuda/lib/libnccl.so*" > /dev/null; then
+  nccl_check=(-DCMAF_NCCL_CHECK=ON)
+fi
 
 # shellcheck disable=SC2086  # CMAF_CMAKE_ARGS is a list of words on purpose
-cmake -S "${here}" -B "${build_dir}" "${generator[@]}" \
+cmake -S "${here}" -B "${build_dir}" "${generator[@]}" "${nccl_check[@]}" \
   -DCMAKE_BUILD_TYPE="${CMAF_BUILD_TYPE:-Release}" ${CMAF_CMAKE_ARGS:-}
 cmake --build "${build_dir}" -j "${jobs}"
