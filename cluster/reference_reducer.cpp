@@ -13,7 +13,8 @@ void ReferenceReducer::finish() {
   }
   if (!missing.empty()) {
     throw ClusterError(str("parameters that received no gradient: ", missing,
-                           ". Every parameter must contribute to the loss on every rank"));
+                           ". Every parameter must contribute to the loss on every rank (a module "
+                           "that forward does not call, or a branch skipped on this rank)"));
   }
   // Each rank's share g * float(1 / n), summed: the bucketed reducer's arithmetic, bit for bit.
   const float scale = share_scale(communicator_.size());

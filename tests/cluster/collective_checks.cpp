@@ -35,6 +35,12 @@ void check_all_reduce(Communicator& c) {
   at::Tensor counts = at::full({2}, int64_t{1} << 40, at::kLong) + r;
   c.all_reduce(counts, ReduceOp::kSum);
   EXPECT_EQ(counts[0].item<int64_t>(), n * (int64_t{1} << 40) + static_cast<int64_t>(rank_sum));
+  // int64 max, beyond float's exact integers: the highest rank's value, bit for bit, and a
+  // negative value larger on rank 0 (element 1) so that max is not just the last rank's tensor.
+  at::Tensor largest = at::tensor({(int64_t{1} << 53) + 1 + r, -int64_t{1000} * (r + 1)}, at::kLong);
+  c.all_reduce(largest, ReduceOp::kMax);
+  EXPECT_EQ(largest[0].item<int64_t>(), (int64_t{1} << 53) + n);
+  EXPECT_EQ(largest[1].item<int64_t>(), -1000);
   try {
     c.all_reduce(at::ones({2}, at::kInt), ReduceOp::kSum);
     ADD_FAILURE() << "int32 must be refused";
@@ -213,6 +219,26 @@ void check_matches_local_backend(Communicator& c) {
       const at::Tensor bound = everyone.to(at::kFloat).abs().sum(0) * (c.size() * std::ldexp(1.0, -8));
       EXPECT_TRUE(error.le(bound).all().item<bool>()) << c.name() << " vs local, bf16: max error "
                                                       << error.max().item<double>();
+    }
+  }
+  // Every dtype's max, and float64 and int64 sums of integer values, are exact at any world size:
+  // the backends must agree bit for bit.
+  for (at::ScalarType type : {at::kFloat, at::kDouble, at::kBFloat16, at::kLong}) {
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax}) {
+      if (op == ReduceOp::kSum && (type == at::kFloat || type == at::kBFloat16)) continue;  // above
+      at::Generator generator = at::detail::createCPUGenerator(700 + static_cast<uint64_t>(c.rank()));
+      const at::Tensor mine = at::randn({1031}, generator).mul(100).round().to(type);
+      const at::Tensor everyone = c.all_gather(mine);
+      std::vector<at::Tensor> local_results(static_cast<size_t>(c.size()));
+      run_as_threads(c.size(), [&](Communicator& local) {
+        at::Tensor t = everyone[local.rank()].clone();
+        local.all_reduce(t, op);
+        local_results[static_cast<size_t>(local.rank())] = t;
+      });
+      at::Tensor reduced = mine.clone();
+      c.all_reduce(reduced, op);
+      EXPECT_TRUE(torch::equal(reduced, local_results[0]))
+          << c.name() << " vs local, " << at::toString(type) << " " << to_string(op);
     }
   }
 }

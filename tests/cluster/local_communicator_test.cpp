@@ -67,6 +67,21 @@ TEST(BucketedReducer, AParameterWithoutGradientIsNamed) {
   }
 }
 
+TEST(ReferenceReducer, AParameterWithoutGradientIsNamed) {
+  at::Tensor used = torch::ones({3}, torch::requires_grad());
+  at::Tensor unused = torch::ones({2}, torch::requires_grad());
+  cluster::LocalCommunicator world;
+  cluster::ReferenceReducer reducer({{"encoder.used", used}, {"decoder.spare", unused}}, world);
+  (used * 2).sum().backward();
+  try {
+    reducer.finish();
+    FAIL();
+  } catch (const cluster::ClusterError& e) {
+    EXPECT_NE(std::string(e.what()).find("received no gradient: decoder.spare."), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("encoder.used"), std::string::npos) << e.what();
+  }
+}
+
 // Channels-last weights: the bucket views take the weight's strides, so the averaged gradient is
 // channels-last like the weight, and matches the reference reducer's.
 TEST(BucketedReducer, ChannelsLastWeightsGetChannelsLastAveragedGradients) {
