@@ -36,4 +36,28 @@ void check_collective_tensor(const Communicator& communicator, const at::Tensor&
   }
 }
 
+void check_gather_output(const Communicator& communicator, const at::Tensor& tensor, const at::Tensor& output) {
+  std::vector<int64_t> shape{communicator.size()};
+  shape.insert(shape.end(), tensor.sizes().begin(), tensor.sizes().end());
+  if (!output.defined() || output.sizes() != at::IntArrayRef(shape) || !output.is_contiguous() ||
+      output.scalar_type() != tensor.scalar_type() || output.device() != tensor.device()) {
+    throw InternalError(str("communicator ", communicator.name(), ": all_gather of a ", at::toString(tensor.scalar_type()),
+                            " tensor of sizes ", tensor.sizes(), " on ", tensor.device().str(),
+                            " needs a contiguous output of sizes ", at::IntArrayRef(shape), " of that dtype and device, got ",
+                            output.defined() ? str(at::toString(output.scalar_type()), " sizes ", output.sizes(),
+                                                   output.is_contiguous() ? "" : " (not contiguous)", " on ",
+                                                   output.device().str())
+                                             : std::string("an undefined tensor")));
+  }
+}
+
+at::Tensor Communicator::all_gather(const at::Tensor& tensor) {
+  check_collective_tensor(*this, tensor, "all_gather");
+  std::vector<int64_t> shape{size()};
+  shape.insert(shape.end(), tensor.sizes().begin(), tensor.sizes().end());
+  at::Tensor output = at::empty(shape, tensor.options().memory_format(at::MemoryFormat::Contiguous));
+  all_gather_async(tensor, output)->wait();
+  return output;
+}
+
 }  // namespace cmaf::cluster

@@ -50,9 +50,10 @@ class Communicator {
   // with 2 ranks every backend gives the same bits. kAvg divides the reduced bf16 and rounds again.
   virtual WorkHandle all_reduce_async(at::Tensor tensor, ReduceOp op) = 0;
   virtual WorkHandle broadcast_async(at::Tensor tensor, int root) = 0;
-  // Returns [size, *tensor.sizes()] with rank r's tensor at index r.
-  virtual at::Tensor all_gather(const at::Tensor& tensor) = 0;
-  virtual void barrier() = 0;
+  // Writes rank r's tensor to output[r]. `output`: contiguous, [size, *tensor.sizes()], the
+  // tensor's dtype and device (check_gather_output); the tensor is gathered in contiguous order.
+  virtual WorkHandle all_gather_async(at::Tensor tensor, at::Tensor output) = 0;
+  virtual WorkHandle barrier_async() = 0;
   // A zeroed buffer that will be all-reduced again and again (gradient buckets). Collective:
   // every rank calls it in the same order with the same size. A backend may place it where its
   // collectives are fastest (mpi: node shared memory); the default is at::zeros.
@@ -62,11 +63,16 @@ class Communicator {
 
   void all_reduce(const at::Tensor& tensor, ReduceOp op) { all_reduce_async(tensor, op)->wait(); }
   void broadcast(const at::Tensor& tensor, int root) { broadcast_async(tensor, root)->wait(); }
+  // Returns [size, *tensor.sizes()] with rank r's tensor at index r.
+  at::Tensor all_gather(const at::Tensor& tensor);
+  void barrier() { barrier_async()->wait(); }
 };
 
 // Checks shared by the backends: dense, on the CPU for host backends, a supported dtype for the
 // op; throws otherwise.
 void check_collective_tensor(const Communicator& communicator, const at::Tensor& tensor,
                              const std::string& operation, ReduceOp op = ReduceOp::kSum);
+// all_gather_async's output for `tensor`: throws InternalError naming what differs.
+void check_gather_output(const Communicator& communicator, const at::Tensor& tensor, const at::Tensor& output);
 
 }  // namespace cmaf::cluster

@@ -116,15 +116,18 @@ WorkHandle LocalCommunicator::broadcast_async(at::Tensor tensor, int root) {
   }));
 }
 
-at::Tensor LocalCommunicator::all_gather(const at::Tensor& tensor) {
+WorkHandle LocalCommunicator::all_gather_async(at::Tensor tensor, at::Tensor output) {
   check_collective_tensor(*this, tensor, "all_gather");
-  at::Tensor out;
-  thread_->submit([&] { out = group_->run(rank_, Collective::kAllGather, tensor, ReduceOp::kSum, 0); }).get();
-  return out;
+  check_gather_output(*this, tensor, output);
+  return std::make_shared<Work>(thread_->submit([this, tensor, output]() mutable {
+    output.copy_(group_->run(rank_, Collective::kAllGather, tensor, ReduceOp::kSum, 0));
+  }));
 }
 
-void LocalCommunicator::barrier() {
-  thread_->submit([&] { group_->run(rank_, Collective::kBarrier, at::Tensor(), ReduceOp::kSum, 0); }).get();
+WorkHandle LocalCommunicator::barrier_async() {
+  return std::make_shared<Work>(thread_->submit([this] {
+    group_->run(rank_, Collective::kBarrier, at::Tensor(), ReduceOp::kSum, 0);
+  }));
 }
 
 std::vector<std::unique_ptr<Communicator>> make_local_group(int size) {

@@ -22,8 +22,8 @@ class LocalCommunicator : public Communicator {
   int size() const override;
   WorkHandle all_reduce_async(at::Tensor tensor, ReduceOp op) override;
   WorkHandle broadcast_async(at::Tensor tensor, int root) override;
-  at::Tensor all_gather(const at::Tensor& tensor) override;
-  void barrier() override;
+  WorkHandle all_gather_async(at::Tensor tensor, at::Tensor output) override;
+  WorkHandle barrier_async() override;
 
  private:
   std::shared_ptr<LocalGroup> group_;

@@ -332,28 +332,25 @@ WorkHandle MpiCommunicator::broadcast_async(at::Tensor tensor, int root) {
   }));
 }
 
-at::Tensor MpiCommunicator::all_gather(const at::Tensor& dense) {
+WorkHandle MpiCommunicator::all_gather_async(at::Tensor dense, at::Tensor output) {
   check_collective_tensor(*this, dense, "all_gather");
-  const at::Tensor tensor = dense.contiguous();  // the output is contiguous: gather in that order
-  std::vector<int64_t> shape{size_};
-  shape.insert(shape.end(), tensor.sizes().begin(), tensor.sizes().end());
-  at::Tensor out = at::empty(shape, tensor.options());
-  thread_->submit([&] {
-    const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
-    CMAF_CHECK_LE(bytes, static_cast<int64_t>(INT_MAX), "all_gather of more than 2 GiB per rank");
+  check_gather_output(*this, dense, output);
+  const int64_t bytes = dense.numel() * static_cast<int64_t>(dense.element_size());
+  CMAF_CHECK_LE(bytes, static_cast<int64_t>(INT_MAX), "all_gather of more than 2 GiB per rank");
+  // The output is contiguous: gather in that order (a copy for a channels-last tensor).
+  return std::make_shared<Work>(thread_->submit([this, tensor = dense.contiguous(), output, bytes] {
     const CollectiveScope scope = begin_collective("MPI_Allgather", bytes);
-    check(MPI_Allgather(tensor.data_ptr(), static_cast<int>(bytes), MPI_BYTE, out.data_ptr(),
+    check(MPI_Allgather(tensor.data_ptr(), static_cast<int>(bytes), MPI_BYTE, output.data_ptr(),
                         static_cast<int>(bytes), MPI_BYTE, comm_),
           "MPI_Allgather");
-  }).get();
-  return out;
+  }));
 }
 
-void MpiCommunicator::barrier() {
-  thread_->submit([&] {
+WorkHandle MpiCommunicator::barrier_async() {
+  return std::make_shared<Work>(thread_->submit([this] {
     const CollectiveScope scope = begin_collective("MPI_Barrier", 0);
     check(MPI_Barrier(comm_), "MPI_Barrier");
-  }).get();
+  }));
 }
 
 }  // namespace cmaf::cluster

@@ -62,8 +62,8 @@ class MpiCommunicator : public Communicator {
   int size() const override { return size_; }
   WorkHandle all_reduce_async(at::Tensor tensor, ReduceOp op) override;
   WorkHandle broadcast_async(at::Tensor tensor, int root) override;
-  at::Tensor all_gather(const at::Tensor& tensor) override;
-  void barrier() override;
+  WorkHandle all_gather_async(at::Tensor tensor, at::Tensor output) override;
+  WorkHandle barrier_async() override;
   // Collective (same order and size on every rank): a zeroed buffer in node shared memory when
   // sums go there, so that all-reducing it copies nothing; else at::zeros.
   at::Tensor new_buffer(int64_t elements, const at::TensorOptions& options) override;

@@ -161,26 +161,33 @@ WorkHandle NcclCommunicator::broadcast_async(at::Tensor tensor, int root) {
   }));
 }
 
-at::Tensor NcclCommunicator::all_gather(const at::Tensor& dense) {
+WorkHandle NcclCommunicator::all_gather_async(at::Tensor dense, at::Tensor output) {
   check_device_tensor(dense, "all_gather");
-  const at::Tensor tensor = dense.contiguous();  // the output is contiguous: gather in that order
-  std::vector<int64_t> shape{size_};
-  shape.insert(shape.end(), tensor.sizes().begin(), tensor.sizes().end());
-  at::Tensor out = at::empty(shape, tensor.options());
-  thread_->submit([&] {
+  check_gather_output(*this, dense, output);
+  // The output is contiguous: gather in that order (a copy for a channels-last tensor).
+  return std::make_shared<Work>(thread_->submit([this, tensor = dense.contiguous(), output] {
     CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
     CMAF_CUDA_CHECK(cudaStreamSynchronize(nullptr));
     const Armed armed(*watchdog_, "ncclAllGather");
-    CMAF_NCCL_CHECK(ncclAllGather(tensor.data_ptr(), out.data_ptr(), static_cast<size_t>(tensor.numel()),
+    CMAF_NCCL_CHECK(ncclAllGather(tensor.data_ptr(), output.data_ptr(), static_cast<size_t>(tensor.numel()),
                                   nccl_type(tensor.scalar_type()), state_->comm, state_->stream));
     CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
-  }).get();
-  return out;
+  }));
 }
 
-void NcclCommunicator::barrier() {
-  thread_->submit([&] { CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream)); }).get();
-  bootstrap_.barrier();
+WorkHandle NcclCommunicator::barrier_async() {
+  // An all-reduce of one element on the NCCL communicator, as c10d's barrier: every rank must
+  // enter it, and it stays in this communicator's order (the bootstrap communicator, which the
+  // caller may be using meanwhile, is not touched from the communication thread).
+  at::Tensor token = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, state_->device));
+  return std::make_shared<Work>(thread_->submit([this, token] {
+    CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
+    CMAF_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    const Armed armed(*watchdog_, "ncclAllReduce (barrier)");
+    CMAF_NCCL_CHECK(ncclAllReduce(token.data_ptr(), token.data_ptr(), 1, ncclFloat32, ncclSum, state_->comm,
+                                  state_->stream));
+    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
+  }));
 }
 
 }  // namespace cmaf::cluster

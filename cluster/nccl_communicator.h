@@ -38,8 +38,8 @@ class NcclCommunicator : public Communicator {
   int size() const override { return size_; }
   WorkHandle all_reduce_async(at::Tensor tensor, ReduceOp op) override;
   WorkHandle broadcast_async(at::Tensor tensor, int root) override;
-  at::Tensor all_gather(const at::Tensor& tensor) override;
-  void barrier() override;
+  WorkHandle all_gather_async(at::Tensor tensor, at::Tensor output) override;
+  WorkHandle barrier_async() override;
 
  private:
   struct State;  // CUDA and NCCL handles, kept out of this header

@@ -73,6 +73,38 @@ void check_async_order(Communicator& c) {
   for (int i = 7; i >= 0; --i) works[static_cast<size_t>(i)]->wait();  // waiting out of order is fine
   const double rank_sum = c.size() * (c.size() - 1) / 2.0;
   for (int i = 0; i < 8; ++i) EXPECT_EQ(tensors[static_cast<size_t>(i)][999].item<double>(), i * c.size() + rank_sum);
+  // Every kind of collective in flight at once: issued in one order, waited in the reverse.
+  const at::Tensor mine = at::full({2, 3}, static_cast<int64_t>(c.rank()), at::kLong);
+  at::Tensor gathered = at::full({c.size(), 2, 3}, int64_t{-1}, at::kLong);
+  at::Tensor summed = at::full({5}, 1.0 + c.rank());
+  at::Tensor broadcast = at::full({3}, 100.0 + c.rank(), at::kDouble);
+  // A channels-last 4-d tensor: gathered in contiguous order.
+  const at::Tensor image = at::arange(16, at::kFloat).reshape({1, 2, 2, 4}).add(c.rank()).contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor images = at::empty({c.size(), 1, 2, 2, 4}, at::kFloat);
+  const cluster::WorkHandle gather_work = c.all_gather_async(mine, gathered);
+  const cluster::WorkHandle sum_work = c.all_reduce_async(summed, ReduceOp::kSum);
+  const cluster::WorkHandle barrier_work = c.barrier_async();
+  const cluster::WorkHandle broadcast_work = c.broadcast_async(broadcast, 0);
+  const cluster::WorkHandle image_work = c.all_gather_async(image, images);
+  for (const auto& w : {image_work, broadcast_work, barrier_work, sum_work, gather_work}) w->wait();
+  for (int r = 0; r < c.size(); ++r) {
+    EXPECT_TRUE(gathered[r].eq(r).all().item<bool>()) << "all_gather_async, rank " << r << "'s row";
+    EXPECT_TRUE(at::equal(images[r], at::arange(16, at::kFloat).reshape({1, 2, 2, 4}).add(r)))
+        << "all_gather_async of a channels-last tensor, rank " << r;
+  }
+  EXPECT_EQ(summed[4].item<double>(), rank_sum + c.size());
+  EXPECT_EQ(broadcast[2].item<double>(), 100.0);
+  EXPECT_TRUE(barrier_work->completed());
+  // An output of the wrong shape or dtype is refused before anything is sent, naming both.
+  try {
+    c.all_gather_async(mine, at::empty({c.size() + 1, 2, 3}, at::kLong));
+    ADD_FAILURE() << "a wrong all_gather output was accepted";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("needs a contiguous output of sizes [" + std::to_string(c.size()) + ", 2, 3]"),
+              std::string::npos) << e.what();
+  }
+  EXPECT_THROW(c.all_gather_async(mine, at::empty({c.size(), 2, 3}, at::kFloat)), InternalError);
+  c.barrier();
 }
 
 namespace {

@@ -12,6 +12,8 @@ namespace cmaf::test {
 
 void check_all_reduce(cluster::Communicator& c);
 void check_broadcast_gather_barrier(cluster::Communicator& c);
+// Async all-reduces complete in issue order; all_gather_async, barrier_async, broadcast_async
+// and all_reduce_async in flight together each give their result; a wrong gather output is refused.
 void check_async_order(cluster::Communicator& c);
 // Reference and bucketed reducers give bit-identical averaged gradients, equal to the mean of
 // the ranks' local gradients.
