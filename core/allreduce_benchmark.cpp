@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "cluster/cluster_error.h"
 #include "cluster/gradient_reducer.h"
+#include "cluster/parameter_sync.h"
 #include "model/cmaformer.h"
 
 namespace cmaf::core {
@@ -157,6 +159,73 @@ int64_t reducer_cost(Communicator& world, Communicator* mpi, std::vector<NamedTe
   return wrong;
 }
 
+// The preset's forward and backward on random slices (different on every rank), with the bucketed
+// reducer: how much of the gradients' all-reduce backward hides. Exposed: the wait in finish()
+// after backward; alone: the same bytes all-reduced afterwards with nothing to overlap (in a
+// buffer from new_buffer, where the reducer's buckets live). Wrong: ranks whose averaged
+// gradients differ from rank 0's.
+int64_t overlap(Communicator& world, const AllreduceBenchmarkOptions& options) {
+  model::CmaformerConfig config = model::preset_config(options.preset);
+  model::Cmaformer network(config);
+  network->train();
+  std::vector<NamedTensor> parameters;
+  for (const auto& p : network->named_parameters()) parameters.push_back({p.key(), p.value()});
+  std::vector<NamedTensor> state = parameters;
+  for (const auto& b : network->named_buffers()) state.push_back({b.key(), b.value()});
+  cluster::broadcast_tensors(state, world);
+  cluster::BucketedReducer reducer(parameters, world);
+  at::Generator generator = at::detail::createCPUGenerator(900 + static_cast<uint64_t>(world.rank()));
+  const int64_t s = config.input_size;
+  const at::Tensor x = at::randn({options.overlap_batch, 1, s, s}, generator);
+  int64_t elements = 0;
+  for (const auto& p : parameters) elements += p.tensor.numel();
+  // Allocated once, as the reducer's buckets are (a fresh shared-memory segment per step would
+  // time its first-touch page faults); summed as the reducer sums (each share already scaled).
+  at::Tensor flat = world.new_buffer(elements, at::TensorOptions().dtype(at::kFloat));
+  std::vector<double> backward, exposed, alone;
+  int64_t wrong = 0;
+  for (int step = 0; step < options.overlap_steps + 1; ++step) {  // the first is a warm-up
+    world.barrier();
+    reducer.prepare_for_backward();
+    const at::Tensor loss = network->forward(x).to(at::kFloat).square().mean();
+    const auto start = Clock::now();
+    loss.backward();
+    const auto backward_done = Clock::now();
+    reducer.finish();
+    const auto reduced = Clock::now();
+    std::vector<at::Tensor> grads;
+    for (const auto& p : parameters) grads.push_back(p.tensor.grad().reshape({-1}));
+    flat.copy_(at::cat(grads));
+    world.barrier();
+    const auto sum_start = Clock::now();
+    world.all_reduce(flat, cluster::ReduceOp::kSum);
+    const double sum_time = std::chrono::duration<double>(Clock::now() - sum_start).count();
+    std::vector<NamedTensor> averaged;
+    for (const auto& p : parameters) averaged.push_back({p.name, p.tensor.grad()});
+    try {
+      cluster::check_replicas_identical(averaged, world, "averaged gradients");
+    } catch (const cluster::ClusterError& e) {
+      if (world.rank() == 0) std::printf("# WRONG: %s\n", e.what());
+      ++wrong;
+    }
+    if (step == 0) continue;
+    backward.push_back(std::chrono::duration<double>(backward_done - start).count());
+    exposed.push_back(std::chrono::duration<double>(reduced - backward_done).count());
+    alone.push_back(sum_time);
+  }
+  if (world.rank() == 0 && options.overlap_steps > 0) {
+    const double hidden = 1.0 - median(exposed) / median(alone);
+    std::printf("# overlap, %s preset (%lld x %lld x %lld per rank, %lld buckets), median of %d steps: backward %.1f ms, "
+                "all-reduce of its gradients alone %.1f ms, exposed after backward %.1f ms: %.0f %% hidden, "
+                "#wrong %lld\n",
+                options.preset.c_str(), static_cast<long long>(options.overlap_batch), static_cast<long long>(s),
+                static_cast<long long>(s), static_cast<long long>(reducer.bucket_count()), options.overlap_steps,
+                median(backward) * 1e3, median(alone) * 1e3, median(exposed) * 1e3, 100.0 * std::max(0.0, hidden),
+                static_cast<long long>(wrong));
+  }
+  return wrong;
+}
+
 }  // namespace
 
 int64_t run_allreduce_benchmark(cluster::Communicator& world, const AllreduceBenchmarkOptions& options,
@@ -173,6 +242,7 @@ int64_t run_allreduce_benchmark(cluster::Communicator& world, const AllreduceBen
     for (const auto& p : parameters) fresh.push_back({p.name, p.tensor.detach().clone().requires_grad_()});
     wrong += reducer_cost(world, mpi, fresh, options.preset + " preset gradients", options.iterations, bf16);
   }
+  if (options.overlap_steps > 0) wrong += overlap(world, options);
   return wrong;
 }
 

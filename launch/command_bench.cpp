@@ -9,17 +9,21 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "launch/rank_errors.h"
+#include "model/model_config.h"
 
 namespace cmaf::launch {
 
 int run_bench(int argc, char** argv) {
   const CommandLine info{
       "bench",
-      "cmaformer bench allreduce [--iterations I] [--max-mib M] [--preset P]  (under mpirun/srun)\n"
+      "cmaformer bench allreduce [--iterations I] [--max-mib M] [--preset P] [--overlap-steps N]\n"
+      "                          [--overlap-batch B]  (under mpirun/srun)\n"
       "       cmaformer bench loader --data DIR [--preset P] [--reader-threads 1,2] [--steps N]",
       "Benchmarks that check their own results. `allreduce`: float32 sum all-reduce from 1 KiB to\n"
       "--max-mib MiB on the world communicator (time, algbw, busbw = algbw * 2(n-1)/n, #wrong),\n"
-      "then the bucketed reducer over one 25 MiB tensor and over the preset's gradients. When the\n"
+      "then the bucketed reducer over one 25 MiB tensor and over the preset's gradients, then the\n"
+      "overlap: the preset's forward and backward with the reducer, and the share of the gradients'\n"
+      "all-reduce time hidden behind backward. When the\n"
       "sums go through node shared memory, MPI_Allreduce is timed beside them, alternating. Run it\n"
       "under mpirun or srun (alone it measures 1 rank).\n"
       "`loader`: slices/s from HDF5 through augmentation into batches per reader-thread count\n"
@@ -37,6 +41,8 @@ int run_bench(int argc, char** argv) {
       ("iterations", po::value(&options.iterations)->default_value(options.iterations), "timed repetitions per size")
       ("max-mib", po::value(&options.max_mib)->default_value(options.max_mib), "largest all-reduce, MiB")
       ("preset", po::value(&options.preset)->default_value(options.preset), "model whose gradients the reducer reduces")
+      ("overlap-steps", po::value(&options.overlap_steps)->default_value(options.overlap_steps), "allreduce: timed training steps of the overlap figure, 0 = skip")
+      ("overlap-batch", po::value(&options.overlap_batch)->default_value(options.overlap_batch), "allreduce: slices per rank and step of the overlap figure")
       ("threads", po::value(&threads)->default_value(threads), "LibTorch threads per rank")
       ("data", po::value(&loader.data), "loader: dataset folder")
       ("input-size", po::value(&loader.input_size)->default_value(loader.input_size), "loader: input size, 0 = preset's")
@@ -62,6 +68,17 @@ int run_bench(int argc, char** argv) {
   if (which != "allreduce") {
     throw UsageError(str("cmaformer bench: unknown benchmark '", which, "', expected allreduce or loader"));
   }
+  if (options.iterations < 1) throw UsageError(str("cmaformer bench allreduce: --iterations ", options.iterations, ", expected >= 1"));
+  if (options.max_mib < 1 || options.max_mib > 4096) {
+    throw UsageError(str("cmaformer bench allreduce: --max-mib ", options.max_mib, ", expected 1 to 4096"));
+  }
+  if (options.overlap_steps < 0) {
+    throw UsageError(str("cmaformer bench allreduce: --overlap-steps ", options.overlap_steps, ", expected >= 0 (0 skips)"));
+  }
+  if (options.overlap_batch < 1) {
+    throw UsageError(str("cmaformer bench allreduce: --overlap-batch ", options.overlap_batch, ", expected >= 1"));
+  }
+  model::preset_config(options.preset);  // an unknown preset is refused before MPI starts
   cluster::RuntimeOptions runtime_options;
   runtime_options.threads = threads;
   auto runtime = cluster::ProcessRuntime::start(&argc, &argv, runtime_options);
