@@ -160,10 +160,13 @@ int64_t reducer_cost(Communicator& world, Communicator* mpi, std::vector<NamedTe
 }
 
 // The preset's forward and backward on random slices (different on every rank), with the bucketed
-// reducer: how much of the gradients' all-reduce backward hides. Exposed: the wait in finish()
-// after backward; alone: the same bytes all-reduced afterwards with nothing to overlap (in a
-// buffer from new_buffer, where the reducer's buckets live). Wrong: ranks whose averaged
-// gradients differ from rank 0's.
+// reducer: how much of the gradients' all-reduce backward hides. The wait in finish() after
+// backward holds two things: communication not yet done, and, on a rank whose backward ended
+// first, waiting for the others. The rank whose backward ended last waits for no one, so the
+// smallest wait over the ranks is the exposed communication, and the largest minus it the
+// ranks' skew. Alone: the same bytes all-reduced afterwards with nothing to overlap (in a buffer
+// from new_buffer, where the reducer's buckets live). Wrong: ranks whose averaged gradients
+// differ from rank 0's.
 int64_t overlap(Communicator& world, const AllreduceBenchmarkOptions& options) {
   model::CmaformerConfig config = model::preset_config(options.preset);
   model::Cmaformer network(config);
@@ -182,7 +185,7 @@ int64_t overlap(Communicator& world, const AllreduceBenchmarkOptions& options) {
   // Allocated once, as the reducer's buckets are (a fresh shared-memory segment per step would
   // time its first-touch page faults); summed as the reducer sums (each share already scaled).
   at::Tensor flat = world.new_buffer(elements, at::TensorOptions().dtype(at::kFloat));
-  std::vector<double> backward, exposed, alone;
+  std::vector<double> backward, exposed, skew, alone;
   int64_t wrong = 0;
   for (int step = 0; step < options.overlap_steps + 1; ++step) {  // the first is a warm-up
     world.barrier();
@@ -208,20 +211,23 @@ int64_t overlap(Communicator& world, const AllreduceBenchmarkOptions& options) {
       if (world.rank() == 0) std::printf("# WRONG: %s\n", e.what());
       ++wrong;
     }
+    const double wait = std::chrono::duration<double>(reduced - backward_done).count();
+    const at::Tensor waits = world.all_gather(at::tensor({wait}, at::kDouble));
     if (step == 0) continue;
     backward.push_back(std::chrono::duration<double>(backward_done - start).count());
-    exposed.push_back(std::chrono::duration<double>(reduced - backward_done).count());
+    exposed.push_back(waits.min().item<double>());
+    skew.push_back(waits.max().item<double>() - exposed.back());
     alone.push_back(sum_time);
   }
   if (world.rank() == 0 && options.overlap_steps > 0) {
     const double hidden = 1.0 - median(exposed) / median(alone);
     std::printf("# overlap, %s preset (%lld x %lld x %lld per rank, %lld buckets), median of %d steps: backward %.1f ms, "
-                "all-reduce of its gradients alone %.1f ms, exposed after backward %.1f ms: %.0f %% hidden, "
-                "#wrong %lld\n",
+                "all-reduce of its gradients alone %.1f ms, exposed after the last rank's backward %.1f ms "
+                "(ranks' skew %.1f ms more): %.0f %% hidden, #wrong %lld\n",
                 options.preset.c_str(), static_cast<long long>(options.overlap_batch), static_cast<long long>(s),
                 static_cast<long long>(s), static_cast<long long>(reducer.bucket_count()), options.overlap_steps,
-                median(backward) * 1e3, median(alone) * 1e3, median(exposed) * 1e3, 100.0 * std::max(0.0, hidden),
-                static_cast<long long>(wrong));
+                median(backward) * 1e3, median(alone) * 1e3, median(exposed) * 1e3, median(skew) * 1e3,
+                100.0 * std::max(0.0, hidden), static_cast<long long>(wrong));
   }
   return wrong;
 }
