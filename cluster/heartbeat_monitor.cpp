@@ -2,7 +2,9 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <sstream>
+#include <thread>
 
 #include "cluster/cluster_error.h"
 #include "cluster/mpi_communicator.h"
@@ -11,6 +13,7 @@
 namespace cmaf::cluster {
 namespace {
 constexpr int kHeartbeatTag = 7001;
+constexpr int kStallTag = 7002;  // "I found a stall at collective #N": every live rank then logs its view
 constexpr int kSilentPeriods = 6;  // no heartbeat for this many periods: silent
 }  // namespace
 
@@ -57,7 +60,20 @@ void HeartbeatMonitor::note_failure(const char* call, int peer, int code) {
 }
 
 void HeartbeatMonitor::exchange() {
-  // Receive everything that has arrived.
+  // A peer that found a stall: log this rank's view once (its MPI_Abort ends the job).
+  for (;;) {
+    int flag = 0;
+    MPI_Status status;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, kStallTag, comm_, &flag, &status) != MPI_SUCCESS || !flag) break;
+    int64_t sequence = 0;
+    const int code = MPI_Recv(&sequence, 1, MPI_INT64_T, status.MPI_SOURCE, kStallTag, comm_, MPI_STATUS_IGNORE);
+    if (code != MPI_SUCCESS) {
+      note_failure("MPI_Recv(stall)", status.MPI_SOURCE, code);
+      break;
+    }
+    report_peer_stall(status.MPI_SOURCE, sequence);
+  }
+  // Receive every heartbeat that has arrived.
   for (;;) {
     int flag = 0;
     MPI_Status status;
@@ -116,7 +132,53 @@ void HeartbeatMonitor::abort_if_stalled() {
              << std::chrono::duration<double>(limit_).count() << " s; " << missing_ranks(sequence)
              << "aborting the job (exit status " << kStallExitCode << ")";
   google::FlushLogFiles(google::GLOG_ERROR);
+  // Tell the others, so that every live rank logs what it sees (the stalled rank included: its
+  // heartbeat thread runs while its main thread is stuck), and give them a moment to before
+  // the abort ends the job.
+  stall_sequence_ = sequence;
+  peer_stall_reported_ = true;  // this rank's own report says it all
+  std::vector<MPI_Request> requests;
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    MPI_Request request = MPI_REQUEST_NULL;
+    const int code = MPI_Isend(&stall_sequence_, 1, MPI_INT64_T, r, kStallTag, comm_, &request);
+    if (code == MPI_SUCCESS) {
+      requests.push_back(request);
+    } else {
+      note_failure("MPI_Isend(stall)", r, code);
+    }
+  }
+  const auto grace_end = Clock::now() + std::max(std::chrono::milliseconds(1000), 2 * period_);
+  while (Clock::now() < grace_end) {
+    exchange();  // keeps MPI progressing the sends
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   MPI_Abort(MPI_COMM_WORLD, kStallExitCode);
+}
+
+void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
+  if (peer_stall_reported_) return;
+  peer_stall_reported_ = true;
+  std::string here;
+  bool behind = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const int64_t mine = entered_.load();
+    behind = mine < sequence;
+    if (in_collective_ && mine == sequence) {
+      here = str("this rank is in it too (", call_, ", ", bytes_, " bytes) since ",
+                 std::chrono::duration<double>(Clock::now() - started_).count(), " s; ");
+    } else if (behind) {
+      here = str("this rank has not reached it (last entered #", mine, in_collective_ ? ", and is still in it" : "",
+                 "): the others are waiting for it; ");
+    } else {
+      here = str("this rank has passed it (at collective #", mine, "); ");
+    }
+  }
+  LOG(ERROR) << "[rank " << rank_ << " on " << host_ << "] stall reported by rank " << reporter << " at collective #"
+             << sequence << ": " << here << (behind ? std::string() : missing_ranks(sequence))
+             << "the job is being aborted (exit status " << kStallExitCode << ")";
+  google::FlushLogFiles(google::GLOG_ERROR);
 }
 
 void HeartbeatMonitor::loop() {

@@ -8,8 +8,11 @@
 // leaves each. When one has lasted longer than the stall limit, the heartbeat thread logs which
 // ranks are missing: alive but behind (they never reached this collective: a hang elsewhere, or
 // another code path), or silent (no heartbeat for several periods: dead, or stuck with MPI
-// unprogressed), and aborts the job with kStallExitCode. Every live rank waiting in that
-// collective does the same, so the diagnosis appears on all of them.
+// unprogressed), tells every other rank over the channel, waits a moment (1 s, or two periods)
+// and aborts the job with kStallExitCode. A rank told of a stall logs its own view once: in the
+// collective too (and whom it misses), or not there yet, so that it is the one the others wait
+// for. So every live rank logs the diagnosis, the stalled one included (its heartbeat thread
+// runs while its main thread is stuck), even when another rank's abort comes first.
 #pragma once
 
 #include <mpi.h>
@@ -52,6 +55,8 @@ class HeartbeatMonitor {
   void abort_if_stalled();
   // Logs a failed side-channel call (peer -1: none) once per call and peer; never throws.
   void note_failure(const char* call, int peer, int code);
+  // Logs, once, this rank's view of the stall a peer announced before aborting the job.
+  void report_peer_stall(int reporter, int64_t sequence);
 
   MpiComm comm_;  // the heartbeat channel, a duplicate of the parent
   int rank_ = 0;
@@ -74,6 +79,8 @@ class HeartbeatMonitor {
   };
   std::vector<PendingSend> pending_;
   std::set<std::string> logged_failures_;  // the heartbeat thread's, then the destructor's
+  bool peer_stall_reported_ = false;       // likewise
+  int64_t stall_sequence_ = 0;             // the stall announcement's send buffer
   std::thread thread_;
 };
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A stalled or killed rank must end the job with a non-zero status within a bounded time (never
-# a hang); a stall must be reported by the live ranks, naming the missing rank. A rank late to
+# a hang); a stall must be reported by every live rank (the stalled one included), naming the
+# missing rank. A rank late to
 # MPI start-up, to the communicator's set-up or to MPI_Finalize must be reported by the others
 # with the phase and the call they waited in, and end the job with status 75.
 #   stall_test.sh MPIEXEC STALL_PROBE sleep|kill|late-start|late-communicator|late-finish RANKS
@@ -21,6 +22,17 @@ if [[ "${mode}" == sleep ]]; then
   grep -q "stall: collective #3" <<<"${output}" || { echo "FAIL: no stall report"; exit 1; }
   grep -q "rank ${victim}: alive but has not reached collective #3" <<<"${output}" \
     || { echo "FAIL: the report does not name rank ${victim}"; exit 1; }
+  # Every live rank logs the stall: its own report, or its view of the one a peer announced
+  # before aborting; the stalled rank says it is the one the others wait for.
+  for ((r = 0; r < ranks; r++)); do
+    if ((r == victim)); then
+      grep -qE "\[rank ${r} on [^]]*\] stall reported by rank [0-9]+ at collective #3: this rank has not reached it \(last entered #[0-9]+\): the others are waiting for it" <<<"${output}" \
+        || { echo "FAIL: the stalled rank ${r} did not log that the others wait for it"; exit 1; }
+    else
+      grep -qE "\[rank ${r} on [^]]*\] stall(: collective #3 | reported by rank [0-9]+ at collective #3: this rank is in it too)" <<<"${output}" \
+        || { echo "FAIL: live rank ${r} logged no stall report"; exit 1; }
+    fi
+  done
 fi
 late_report() {  # late_report PHASE CALL: a live rank named the phase and the call it waited in
   grep -qF "$1 has not finished after 3 s, the stall limit (still in $2)" <<<"${output}" \
