@@ -1,5 +1,7 @@
 #include "cluster/communicator.h"
 
+#include <vector>
+
 #include "common/error.h"
 
 namespace cmaf::cluster {
@@ -36,9 +38,17 @@ void check_collective_tensor(const Communicator& communicator, const at::Tensor&
   }
 }
 
-void check_gather_output(const Communicator& communicator, const at::Tensor& tensor, const at::Tensor& output) {
+namespace {
+// all_gather's output shape: [size, *tensor.sizes()].
+std::vector<int64_t> gathered_shape(const Communicator& communicator, const at::Tensor& tensor) {
   std::vector<int64_t> shape{communicator.size()};
   shape.insert(shape.end(), tensor.sizes().begin(), tensor.sizes().end());
+  return shape;
+}
+}  // namespace
+
+void check_gather_output(const Communicator& communicator, const at::Tensor& tensor, const at::Tensor& output) {
+  const std::vector<int64_t> shape = gathered_shape(communicator, tensor);
   if (!output.defined() || output.sizes() != at::IntArrayRef(shape) || !output.is_contiguous() ||
       output.scalar_type() != tensor.scalar_type() || output.device() != tensor.device()) {
     throw InternalError(str("communicator ", communicator.name(), ": all_gather of a ", at::toString(tensor.scalar_type()),
@@ -53,9 +63,8 @@ void check_gather_output(const Communicator& communicator, const at::Tensor& ten
 
 at::Tensor Communicator::all_gather(const at::Tensor& tensor) {
   check_collective_tensor(*this, tensor, "all_gather");
-  std::vector<int64_t> shape{size()};
-  shape.insert(shape.end(), tensor.sizes().begin(), tensor.sizes().end());
-  at::Tensor output = at::empty(shape, tensor.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor output =
+      at::empty(gathered_shape(*this, tensor), tensor.options().memory_format(at::MemoryFormat::Contiguous));
   all_gather_async(tensor, output)->wait();
   return output;
 }

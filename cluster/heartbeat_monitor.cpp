@@ -59,34 +59,26 @@ void HeartbeatMonitor::note_failure(const char* call, int peer, int code) {
                << " (logged once; the stall report names ranks that cannot be heard)";
 }
 
+bool HeartbeatMonitor::receive(int tag, const char* call, int* source, int64_t* sequence) {
+  int flag = 0;
+  MPI_Status status;
+  if (MPI_Iprobe(MPI_ANY_SOURCE, tag, comm_, &flag, &status) != MPI_SUCCESS || !flag) return false;
+  *source = status.MPI_SOURCE;
+  const int code = MPI_Recv(sequence, 1, MPI_INT64_T, *source, tag, comm_, MPI_STATUS_IGNORE);
+  if (code != MPI_SUCCESS) note_failure(call, *source, code);
+  return code == MPI_SUCCESS;
+}
+
 void HeartbeatMonitor::exchange() {
+  int source = 0;
+  int64_t sequence = 0;
   // A peer that found a stall: log this rank's view once (its MPI_Abort ends the job).
-  for (;;) {
-    int flag = 0;
-    MPI_Status status;
-    if (MPI_Iprobe(MPI_ANY_SOURCE, kStallTag, comm_, &flag, &status) != MPI_SUCCESS || !flag) break;
-    int64_t sequence = 0;
-    const int code = MPI_Recv(&sequence, 1, MPI_INT64_T, status.MPI_SOURCE, kStallTag, comm_, MPI_STATUS_IGNORE);
-    if (code != MPI_SUCCESS) {
-      note_failure("MPI_Recv(stall)", status.MPI_SOURCE, code);
-      break;
-    }
-    report_peer_stall(status.MPI_SOURCE, sequence);
-  }
-  // Receive every heartbeat that has arrived.
-  for (;;) {
-    int flag = 0;
-    MPI_Status status;
-    if (MPI_Iprobe(MPI_ANY_SOURCE, kHeartbeatTag, comm_, &flag, &status) != MPI_SUCCESS || !flag) break;
-    int64_t sequence = 0;
-    const int code = MPI_Recv(&sequence, 1, MPI_INT64_T, status.MPI_SOURCE, kHeartbeatTag, comm_, MPI_STATUS_IGNORE);
-    if (code != MPI_SUCCESS) {
-      note_failure("MPI_Recv", status.MPI_SOURCE, code);
-      break;
-    }
+  while (receive(kStallTag, "MPI_Recv(stall)", &source, &sequence)) report_peer_stall(source, sequence);
+  // Every heartbeat that has arrived.
+  while (receive(kHeartbeatTag, "MPI_Recv", &source, &sequence)) {
     std::lock_guard<std::mutex> lock(mutex_);
-    last_sequence_[static_cast<size_t>(status.MPI_SOURCE)] = sequence;
-    last_heard_[static_cast<size_t>(status.MPI_SOURCE)] = Clock::now();
+    last_sequence_[static_cast<size_t>(source)] = sequence;
+    last_heard_[static_cast<size_t>(source)] = Clock::now();
   }
   // Forget completed sends.
   std::vector<PendingSend> still_pending;
@@ -137,13 +129,12 @@ void HeartbeatMonitor::abort_if_stalled() {
   // the abort ends the job.
   stall_sequence_ = sequence;
   peer_stall_reported_ = true;  // this rank's own report says it all
-  std::vector<MPI_Request> requests;
   for (int r = 0; r < size_; ++r) {
     if (r == rank_) continue;
     MPI_Request request = MPI_REQUEST_NULL;
     const int code = MPI_Isend(&stall_sequence_, 1, MPI_INT64_T, r, kStallTag, comm_, &request);
     if (code == MPI_SUCCESS) {
-      requests.push_back(request);
+      MPI_Request_free(&request);  // nothing waits for it: the buffer is a member, the abort follows
     } else {
       note_failure("MPI_Isend(stall)", r, code);
     }

@@ -55,6 +55,9 @@ class HeartbeatMonitor {
   void abort_if_stalled();
   // Logs a failed side-channel call (peer -1: none) once per call and peer; never throws.
   void note_failure(const char* call, int peer, int code);
+  // One message of `tag` that has arrived, into *source and *sequence; false when none has (or
+  // its receive failed, which is noted as `call`).
+  bool receive(int tag, const char* call, int* source, int64_t* sequence);
   // Logs, once, this rank's view of the stall a peer announced before aborting the job.
   void report_peer_stall(int reporter, int64_t sequence);
 

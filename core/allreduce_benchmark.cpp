@@ -167,6 +167,7 @@ int64_t reducer_cost(Communicator& world, Communicator* mpi, std::vector<NamedTe
 // ranks' skew. Alone: the same bytes all-reduced afterwards with nothing to overlap (in a buffer
 // from new_buffer, where the reducer's buckets live). Wrong: ranks whose averaged gradients
 // differ from rank 0's.
+// Needs options.overlap_steps >= 1.
 int64_t overlap(Communicator& world, const AllreduceBenchmarkOptions& options) {
   model::CmaformerConfig config = model::preset_config(options.preset);
   model::Cmaformer network(config);
@@ -219,7 +220,7 @@ int64_t overlap(Communicator& world, const AllreduceBenchmarkOptions& options) {
     skew.push_back(waits.max().item<double>() - exposed.back());
     alone.push_back(sum_time);
   }
-  if (world.rank() == 0 && options.overlap_steps > 0) {
+  if (world.rank() == 0) {
     const double hidden = 1.0 - median(exposed) / median(alone);
     std::printf("# overlap, %s preset (%lld x %lld x %lld per rank, %lld buckets), median of %d steps: backward %.1f ms, "
                 "all-reduce of its gradients alone %.1f ms, exposed after the last rank's backward %.1f ms "
