@@ -1,8 +1,10 @@
 #include "cluster/comm_thread.h"
 
+#include <utility>
+
 namespace cmaf::cluster {
 
-CommThread::CommThread() : thread_([this] { loop(); }) {}
+CommThread::CommThread(std::function<bool()> idle) : idle_(std::move(idle)), thread_([this] { loop(); }) {}
 
 CommThread::~CommThread() {
   {
@@ -25,16 +27,23 @@ std::shared_future<void> CommThread::submit(std::function<void()> task) {
 }
 
 void CommThread::loop() {
+  bool polling = false;  // idle_ has work outstanding: call it again rather than sleep
   for (;;) {
     std::packaged_task<void()> task;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping and drained
-      task = std::move(queue_.front());
-      queue_.pop_front();
+      if (!polling) wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (!queue_.empty()) {
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      } else if (stopping_ && !polling) {
+        return;  // stopping and drained
+      }
     }
-    task();  // exceptions are stored in the task's future
+    const bool ran = task.valid();
+    if (ran) task();  // exceptions are stored in the task's future
+    if (idle_) polling = idle_();
+    if (polling && !ran) std::this_thread::yield();
   }
 }
 

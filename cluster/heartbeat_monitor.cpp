@@ -8,6 +8,7 @@
 
 #include "cluster/cluster_error.h"
 #include "cluster/mpi_communicator.h"
+#include "cluster/mpi_thread.h"
 #include "common/error.h"
 
 namespace cmaf::cluster {
@@ -26,11 +27,13 @@ HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds pe
                              mpi_error_text(code)));
     }
   };
-  MPI_Comm_rank(parent, &rank_);  // for the messages below; the channel's own rank follows
-  check(MPI_Comm_dup(parent, comm_.receive()), "MPI_Comm_dup");
-  check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
-  check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
-  check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  mpi_run([&] {
+    MPI_Comm_rank(parent, &rank_);  // for the messages below; the channel's own rank follows
+    check(MPI_Comm_dup(parent, comm_.receive()), "MPI_Comm_dup");
+    check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+    check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  });
   last_sequence_.assign(static_cast<size_t>(size_), 0);
   last_heard_.assign(static_cast<size_t>(size_), Clock::now());
   thread_ = std::thread([this] { loop(); });
@@ -40,13 +43,15 @@ HeartbeatMonitor::~HeartbeatMonitor() {
   stopping_.store(true);
   thread_.join();
   // Every rank stops sending before anyone frees the channel; then drain what is left.
-  const int code = MPI_Barrier(comm_);
+  const int code = mpi_barrier(comm_);
   if (code != MPI_SUCCESS) note_failure("MPI_Barrier", -1, code);
-  exchange();
-  for (PendingSend& send : pending_) {
-    MPI_Cancel(&send.request);
-    MPI_Request_free(&send.request);
-  }
+  mpi_run([this] {
+    exchange();
+    for (PendingSend& send : pending_) {
+      MPI_Cancel(&send.request);
+      MPI_Request_free(&send.request);
+    }
+  });
 }  // comm_ frees itself
 
 void HeartbeatMonitor::note_failure(const char* call, int peer, int code) {
@@ -129,22 +134,24 @@ void HeartbeatMonitor::abort_if_stalled() {
   // the abort ends the job.
   stall_sequence_ = sequence;
   peer_stall_reported_ = true;  // this rank's own report says it all
-  for (int r = 0; r < size_; ++r) {
-    if (r == rank_) continue;
-    MPI_Request request = MPI_REQUEST_NULL;
-    const int code = MPI_Isend(&stall_sequence_, 1, MPI_INT64_T, r, kStallTag, comm_, &request);
-    if (code == MPI_SUCCESS) {
-      MPI_Request_free(&request);  // nothing waits for it: the buffer is a member, the abort follows
-    } else {
-      note_failure("MPI_Isend(stall)", r, code);
+  mpi_run([&] {
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      MPI_Request request = MPI_REQUEST_NULL;
+      const int code = MPI_Isend(&stall_sequence_, 1, MPI_INT64_T, r, kStallTag, comm_, &request);
+      if (code == MPI_SUCCESS) {
+        MPI_Request_free(&request);  // nothing waits for it: the buffer is a member, the abort follows
+      } else {
+        note_failure("MPI_Isend(stall)", r, code);
+      }
     }
-  }
+  });
   const auto grace_end = Clock::now() + std::max(std::chrono::milliseconds(1000), 2 * period_);
   while (Clock::now() < grace_end) {
-    exchange();  // keeps MPI progressing the sends
+    mpi_run([this] { exchange(); });  // keeps MPI progressing the sends
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  MPI_Abort(MPI_COMM_WORLD, kStallExitCode);
+  mpi_abort(kStallExitCode);
 }
 
 void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
@@ -175,19 +182,21 @@ void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
 void HeartbeatMonitor::loop() {
   while (!stopping_.load()) {
     const int64_t sequence = entered_.load();
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      // A silent peer is not sent more: its unsent messages would pile up.
-      if (pending_.size() > static_cast<size_t>(4 * size_)) break;
-      PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t>(sequence)};
-      const int code = MPI_Isend(send.value.get(), 1, MPI_INT64_T, r, kHeartbeatTag, comm_, &send.request);
-      if (code == MPI_SUCCESS) {
-        pending_.push_back(std::move(send));
-      } else {
-        note_failure("MPI_Isend", r, code);
+    mpi_run([&] {  // one block on the MPI thread where calls are funnelled
+      for (int r = 0; r < size_; ++r) {
+        if (r == rank_) continue;
+        // A silent peer is not sent more: its unsent messages would pile up.
+        if (pending_.size() > static_cast<size_t>(4 * size_)) break;
+        PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t>(sequence)};
+        const int code = MPI_Isend(send.value.get(), 1, MPI_INT64_T, r, kHeartbeatTag, comm_, &send.request);
+        if (code == MPI_SUCCESS) {
+          pending_.push_back(std::move(send));
+        } else {
+          note_failure("MPI_Isend", r, code);
+        }
       }
-    }
-    exchange();
+      exchange();
+    });
     abort_if_stalled();
     std::this_thread::sleep_for(period_);
   }

@@ -10,6 +10,7 @@
 
 #include "cluster/bf16_wire.h"
 #include "cluster/cluster_error.h"
+#include "cluster/mpi_thread.h"
 #include "cluster/process_runtime.h"
 #include "common/error.h"
 
@@ -62,32 +63,32 @@ int simulated_ranks_per_node() {
 
 MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_shared_memory)
     : host_(host_name()), stall_(stall) {
-  check(MPI_Comm_rank(parent, &rank_), "MPI_Comm_rank");
-  // Every call below waits for all ranks, and no heartbeat watches them yet.
+  check(mpi_call([&] { return MPI_Comm_rank(parent, &rank_); }), "MPI_Comm_rank");
+  // Every call below waits for all ranks, and no heartbeat watches them yet. They run on the MPI
+  // thread where MPI calls are funnelled (mpi_thread.h), one block.
   PhaseWatchdog watchdog("the communicator's set-up", stall_.limit, str("rank ", rank_, " on ", host_),
                          WatchdogEnd::kAbortJob);
-  watchdog.at("MPI_Comm_dup");
-  check(MPI_Comm_dup(parent, comm_.receive()), "MPI_Comm_dup");
-  check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
-  check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
-  check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
-  int provided = MPI_THREAD_SINGLE;
-  MPI_Query_thread(&provided);
-  if (provided == MPI_THREAD_MULTIPLE && size_ > 1) {
+  mpi_run([&] {
+    watchdog.at("MPI_Comm_dup");
+    check(MPI_Comm_dup(parent, comm_.receive()), "MPI_Comm_dup");
+    check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+    check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+    check(MPI_Op_create(&bf16_sum_op, /*commute=*/1, bf16_sum_.receive()), "MPI_Op_create");
+    check(MPI_Op_create(&bf16_max_op, /*commute=*/1, bf16_max_.receive()), "MPI_Op_create");
+    if (size_ > 1) {
+      watchdog.at("choosing the sum path (MPI_Allreduce, MPI_Comm_split_type, node shared memory)");
+      int wanted = node_shared_memory && shared_memory_wanted() ? 1 : 0;
+      int everyone = 0;  // one answer for all ranks, whatever each one's environment says
+      check(MPI_Allreduce(&wanted, &everyone, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+      const auto [smallest_node, largest_node] = find_nodes();
+      if (everyone) setup_node_shared_memory(smallest_node, largest_node);
+    }
+  });
+  if (size_ > 1) {
+    // Its thread calls MPI beside the communication thread, or through the MPI thread's funnel.
     watchdog.at("the heartbeat channel (MPI_Comm_dup)");
     monitor_ = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, stall_.limit, host_);
-  } else if (size_ > 1) {
-    LOG(WARNING) << "MPI provides no MPI_THREAD_MULTIPLE: stall detection is off (a hung rank hangs the job)";
-  }
-  check(MPI_Op_create(&bf16_sum_op, /*commute=*/1, bf16_sum_.receive()), "MPI_Op_create");
-  check(MPI_Op_create(&bf16_max_op, /*commute=*/1, bf16_max_.receive()), "MPI_Op_create");
-  if (size_ > 1) {
-    watchdog.at("choosing the sum path (MPI_Allreduce, MPI_Comm_split_type, node shared memory)");
-    int wanted = node_shared_memory && shared_memory_wanted() ? 1 : 0;
-    int everyone = 0;  // one answer for all ranks, whatever each one's environment says
-    check(MPI_Allreduce(&wanted, &everyone, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
-    const auto [smallest_node, largest_node] = find_nodes();
-    if (everyone) setup_node_shared_memory(smallest_node, largest_node);
   }
   thread_ = std::make_unique<CommThread>();
 }
@@ -160,7 +161,7 @@ bool MpiCommunicator::agreed_by_all_nodes(bool ok, std::string* why) {
   if (nodes_ == 1) return ok;  // SharedSegment::map has agreed over the node already
   int everyone = 0;
   const int mine = ok ? 1 : 0;
-  check(MPI_Allreduce(&mine, &everyone, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+  check(mpi_allreduce(&mine, &everyone, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
   if (ok && !everyone && why) *why = "a rank on another node could not map node shared memory (its log says why)";
   return everyone != 0;
 }
@@ -181,7 +182,7 @@ MpiCommunicator::~MpiCommunicator() {
 std::string mpi_error_text(int code) {
   char text[MPI_MAX_ERROR_STRING] = {0};
   int length = 0;
-  MPI_Error_string(code, text, &length);
+  mpi_call([&] { return MPI_Error_string(code, text, &length); });
   return std::string(text, static_cast<size_t>(length));
 }
 
@@ -213,7 +214,7 @@ void MpiCommunicator::run_all_reduce(at::Tensor& tensor, ReduceOp op) {
   for (int64_t offset = 0; offset < tensor.numel(); offset += kMaxChunk) {
     const int count = static_cast<int>(std::min(kMaxChunk, tensor.numel() - offset));
     const CollectiveScope scope = begin_collective("MPI_Allreduce", count * element);
-    check(MPI_Allreduce(MPI_IN_PLACE, base + offset * element, count, mpi_type(tensor.scalar_type()),
+    check(mpi_allreduce(MPI_IN_PLACE, base + offset * element, count, mpi_type(tensor.scalar_type()),
                         mpi_op(tensor.scalar_type(), op), comm_),
           "MPI_Allreduce");
   }
@@ -235,7 +236,7 @@ void MpiCommunicator::sum_slots(const std::vector<char*>& slots, at::ScalarType 
     char* own = slots[static_cast<size_t>(node_rank_)];
     for (int64_t offset = begin; offset < end; offset += kMaxChunk) {
       const int count = static_cast<int>(std::min(kMaxChunk, end - offset));
-      check(MPI_Allreduce(MPI_IN_PLACE, own + offset * element, count, mpi_type(type), MPI_SUM, cross_comm_),
+      check(mpi_allreduce(MPI_IN_PLACE, own + offset * element, count, mpi_type(type), MPI_SUM, cross_comm_),
             "MPI_Allreduce (between nodes)");
     }
     copy_to_all(slots, element, begin, end, node_rank_);
@@ -327,7 +328,7 @@ WorkHandle MpiCommunicator::broadcast_async(at::Tensor tensor, int root) {
     for (int64_t offset = 0; offset < bytes; offset += kMaxChunk) {
       const int count = static_cast<int>(std::min(kMaxChunk, bytes - offset));
       const CollectiveScope scope = begin_collective("MPI_Bcast", count);
-      check(MPI_Bcast(base + offset, count, MPI_BYTE, root, comm_), "MPI_Bcast");
+      check(mpi_bcast(base + offset, count, MPI_BYTE, root, comm_), "MPI_Bcast");
     }
   }));
 }
@@ -340,7 +341,7 @@ WorkHandle MpiCommunicator::all_gather_async(at::Tensor dense, at::Tensor output
   // The output is contiguous: gather in that order (a copy for a channels-last tensor).
   return std::make_shared<Work>(thread_->submit([this, tensor = dense.contiguous(), output, bytes] {
     const CollectiveScope scope = begin_collective("MPI_Allgather", bytes);
-    check(MPI_Allgather(tensor.data_ptr(), static_cast<int>(bytes), MPI_BYTE, output.data_ptr(),
+    check(mpi_allgather(tensor.data_ptr(), static_cast<int>(bytes), MPI_BYTE, output.data_ptr(),
                         static_cast<int>(bytes), MPI_BYTE, comm_),
           "MPI_Allgather");
   }));
@@ -349,7 +350,7 @@ WorkHandle MpiCommunicator::all_gather_async(at::Tensor dense, at::Tensor output
 WorkHandle MpiCommunicator::barrier_async() {
   return std::make_shared<Work>(thread_->submit([this] {
     const CollectiveScope scope = begin_collective("MPI_Barrier", 0);
-    check(MPI_Barrier(comm_), "MPI_Barrier");
+    check(mpi_barrier(comm_), "MPI_Barrier");
   }));
 }
 

@@ -6,8 +6,9 @@
 //
 // Stall detection (HeartbeatMonitor): a collective that has waited longer than the stall limit
 // is reported on every live rank with the ranks that have not arrived, and the job aborts with
-// exit status kStallExitCode. It needs MPI_THREAD_MULTIPLE (the monitor's thread calls MPI
-// beside the communication thread); without it a warning says stall detection is off.
+// exit status kStallExitCode. Below MPI_THREAD_MULTIPLE its calls, like every other, go through
+// the MPI thread (mpi_thread.h), and the collectives are MPI's non-blocking ones, so that the
+// heartbeat still runs while a collective waits.
 //
 // Node shared memory: float32/float64 sums (and averages) do not go through MPI_Allreduce but
 // through shared memory (cluster/node_shared_memory.h): buffers from new_buffer() (the reducer's
@@ -51,8 +52,8 @@ std::string mpi_error_text(int code);
 
 class MpiCommunicator : public Communicator {
  public:
-  // MPI must be initialised (ProcessRuntime) with at least MPI_THREAD_SERIALIZED. Collective
-  // over `parent`.
+  // MPI must be initialised (ProcessRuntime: MPI_THREAD_MULTIPLE, or below it the MPI thread's
+  // funnel). Collective over `parent`.
   explicit MpiCommunicator(MPI_Comm parent = MPI_COMM_WORLD, StallOptions stall = {},
                            bool node_shared_memory = true);
   ~MpiCommunicator() override;

@@ -9,6 +9,8 @@
 
 #include <utility>
 
+#include "cluster/mpi_thread.h"
+
 namespace cmaf::cluster {
 
 template <typename Traits>
@@ -36,8 +38,11 @@ class MpiHandle {
     reset();
     return &handle_;
   }
-  // Frees what is held (nothing when null); MPI's error code.
-  int reset() { return handle_ == Traits::null() ? MPI_SUCCESS : Traits::free(&handle_); }
+  // Frees what is held (nothing when null), on the MPI thread where calls are funnelled; MPI's
+  // error code.
+  int reset() {
+    return handle_ == Traits::null() ? MPI_SUCCESS : mpi_call([this] { return Traits::free(&handle_); });
+  }
 
  private:
   Handle handle_ = Traits::null();

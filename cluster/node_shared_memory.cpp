@@ -16,6 +16,7 @@
 
 #include "cluster/cluster_error.h"
 #include "cluster/mpi_communicator.h"
+#include "cluster/mpi_thread.h"
 #include "cluster/process_runtime.h"
 #include "common/error.h"
 
@@ -112,8 +113,8 @@ void fail_shared_memory_maps_for_testing(int count) { injected_map_failures = co
 std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, std::string* why) {
   int rank = 0;
   int size = 1;
-  check_mpi(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank", rank);
-  check_mpi(MPI_Comm_size(comm, &size), "MPI_Comm_size", rank);
+  check_mpi(mpi_call([&] { return MPI_Comm_rank(comm, &rank); }), "MPI_Comm_rank", rank);
+  check_mpi(mpi_call([&] { return MPI_Comm_size(comm, &size); }), "MPI_Comm_size", rank);
   std::shared_ptr<SharedSegment> segment(new SharedSegment());
   segment->rank_ = rank;
   segment->bytes_ = bytes;
@@ -134,11 +135,11 @@ std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, 
     error = create_block(name.data(), segment->mapped_bytes_, &segment->blocks_[static_cast<size_t>(rank)]);
   }
   std::vector<char> names(static_cast<size_t>(size) * kNameBytes, 0);
-  check_mpi(MPI_Allgather(name.data(), kNameBytes, MPI_CHAR, names.data(), kNameBytes, MPI_CHAR, comm),
+  check_mpi(mpi_allgather(name.data(), kNameBytes, MPI_CHAR, names.data(), kNameBytes, MPI_CHAR, comm),
             "MPI_Allgather", rank);
   int created = error.empty() ? 1 : 0;
   int all_created = 0;
-  check_mpi(MPI_Allreduce(&created, &all_created, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce", rank);
+  check_mpi(mpi_allreduce(&created, &all_created, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce", rank);
   if (all_created) {
     for (int r = 0; r < size && error.empty(); ++r) {
       if (r == rank) continue;
@@ -148,7 +149,7 @@ std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, 
   }
   int mapped = error.empty() ? 1 : 0;
   int all_mapped = 0;
-  check_mpi(MPI_Allreduce(&mapped, &all_mapped, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce", rank);
+  check_mpi(mpi_allreduce(&mapped, &all_mapped, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce", rank);
   // Every rank has opened every name (or given up): the names can go, the mappings stay.
   if (created) shm_unlink(name.data());
   if (all_mapped) return segment;

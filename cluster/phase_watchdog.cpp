@@ -1,12 +1,12 @@
 #include "cluster/phase_watchdog.h"
 
 #include <glog/logging.h>
-#include <mpi.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 
+#include "cluster/mpi_thread.h"
 #include "common/error.h"
 
 namespace cmaf::cluster {
@@ -19,12 +19,9 @@ double seconds(std::chrono::milliseconds t) { return std::chrono::duration<doubl
   LOG(ERROR) << message;
   google::FlushLogFiles(google::GLOG_INFO);
   std::fflush(nullptr);  // what the process printed so far (std::cout writes through stdio)
-  int provided = MPI_THREAD_SINGLE;
-  // From this thread MPI may only be called beside the others with MPI_THREAD_MULTIPLE.
-  if (end == WatchdogEnd::kAbortJob && MPI_Query_thread(&provided) == MPI_SUCCESS &&
-      provided == MPI_THREAD_MULTIPLE) {
-    MPI_Abort(MPI_COMM_WORLD, status);
-  }
+  // MPI_Abort from this thread, or through the MPI thread where calls are funnelled (which may be
+  // held in the stuck call: then, after 2 s, this process alone exits).
+  if (end == WatchdogEnd::kAbortJob) mpi_abort(status);
   _exit(status);
 }
 }  // namespace

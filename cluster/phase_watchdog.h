@@ -37,8 +37,8 @@ inline constexpr std::chrono::seconds kDefaultStallLimit{300};
 inline constexpr int kStallExitCode = 75;
 inline constexpr std::chrono::seconds kFailedRankGrace{10};
 
-// How a watchdog ends a stall: this process (_exit), or the whole job (MPI_Abort; MPI must be
-// initialised and not finalising, with MPI_THREAD_MULTIPLE).
+// How a watchdog ends a stall: this process (_exit), or the whole job (mpi_abort(): MPI_Abort, made
+// through the MPI thread where calls are funnelled; MPI must be initialised and not finalising).
 enum class WatchdogEnd { kExitProcess, kAbortJob };
 
 class PhaseWatchdog {

@@ -17,6 +17,7 @@
 #include "cluster/local_communicator.h"
 #include "cluster/mpi_communicator.h"
 #include "cluster/mpi_handle.h"
+#include "cluster/mpi_thread.h"
 
 namespace cmaf::cluster {
 namespace {
@@ -156,42 +157,53 @@ std::string LaunchEnvironment::describe() const {
   return out;
 }
 
+ProcessRuntime::ProcessRuntime() = default;
+
 std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, const RuntimeOptions& options) {
   std::unique_ptr<ProcessRuntime> runtime(new ProcessRuntime());
   runtime->environment_ = read_launch_environment();
   check_launch_environment(runtime->environment_);
   runtime->hostname_ = host_name();
-  runtime->mpi_ = options.force_mpi || runtime->environment_.launcher != "none";
+  const bool use_mpi = options.force_mpi || runtime->environment_.launcher != "none";
   runtime->stall_limit_ = options.stall_limit;
   const std::vector<int> cpus = allowed_cpus();  // as the launcher bound this process
   std::vector<std::vector<int>> local_cpus{cpus};
-  if (runtime->mpi_) {
+  if (use_mpi) {
+    const int required = requested_mpi_thread_level();
+    runtime->mpi_thread_ = std::make_unique<MpiThread>();
     PhaseWatchdog watchdog("MPI start-up", options.stall_limit, runtime->who(),
                            WatchdogEnd::kExitProcess);
-    watchdog.at("MPI_Init_thread");
+    // The thread that initialises MPI is the one that may call it under MPI_THREAD_FUNNELED.
     int provided = MPI_THREAD_SINGLE;
-    mpi_check(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread", runtime->who());
-    mpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler",
-              runtime->who());
-    if (provided < MPI_THREAD_SERIALIZED) {
-      MPI_Finalize();
-      runtime->mpi_ = false;  // finalised: the destructor must not again
-      throw ClusterError(str("the MPI library provides thread level ", provided,
-                             "; cmaformer needs at least MPI_THREAD_SERIALIZED (all MPI calls run "
-                             "on one communication thread, not the main one)"));
-    }
-    mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &runtime->rank_), "MPI_Comm_rank", runtime->who());
-    mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_), "MPI_Comm_size", runtime->who());
-    watchdog.at("MPI_Comm_split_type");
-    MpiComm node;  // freed also when a check below throws
-    mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL,
-                                  node.receive()),
-              "MPI_Comm_split_type", runtime->who());
-    mpi_check(MPI_Comm_rank(node, &runtime->local_rank_), "MPI_Comm_rank(node)", runtime->who());
-    mpi_check(MPI_Comm_size(node, &runtime->local_size_), "MPI_Comm_size(node)", runtime->who());
-    watchdog.at("the node's CPU masks (MPI_Allgather)");
-    local_cpus = gather_allowed_cpus(node, cpus, runtime->who());
-    node.reset();
+    runtime->mpi_thread_->run([&] {
+      watchdog.at("MPI_Init_thread");
+      mpi_check(MPI_Init_thread(argc, argv, required, &provided), "MPI_Init_thread", runtime->who());
+      runtime->mpi_ = true;  // initialised: the destructor finalises
+      mpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler",
+                runtime->who());
+      if (provided < MPI_THREAD_FUNNELED) {
+        MPI_Finalize();
+        runtime->mpi_ = false;  // finalised: the destructor must not again
+        throw ClusterError(str("the MPI library provides thread level ", mpi_thread_level_name(provided),
+                               " (asked for ", mpi_thread_level_name(required), "); cmaformer needs at least "
+                               "MPI_THREAD_FUNNELED (its MPI calls run on one thread, not the main one)"));
+      }
+    });
+    runtime->thread_level_ = provided;
+    runtime->mpi_thread_->started(provided);
+    runtime->mpi_thread_->run([&] {
+      mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &runtime->rank_), "MPI_Comm_rank", runtime->who());
+      mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_), "MPI_Comm_size", runtime->who());
+      watchdog.at("MPI_Comm_split_type");
+      MpiComm node;  // freed also when a check below throws
+      mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL,
+                                    node.receive()),
+                "MPI_Comm_split_type", runtime->who());
+      mpi_check(MPI_Comm_rank(node, &runtime->local_rank_), "MPI_Comm_rank(node)", runtime->who());
+      mpi_check(MPI_Comm_size(node, &runtime->local_size_), "MPI_Comm_size(node)", runtime->who());
+      watchdog.at("the node's CPU masks (MPI_Allgather)");
+      local_cpus = gather_allowed_cpus(node, cpus, runtime->who());
+    });
     if (runtime->size_ > 1) set_error_prefix(str("[rank ", runtime->rank_, "] "));
   }
   runtime->local_cpus_ = std::move(local_cpus);
@@ -209,32 +221,36 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
 }
 
 ProcessRuntime::~ProcessRuntime() {
-  if (!mpi_) return;
-  if (size_ > 1) {
-    // The ranks meet here before MPI_Finalize, which waits for all of them too but from inside
-    // which no watchdog may call MPI_Abort. A rank that failed (its error printed) waits only
-    // the grace: peers that did not stop with it are waiting for it in a collective, and the
-    // watchdog ends the whole job with its status at once, under srun as under mpirun.
-    PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kAbortJob);
-    watchdog.at("MPI_Ibarrier before MPI_Finalize");
-    MPI_Request request = MPI_REQUEST_NULL;
-    int done = 0;
-    // A destructor cannot throw: a failed call is logged, and shut-down goes on to MPI_Finalize.
-    int code = MPI_Ibarrier(MPI_COMM_WORLD, &request);
-    const char* call = "MPI_Ibarrier";
-    while (code == MPI_SUCCESS && !done) {
-      code = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
-      call = "MPI_Test(MPI_Ibarrier)";
-      if (code == MPI_SUCCESS && !done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!mpi_) return;  // also when MPI_Init_thread failed: its thread goes with the member
+  // The thread that initialised MPI finalises it.
+  mpi_thread_->run([this] {
+    if (size_ > 1) {
+      // The ranks meet here before MPI_Finalize, which waits for all of them too but from inside
+      // which no watchdog may call MPI_Abort. A rank that failed (its error printed) waits only
+      // the grace: peers that did not stop with it are waiting for it in a collective, and the
+      // watchdog ends the whole job with its status at once, under srun as under mpirun.
+      PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kAbortJob);
+      watchdog.at("MPI_Ibarrier before MPI_Finalize");
+      MPI_Request request = MPI_REQUEST_NULL;
+      int done = 0;
+      // A destructor cannot throw: a failed call is logged, and shut-down goes on to MPI_Finalize.
+      int code = MPI_Ibarrier(MPI_COMM_WORLD, &request);
+      const char* call = "MPI_Ibarrier";
+      while (code == MPI_SUCCESS && !done) {
+        code = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+        call = "MPI_Test(MPI_Ibarrier)";
+        if (code == MPI_SUCCESS && !done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      if (code != MPI_SUCCESS) {
+        LOG(WARNING) << call << " before MPI_Finalize failed on " << who() << ": " << mpi_error_text(code);
+      }
     }
-    if (code != MPI_SUCCESS) {
-      LOG(WARNING) << call << " before MPI_Finalize failed on " << who() << ": " << mpi_error_text(code);
-    }
-  }
-  PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kExitProcess);
-  watchdog.at("MPI_Finalize");
-  const int code = MPI_Finalize();
-  if (code != MPI_SUCCESS) LOG(WARNING) << "MPI_Finalize failed on " << who() << ": " << mpi_error_text(code);
+    PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kExitProcess);
+    watchdog.at("MPI_Finalize");
+    mpi_thread_->finished();
+    const int code = MPI_Finalize();
+    if (code != MPI_SUCCESS) LOG(WARNING) << "MPI_Finalize failed on " << who() << ": " << mpi_error_text(code);
+  });
 }
 
 std::string ProcessRuntime::who() const {
@@ -257,7 +273,9 @@ std::string ProcessRuntime::describe() const {
   return str("rank ", rank_, "/", size_, " (local ", local_rank_, "/", local_size_, ") on ", hostname_,
              ", ", threads_, " LibTorch thread(s) on ", allowed_cpu_count(), " allowed CPU(s), ",
              environment_.describe(),
-             mpi_ ? ", MPI" : ", no MPI");
+             mpi_ ? str(", MPI (thread level ", mpi_thread_level_name(thread_level_),
+                        thread_level_ < MPI_THREAD_MULTIPLE ? ": every MPI call on one thread)" : ")")
+                  : std::string(", no MPI"));
 }
 
 }  // namespace cmaf::cluster

@@ -3,9 +3,10 @@
 //
 // A process started by mpirun (OMPI_COMM_WORLD_SIZE) or srun --mpi=pmix (PMIX_RANK) initialises
 // MPI and talks through MpiCommunicator; a plain process (no launcher) runs as world size 1 on
-// the local communicator without touching MPI. MPI is initialised requesting
-// MPI_THREAD_MULTIPLE; MPI_THREAD_SERIALIZED is enough, because each communicator makes all its
-// MPI calls from its own single communication thread.
+// the local communicator without touching MPI. MPI is initialised on a thread of its own (the MPI
+// thread, cluster/mpi_thread.h), asking for MPI_THREAD_MULTIPLE (or CMAF_MPI_THREAD_LEVEL's
+// level); where MPI provides only MPI_THREAD_FUNNELED or MPI_THREAD_SERIALIZED, every MPI call of
+// the process is funnelled through that thread. MPI_THREAD_SINGLE is refused.
 //
 // LibTorch's default thread count is the CPUs (hardware threads) this rank may run on, shared
 // with the ranks of its node that may run on them too: a launcher that binds each rank to its
@@ -33,6 +34,8 @@
 #include "cluster/phase_watchdog.h"
 
 namespace cmaf::cluster {
+
+class MpiThread;
 
 struct LaunchEnvironment {
   std::string launcher = "none";  // "mpirun", "srun", "none"
@@ -86,6 +89,8 @@ class ProcessRuntime {
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
   int threads() const { return threads_; }
+  // MPI's thread level (MPI_THREAD_*); -1 without MPI.
+  int mpi_thread_level() const { return thread_level_; }
   // The CPUs in this rank's affinity mask.
   int allowed_cpu_count() const {
     return static_cast<int>(local_cpus_.at(static_cast<size_t>(local_rank_)).size());
@@ -104,10 +109,12 @@ class ProcessRuntime {
   std::string describe() const;  // one log line
 
  private:
-  ProcessRuntime() = default;
+  ProcessRuntime();
   std::string who() const;  // "rank 3 on node17", for messages
 
-  bool mpi_ = false;
+  bool mpi_ = false;  // MPI is initialised (and this object finalises it)
+  int thread_level_ = -1;
+  std::unique_ptr<MpiThread> mpi_thread_;  // initialised MPI, finalises it, and funnels below MULTIPLE
   std::chrono::milliseconds stall_limit_ = kDefaultStallLimit;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1, threads_ = 1;
   std::string hostname_;
