@@ -1,12 +1,16 @@
 // Real multi-process tests: run by ctest under `mpirun -np 2` and `-np 3 --oversubscribe`.
-// Every rank runs every test; the job's exit status is the worst rank's.
+// Every rank runs every test; the job's exit status is the worst rank's. The program carries the
+// MPI audit (mpi_thread_audit.h): under CMAF_MPI_THREAD_LEVEL=funneled or serialized, one MPI call
+// off the MPI thread fails the job too.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <cstdio>
 #include <string>
 
+#include "cluster/mpi_thread.h"
 #include "cluster/process_runtime.h"
+#include "tests/cluster/mpi_thread_audit.h"
 #include "tests/cluster/mpi_world.h"
 
 namespace cmaf::test {
@@ -69,8 +73,12 @@ int main(int argc, char** argv) {
   }
   int failed = RUN_ALL_TESTS();
   int any_failed = 0;
-  MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  cmaf::cluster::mpi_allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   cmaf::test::world_slot()->reset();
   runtime.reset();
-  return any_failed;
+  // Below MPI_THREAD_MULTIPLE, an MPI call off the MPI thread anywhere in the run (the shut-down
+  // included) fails the job; the audit printed which function.
+  const int64_t violations = cmaf::test::mpi_audit_violations();
+  if (violations > 0) std::fprintf(stderr, "MPI audit: %lld call(s) off the MPI thread\n", static_cast<long long>(violations));
+  return any_failed != 0 || violations > 0 ? 1 : 0;
 }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cluster/mpi_communicator.h"
+#include "cluster/mpi_thread.h"
 #include "cluster/node_shared_memory.h"
 #include "cluster/process_runtime.h"
 #include "tests/cluster/mpi_world.h"
@@ -51,7 +52,7 @@ Layout expected_layout() {
   std::strncpy(mine.data(), cluster::host_name().c_str(), kHostBytes - 1);
   const int n = world().size();
   std::vector<char> hosts(static_cast<size_t>(n) * kHostBytes);
-  MPI_Allgather(mine.data(), kHostBytes, MPI_CHAR, hosts.data(), kHostBytes, MPI_CHAR, MPI_COMM_WORLD);
+  cluster::mpi_allgather(mine.data(), kHostBytes, MPI_CHAR, hosts.data(), kHostBytes, MPI_CHAR, MPI_COMM_WORLD);
   const int k = simulated_ranks_per_node();
   Layout layout;
   std::map<std::string, int> seen_on_host;  // ranks so far on each host
@@ -219,10 +220,13 @@ TEST(MpiNodeSharedMemory, ARankThatCannotMapMakesEveryRankFallBack) {
 // The number MPI gives the next communicator. OpenMPI numbers communicators by the lowest free
 // slot of its handle table, so one that was never freed shows as a higher number here.
 int next_communicator_number() {
-  MPI_Comm probe = MPI_COMM_NULL;
-  MPI_Comm_dup(MPI_COMM_WORLD, &probe);
-  const int number = MPI_Comm_c2f(probe);
-  MPI_Comm_free(&probe);
+  int number = 0;
+  cluster::mpi_run([&] {
+    MPI_Comm probe = MPI_COMM_NULL;
+    MPI_Comm_dup(MPI_COMM_WORLD, &probe);
+    number = MPI_Comm_c2f(probe);
+    MPI_Comm_free(&probe);
+  });
   return number;
 }
 

@@ -4,11 +4,15 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 
+#include <cstdlib>
 #include <numeric>
+#include <string>
+#include <utility>
 #include <thread>
 #include <vector>
 
 #include "cluster/cluster_error.h"
+#include "cluster/mpi_thread.h"
 
 namespace cmaf::cluster {
 namespace {
@@ -137,6 +141,41 @@ TEST(LaunchEnvironmentTest, SrunWithoutPmixIsRefused) {
   mpirun.launcher = "mpirun";
   EXPECT_NO_THROW(check_launch_environment(mpirun));
   EXPECT_NO_THROW(check_launch_environment(LaunchEnvironment{}));
+}
+
+// CMAF_MPI_THREAD_LEVEL: the level ProcessRuntime asks MPI for; anything else is refused by name.
+TEST(MpiThreadLevel, TheEnvironmentPicksTheLevel) {
+  const char* before = std::getenv("CMAF_MPI_THREAD_LEVEL");
+  const std::string kept = before == nullptr ? "" : before;
+  unsetenv("CMAF_MPI_THREAD_LEVEL");
+  EXPECT_EQ(requested_mpi_thread_level(), MPI_THREAD_MULTIPLE);
+  const std::pair<const char*, int> levels[] = {
+      {"multiple", MPI_THREAD_MULTIPLE}, {"serialized", MPI_THREAD_SERIALIZED}, {"funneled", MPI_THREAD_FUNNELED}};
+  for (const auto& [name, level] : levels) {
+    setenv("CMAF_MPI_THREAD_LEVEL", name, 1);
+    EXPECT_EQ(requested_mpi_thread_level(), level) << name;
+    EXPECT_EQ(mpi_thread_level_name(level), name);
+  }
+  for (const char* wrong : {"MULTIPLE", "single", "2", "funnelled"}) {
+    setenv("CMAF_MPI_THREAD_LEVEL", wrong, 1);
+    try {
+      requested_mpi_thread_level();
+      ADD_FAILURE() << wrong << " was accepted";
+    } catch (const ClusterError& error) {
+      EXPECT_NE(std::string(error.what()).find(std::string("CMAF_MPI_THREAD_LEVEL=") + wrong + ": expected multiple, "
+                                               "serialized or funneled"),
+                std::string::npos)
+          << error.what();
+    }
+  }
+  if (before == nullptr) {
+    unsetenv("CMAF_MPI_THREAD_LEVEL");
+  } else {
+    setenv("CMAF_MPI_THREAD_LEVEL", kept.c_str(), 1);
+  }
+  // Without MPI nothing is funnelled and no level is in use.
+  EXPECT_FALSE(mpi_funnelled());
+  EXPECT_EQ(mpi_thread_level(), -1);
 }
 
 TEST(LaunchEnvironmentTest, DescribeNamesTheLaunchersRanks) {

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "cluster/mpi_communicator.h"
+#include "cluster/mpi_thread.h"
 #include "cluster/process_runtime.h"
 
 int main(int argc, char** argv) {
@@ -63,7 +64,8 @@ int main(int argc, char** argv) {
     std::strncpy(mine.host.data(), cmaf::cluster::host_name().c_str(), mine.host.size() - 1);
     mine.pid = ::getpid();
     std::vector<Peer> peers(static_cast<size_t>(world.size()));
-    MPI_Allgather(&mine, sizeof(Peer), MPI_BYTE, peers.data(), sizeof(Peer), MPI_BYTE, MPI_COMM_WORLD);
+    cmaf::cluster::mpi_allgather(&mine, sizeof(Peer), MPI_BYTE, peers.data(), sizeof(Peer), MPI_BYTE,
+                                 MPI_COMM_WORLD);
     if (mode == "freeze" && std::strcmp(peers[0].host.data(), peers[static_cast<size_t>(victim)].host.data()) == 0) {
       LOG(ERROR) << "freeze: rank " << victim << " shares rank 0's node; run under local_nodes.sh with them apart";
       return 2;  // its parent would be mpirun or rank 0's daemon

@@ -18,6 +18,8 @@ echo "exit status ${status} after ${elapsed} s"
 [[ ${status} -ne 0 ]] || { echo "FAIL: the job exited 0"; exit 1; }
 [[ ${status} -ne 124 ]] || { echo "FAIL: the job hung until the 60 s timeout"; exit 1; }
 [[ ${elapsed} -lt 20 ]] || { echo "FAIL: took ${elapsed} s (the stall limit is 3 s)"; exit 1; }
+# Under CMAF_MPI_THREAD_LEVEL=funneled the probe's MPI audit names any call off the MPI thread.
+if grep -q "MPI audit:" <<<"${output}"; then grep "MPI audit:" <<<"${output}"; echo "FAIL: an MPI call off the MPI thread"; exit 1; fi
 if [[ "${mode}" == sleep ]]; then
   grep -q "stall: collective #3" <<<"${output}" || { echo "FAIL: no stall report"; exit 1; }
   grep -q "rank ${victim}: alive but has not reached collective #3" <<<"${output}" \

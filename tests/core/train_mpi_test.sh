@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Multi-rank training under a real mpirun (2 ranks, or TRAIN_MPI_RANKS), on a small synthetic
 # dataset. With TRAIN_MPI_EXPECT_LOG, the first run's log must contain that text (say, the
-# line that names the path the gradient sums take).
+# line that names the path the gradient sums take); several texts are separated by '|'.
 #
 #   train_mpi_test.sh MPIEXEC CMAFORMER MODE [CHECKPOINT_COMPARE]
 #     resume  2k steps uninterrupted == k steps, checkpoint, resume, k more (weights, optimizer,
@@ -79,7 +79,10 @@ case "${mode}" in
   resume)
     train "${work}/a" 12 12 > "${work}/a.out" 2>&1 || { cat "${work}/a.out"; fail "uninterrupted run"; }
     if [[ -n "${TRAIN_MPI_EXPECT_LOG:-}" ]]; then
-      grep -qF "${TRAIN_MPI_EXPECT_LOG}" "${work}/a.out" || { cat "${work}/a.out"; fail "no '${TRAIN_MPI_EXPECT_LOG}' in the log"; }
+      IFS='|' read -ra expected <<<"${TRAIN_MPI_EXPECT_LOG}"
+      for text in "${expected[@]}"; do
+        grep -qF "${text}" "${work}/a.out" || { cat "${work}/a.out"; fail "no '${text}' in the log"; }
+      done
     fi
     train "${work}/b" 12 6 > "${work}/b.out" 2>&1 || { cat "${work}/b.out"; fail "checkpointed run"; }
     mkdir -p "${work}/c/checkpoints"
