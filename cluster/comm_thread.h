@@ -16,9 +16,9 @@ namespace cmaf::cluster {
 
 class CommThread {
  public:
-  // `idle`, when given, runs on the thread after each task and whenever the queue is empty;
-  // while it returns true (work outstanding, such as MPI requests to test) the thread keeps
-  // calling it between tasks instead of sleeping.
+  // `idle`, when given, runs on the thread after each task; while it returns true (work
+  // outstanding, such as MPI requests to test) the thread keeps calling it, between any tasks
+  // that arrive, instead of sleeping.
   explicit CommThread(std::function<bool()> idle = nullptr);
   ~CommThread();  // runs the tasks already submitted (and idle until it returns false), then joins
   CommThread(const CommThread&) = delete;

@@ -60,6 +60,10 @@ void MpiThread::finished() {
   MpiThread* self = this;
   funnel.compare_exchange_strong(self, nullptr);
   level.store(-1);
+  // A collective still waiting (a communicator that outlives the runtime, which the runtime's
+  // contract forbids) fails rather than keep this thread testing a request past MPI_Finalize.
+  for (Wait& wait : waits_) wait.done->set_value(MPI_ERR_OTHER);
+  waits_.clear();
 }
 
 bool MpiThread::test_waits() {
@@ -95,44 +99,49 @@ int mpi_call(const std::function<int()>& call) {
   return code;
 }
 
-int mpi_wait(MPI_Request* request) {
-  MpiThread* thread = funnel_elsewhere();
-  if (thread == nullptr) return MPI_Wait(request, MPI_STATUS_IGNORE);
+int MpiThread::complete(MPI_Request* request, std::function<int(MPI_Request*)> start) {
   auto done = std::make_shared<std::promise<int>>();
   std::future<int> result = done->get_future();
-  thread->thread_.submit([thread, request, done] { thread->waits_.push_back({request, done}); });
+  thread_.submit([this, request, start = std::move(start), done] {
+    const int code = start(request);
+    if (code != MPI_SUCCESS) {
+      done->set_value(code);
+      return;
+    }
+    waits_.push_back({request, done});  // tested right after this task, then between the others
+  });
   return result.get();
+}
+
+int mpi_start_and_wait(const std::function<int(MPI_Request*)>& start) {
+  MPI_Request request = MPI_REQUEST_NULL;
+  if (MpiThread* thread = funnel_elsewhere()) return thread->complete(&request, start);
+  const int code = start(&request);
+  return code != MPI_SUCCESS ? code : MPI_Wait(&request, MPI_STATUS_IGNORE);
 }
 
 int mpi_allreduce(const void* send, void* receive, int count, MPI_Datatype type, MPI_Op op, MPI_Comm comm) {
   if (!mpi_funnelled()) return MPI_Allreduce(send, receive, count, type, op, comm);
-  MPI_Request request = MPI_REQUEST_NULL;
-  const int code = mpi_call([&] { return MPI_Iallreduce(send, receive, count, type, op, comm, &request); });
-  return code != MPI_SUCCESS ? code : mpi_wait(&request);
+  return mpi_start_and_wait(
+      [&](MPI_Request* request) { return MPI_Iallreduce(send, receive, count, type, op, comm, request); });
 }
 
 int mpi_bcast(void* buffer, int count, MPI_Datatype type, int root, MPI_Comm comm) {
   if (!mpi_funnelled()) return MPI_Bcast(buffer, count, type, root, comm);
-  MPI_Request request = MPI_REQUEST_NULL;
-  const int code = mpi_call([&] { return MPI_Ibcast(buffer, count, type, root, comm, &request); });
-  return code != MPI_SUCCESS ? code : mpi_wait(&request);
+  return mpi_start_and_wait([&](MPI_Request* request) { return MPI_Ibcast(buffer, count, type, root, comm, request); });
 }
 
 int mpi_allgather(const void* send, int send_count, MPI_Datatype send_type, void* receive, int receive_count,
                   MPI_Datatype receive_type, MPI_Comm comm) {
   if (!mpi_funnelled()) return MPI_Allgather(send, send_count, send_type, receive, receive_count, receive_type, comm);
-  MPI_Request request = MPI_REQUEST_NULL;
-  const int code = mpi_call([&] {
-    return MPI_Iallgather(send, send_count, send_type, receive, receive_count, receive_type, comm, &request);
+  return mpi_start_and_wait([&](MPI_Request* request) {
+    return MPI_Iallgather(send, send_count, send_type, receive, receive_count, receive_type, comm, request);
   });
-  return code != MPI_SUCCESS ? code : mpi_wait(&request);
 }
 
 int mpi_barrier(MPI_Comm comm) {
   if (!mpi_funnelled()) return MPI_Barrier(comm);
-  MPI_Request request = MPI_REQUEST_NULL;
-  const int code = mpi_call([&] { return MPI_Ibarrier(comm, &request); });
-  return code != MPI_SUCCESS ? code : mpi_wait(&request);
+  return mpi_start_and_wait([&](MPI_Request* request) { return MPI_Ibarrier(comm, request); });
 }
 
 void mpi_abort(int status) {

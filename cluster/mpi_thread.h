@@ -12,10 +12,14 @@
 // heartbeat could not be sent, and two communicators whose collectives the ranks happen to issue
 // in different orders would deadlock. So the collectives go through mpi_allreduce() and its
 // siblings: MPI's blocking call with MPI_THREAD_MULTIPLE (2-3x faster here than the
-// non-blocking ones), and funnelled, the non-blocking call completed by mpi_wait(), for which
-// the MPI thread tests every outstanding request between the blocks handed to it. Code inside an
+// non-blocking ones), and funnelled, the non-blocking call started and completed on the MPI
+// thread (mpi_start_and_wait(): one hand-over), which tests every outstanding request between
+// the blocks handed to it. Code inside an
 // mpi_run() block runs on the MPI thread and calls MPI directly; the helpers below called there
 // run at once (a blocking wait there holds the thread: keep such blocks to set-up and shut-down).
+//
+// Every user of MPI (communicators, their threads) must be gone before ProcessRuntime finalises
+// MPI and its MPI thread ends: the functions below read the funnel without a lifetime guard.
 //
 // CMAF_MPI_THREAD_LEVEL=multiple|serialized|funneled asks MPI for that level (default multiple):
 // for an MPI library whose MPI_THREAD_MULTIPLE is missing, slow or broken, and for the tests of
@@ -40,11 +44,11 @@ int requested_mpi_thread_level();
 // "multiple", "serialized", "funneled", "single".
 std::string mpi_thread_level_name(int level);
 
-int mpi_wait(MPI_Request* request);  // below
+int mpi_start_and_wait(const std::function<int(MPI_Request*)>& start);
 [[noreturn]] void mpi_abort(int status);
 
 // The MPI thread (ProcessRuntime owns it): runs blocks handed to it, one at a time in order, and
-// completes the requests given to mpi_wait().
+// completes the requests of mpi_start_and_wait().
 class MpiThread {
  public:
   MpiThread();
@@ -57,14 +61,18 @@ class MpiThread {
   // After MPI_Init_thread gave `provided`: below MPI_THREAD_MULTIPLE, every MPI call of the
   // process goes through this thread from now on.
   void started(int provided);
-  // Right before MPI_Finalize: nothing is funnelled any more.
+  // On the thread, right before MPI_Finalize: nothing is funnelled any more, and a request still
+  // waited for fails (MPI_ERR_OTHER).
   void finished();
   // Whether the caller is the MPI thread.
   bool is_current() const { return thread_.is_current(); }
 
  private:
-  friend int mpi_wait(MPI_Request* request);
+  friend int mpi_start_and_wait(const std::function<int(MPI_Request*)>& start);
   friend void mpi_abort(int status);
+  // One hand-over: on the thread, `start` starts the call that fills *request, and
+  // the request joins those the thread tests; returns when it is complete (MPI's error code).
+  int complete(MPI_Request* request, std::function<int(MPI_Request*)> start);
   struct Wait {
     MPI_Request* request;
     std::shared_ptr<std::promise<int>> done;
@@ -84,8 +92,10 @@ bool mpi_funnelled();
 void mpi_run(const std::function<void()>& block);
 // One call through mpi_run(); returns its MPI error code.
 int mpi_call(const std::function<int()>& call);
-// MPI_Wait of `request`; funnelled, the MPI thread tests it among the other outstanding ones.
-int mpi_wait(MPI_Request* request);
+// `start` (a non-blocking call that fills the request it is given), then MPI_Wait of it;
+// funnelled, both in one hand-over to the MPI thread, which tests the request among the other
+// outstanding ones.
+int mpi_start_and_wait(const std::function<int(MPI_Request*)>& start);
 
 // Blocking collectives that never hold the MPI thread (see above); MPI's error code.
 int mpi_allreduce(const void* send, void* receive, int count, MPI_Datatype type, MPI_Op op, MPI_Comm comm);
@@ -95,9 +105,10 @@ int mpi_allgather(const void* send, int send_count, MPI_Datatype send_type, void
 int mpi_barrier(MPI_Comm comm);
 
 // Ends the whole job with `status` (MPI_Abort of MPI_COMM_WORLD). Funnelled, the MPI thread
-// makes the call if it takes it within 2 s (it may be held in a blocking call: a stuck MPI
-// start-up or shut-down); else, and when MPI is not up, this process exits with `status` and
-// the launcher ends the others.
+// makes the call if it takes it within 2 s; it may be held in a blocking call: a communicator's
+// set-up (MPI_Comm_dup, MPI_Comm_split_type: no non-blocking forms, or none used) that a peer
+// never joins. Then, and when MPI is not up, this process exits with `status` and the launcher
+// ends the others (mpirun at once; under srun each waiting rank's own watchdog ends it).
 [[noreturn]] void mpi_abort(int status);
 
 }  // namespace cmaf::cluster

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <thread>
 
 #include "cluster/cluster_error.h"
@@ -222,35 +223,41 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
 
 ProcessRuntime::~ProcessRuntime() {
   if (!mpi_) return;  // also when MPI_Init_thread failed: its thread goes with the member
-  // The thread that initialised MPI finalises it.
-  mpi_thread_->run([this] {
-    if (size_ > 1) {
-      // The ranks meet here before MPI_Finalize, which waits for all of them too but from inside
-      // which no watchdog may call MPI_Abort. A rank that failed (its error printed) waits only
-      // the grace: peers that did not stop with it are waiting for it in a collective, and the
-      // watchdog ends the whole job with its status at once, under srun as under mpirun.
-      PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kAbortJob);
-      watchdog.at("MPI_Ibarrier before MPI_Finalize");
-      MPI_Request request = MPI_REQUEST_NULL;
-      int done = 0;
-      // A destructor cannot throw: a failed call is logged, and shut-down goes on to MPI_Finalize.
-      int code = MPI_Ibarrier(MPI_COMM_WORLD, &request);
-      const char* call = "MPI_Ibarrier";
-      while (code == MPI_SUCCESS && !done) {
-        code = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
-        call = "MPI_Test(MPI_Ibarrier)";
-        if (code == MPI_SUCCESS && !done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-      if (code != MPI_SUCCESS) {
-        LOG(WARNING) << call << " before MPI_Finalize failed on " << who() << ": " << mpi_error_text(code);
-      }
+  if (size_ > 1) {
+    // The ranks meet here before MPI_Finalize, which waits for all of them too but from inside
+    // which no watchdog may call MPI_Abort. A rank that failed (its error printed) waits only
+    // the grace: peers that did not stop with it are waiting for it in a collective, and the
+    // watchdog ends the whole job with its status at once, under srun as under mpirun. Each
+    // call is handed over on its own (mpi_call), so that where calls are funnelled the MPI
+    // thread is free between them for the watchdog's MPI_Abort.
+    PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kAbortJob);
+    watchdog.at("MPI_Ibarrier before MPI_Finalize");
+    MPI_Request request = MPI_REQUEST_NULL;
+    int done = 0;
+    // A destructor cannot throw: a failed call is logged, and shut-down goes on to MPI_Finalize.
+    int code = mpi_call([&] { return MPI_Ibarrier(MPI_COMM_WORLD, &request); });
+    const char* call = "MPI_Ibarrier";
+    while (code == MPI_SUCCESS && !done) {
+      code = mpi_call([&] { return MPI_Test(&request, &done, MPI_STATUS_IGNORE); });
+      call = "MPI_Test(MPI_Ibarrier)";
+      if (code == MPI_SUCCESS && !done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kExitProcess);
-    watchdog.at("MPI_Finalize");
-    mpi_thread_->finished();
-    const int code = MPI_Finalize();
-    if (code != MPI_SUCCESS) LOG(WARNING) << "MPI_Finalize failed on " << who() << ": " << mpi_error_text(code);
-  });
+    if (code != MPI_SUCCESS) {
+      LOG(WARNING) << call << " before MPI_Finalize failed on " << who() << ": " << mpi_error_text(code);
+    }
+  }
+  PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kExitProcess);
+  watchdog.at("MPI_Finalize");
+  try {
+    // The thread that initialised MPI finalises it.
+    mpi_thread_->run([this] {
+      mpi_thread_->finished();
+      const int code = MPI_Finalize();
+      if (code != MPI_SUCCESS) LOG(WARNING) << "MPI_Finalize failed on " << who() << ": " << mpi_error_text(code);
+    });
+  } catch (const std::exception& error) {  // a destructor cannot throw
+    LOG(WARNING) << "MPI shut-down on " << who() << ": " << error.what();
+  }
 }
 
 std::string ProcessRuntime::who() const {
