@@ -218,3 +218,6 @@ case "${mode}" in
     ;;
   *) fail "unknown mode ${mode}" ;;
 esac
+# A binary that carries the MPI audit (cmaformer_mpi_audited) prints "MPI audit:" for each MPI
+# function called off the MPI thread where calls are funnelled.
+if grep -h "MPI audit:" "${work}"/*.out 2>/dev/null; then fail "an MPI call off the MPI thread"; fi
