@@ -27,9 +27,10 @@ HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds pe
                              mpi_error_text(code)));
     }
   };
+  // The parent's rank for the messages below; the channel's own rank follows.
+  mpi_call([&] { return MPI_Comm_rank(parent, &rank_); });
+  check(mpi_comm_dup(parent, comm_.receive()), "MPI_Comm_dup");  // waits off the MPI thread
   mpi_run([&] {
-    MPI_Comm_rank(parent, &rank_);  // for the messages below; the channel's own rank follows
-    check(MPI_Comm_dup(parent, comm_.receive()), "MPI_Comm_dup");
     check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");

@@ -64,27 +64,28 @@ int simulated_ranks_per_node() {
 MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_shared_memory)
     : host_(host_name()), stall_(stall) {
   check(mpi_call([&] { return MPI_Comm_rank(parent, &rank_); }), "MPI_Comm_rank");
-  // Every call below waits for all ranks, and no heartbeat watches them yet. They run on the MPI
-  // thread where MPI calls are funnelled (mpi_thread.h), one block.
+  // Every call below waits for all ranks, and no heartbeat watches them yet. Where MPI calls are
+  // funnelled (mpi_thread.h) the waiting happens off the MPI thread (mpi_comm_dup and the other
+  // helpers), which stays free for other communicators and for the watchdog's MPI_Abort.
   PhaseWatchdog watchdog("the communicator's set-up", stall_.limit, str("rank ", rank_, " on ", host_),
                          WatchdogEnd::kAbortJob);
+  watchdog.at("MPI_Comm_dup");
+  check(mpi_comm_dup(parent, comm_.receive()), "MPI_Comm_dup");
   mpi_run([&] {
-    watchdog.at("MPI_Comm_dup");
-    check(MPI_Comm_dup(parent, comm_.receive()), "MPI_Comm_dup");
     check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
     check(MPI_Op_create(&bf16_sum_op, /*commute=*/1, bf16_sum_.receive()), "MPI_Op_create");
     check(MPI_Op_create(&bf16_max_op, /*commute=*/1, bf16_max_.receive()), "MPI_Op_create");
-    if (size_ > 1) {
-      watchdog.at("choosing the sum path (MPI_Allreduce, MPI_Comm_split_type, node shared memory)");
-      int wanted = node_shared_memory && shared_memory_wanted() ? 1 : 0;
-      int everyone = 0;  // one answer for all ranks, whatever each one's environment says
-      check(MPI_Allreduce(&wanted, &everyone, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
-      const auto [smallest_node, largest_node] = find_nodes();
-      if (everyone) setup_node_shared_memory(smallest_node, largest_node);
-    }
   });
+  if (size_ > 1) {
+    watchdog.at("choosing the sum path (MPI_Allreduce, MPI_Comm_split_type, node shared memory)");
+    int wanted = node_shared_memory && shared_memory_wanted() ? 1 : 0;
+    int everyone = 0;  // one answer for all ranks, whatever each one's environment says
+    check(mpi_allreduce(&wanted, &everyone, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+    const auto [smallest_node, largest_node] = find_nodes();
+    if (everyone) setup_node_shared_memory(smallest_node, largest_node);
+  }
   if (size_ > 1) {
     // Its thread calls MPI beside the communication thread, or through the MPI thread's funnel.
     watchdog.at("the heartbeat channel (MPI_Comm_dup)");
@@ -94,34 +95,34 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
 }
 
 std::pair<int, int> MpiCommunicator::find_nodes() {
-  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, node_comm_.receive()),
+  check(mpi_comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, node_comm_.receive()),
         "MPI_Comm_split_type");
   // The ranks compare their CMAF_SIMULATED_RANKS_PER_NODE before any of them acts on it (mpirun
   // does not pass the environment to other hosts unless told: -x).
   const int simulated = simulated_ranks_per_node();
   const int settings[2] = {-simulated, simulated};
   int range[2] = {0, 0};  // -(smallest setting), largest
-  check(MPI_Allreduce(settings, range, 2, MPI_INT, MPI_MAX, comm_), "MPI_Allreduce");
+  check(mpi_allreduce(settings, range, 2, MPI_INT, MPI_MAX, comm_), "MPI_Allreduce");
   CMAF_CHECK(-range[0] == range[1], "CMAF_SIMULATED_RANKS_PER_NODE must be the same on every rank: found ",
              -range[0], " to ", range[1], " (0: unset, -1: not a positive integer)");
   CMAF_CHECK(simulated >= 0, "CMAF_SIMULATED_RANKS_PER_NODE=", std::getenv("CMAF_SIMULATED_RANKS_PER_NODE"),
              ": expected a positive number of ranks per node");
   if (simulated > 0) {
     int shared_rank = 0;
-    check(MPI_Comm_rank(node_comm_, &shared_rank), "MPI_Comm_rank");
+    check(mpi_call([&] { return MPI_Comm_rank(node_comm_, &shared_rank); }), "MPI_Comm_rank");
     MpiComm simulated_node;
-    check(MPI_Comm_split(node_comm_, shared_rank / simulated, shared_rank, simulated_node.receive()),
+    check(mpi_comm_split(node_comm_, shared_rank / simulated, shared_rank, simulated_node.receive()),
           "MPI_Comm_split");
     check(node_comm_.reset(), "MPI_Comm_free");
     node_comm_ = std::move(simulated_node);
   }
-  check(MPI_Comm_rank(node_comm_, &node_rank_), "MPI_Comm_rank");
-  check(MPI_Comm_size(node_comm_, &node_size_), "MPI_Comm_size");
+  check(mpi_call([&] { return MPI_Comm_rank(node_comm_, &node_rank_); }), "MPI_Comm_rank");
+  check(mpi_call([&] { return MPI_Comm_size(node_comm_, &node_size_); }), "MPI_Comm_size");
   const int leader = node_rank_ == 0 ? 1 : 0;
-  check(MPI_Allreduce(&leader, &nodes_, 1, MPI_INT, MPI_SUM, comm_), "MPI_Allreduce");
+  check(mpi_allreduce(&leader, &nodes_, 1, MPI_INT, MPI_SUM, comm_), "MPI_Allreduce");
   const int sizes[2] = {-node_size_, node_size_};
   int extremes[2] = {0, 0};  // -(smallest node), largest node
-  check(MPI_Allreduce(sizes, extremes, 2, MPI_INT, MPI_MAX, comm_), "MPI_Allreduce");
+  check(mpi_allreduce(sizes, extremes, 2, MPI_INT, MPI_MAX, comm_), "MPI_Allreduce");
   return {-extremes[0], extremes[1]};
 }
 
@@ -137,7 +138,7 @@ void MpiCommunicator::setup_node_shared_memory(int smallest_node, int largest_no
   }
   if (nodes_ > 1) {
     // Rank i of every node sums slice i of the node sums with its counterparts on the other nodes.
-    check(MPI_Comm_split(comm_, node_rank_, rank_, cross_comm_.receive()), "MPI_Comm_split");
+    check(mpi_comm_split(comm_, node_rank_, rank_, cross_comm_.receive()), "MPI_Comm_split");
   }
   std::string why;
   std::shared_ptr<SharedSegment> control = SharedSegment::map(node_comm_, sizeof(uint32_t), &why);

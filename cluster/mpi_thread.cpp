@@ -144,6 +144,23 @@ int mpi_barrier(MPI_Comm comm) {
   return mpi_start_and_wait([&](MPI_Request* request) { return MPI_Ibarrier(comm, request); });
 }
 
+int mpi_comm_dup(MPI_Comm comm, MPI_Comm* out) {
+  if (!mpi_funnelled()) return MPI_Comm_dup(comm, out);
+  return mpi_start_and_wait([&](MPI_Request* request) { return MPI_Comm_idup(comm, out, request); });
+}
+
+int mpi_comm_split(MPI_Comm comm, int color, int key, MPI_Comm* out) {
+  if (!mpi_funnelled()) return MPI_Comm_split(comm, color, key, out);
+  const int code = mpi_barrier(comm);
+  return code != MPI_SUCCESS ? code : mpi_call([&] { return MPI_Comm_split(comm, color, key, out); });
+}
+
+int mpi_comm_split_type(MPI_Comm comm, int type, int key, MPI_Info info, MPI_Comm* out) {
+  if (!mpi_funnelled()) return MPI_Comm_split_type(comm, type, key, info, out);
+  const int code = mpi_barrier(comm);
+  return code != MPI_SUCCESS ? code : mpi_call([&] { return MPI_Comm_split_type(comm, type, key, info, out); });
+}
+
 void mpi_abort(int status) {
   std::fflush(nullptr);
   if (level.load() >= 0) {

@@ -14,9 +14,10 @@
 // siblings: MPI's blocking call with MPI_THREAD_MULTIPLE (2-3x faster here than the
 // non-blocking ones), and funnelled, the non-blocking call started and completed on the MPI
 // thread (mpi_start_and_wait(): one hand-over), which tests every outstanding request between
-// the blocks handed to it. Code inside an
-// mpi_run() block runs on the MPI thread and calls MPI directly; the helpers below called there
-// run at once (a blocking wait there holds the thread: keep such blocks to set-up and shut-down).
+// the blocks handed to it. New communicators likewise (mpi_comm_dup() and the splits). Code
+// inside an mpi_run() block runs on the MPI thread and calls MPI directly; the helpers below
+// called there run at once, and a blocking wait there holds the thread: such blocks are MPI's
+// start-up (nothing else uses MPI yet), MPI_Finalize and calls that return at once.
 //
 // Every user of MPI (communicators, their threads) must be gone before ProcessRuntime finalises
 // MPI and its MPI thread ends: the functions below read the funnel without a lifetime guard.
@@ -103,12 +104,19 @@ int mpi_bcast(void* buffer, int count, MPI_Datatype type, int root, MPI_Comm com
 int mpi_allgather(const void* send, int send_count, MPI_Datatype send_type, void* receive, int receive_count,
                   MPI_Datatype receive_type, MPI_Comm comm);
 int mpi_barrier(MPI_Comm comm);
+// New communicators. MPI_Comm_dup; funnelled, MPI_Comm_idup, waited for off the MPI thread.
+int mpi_comm_dup(MPI_Comm comm, MPI_Comm* out);
+// MPI_Comm_split and MPI_Comm_split_type have no non-blocking form; funnelled, an MPI_Ibarrier
+// over `comm` goes first, so that the MPI thread is held in the split only once every rank has
+// arrived.
+int mpi_comm_split(MPI_Comm comm, int color, int key, MPI_Comm* out);
+int mpi_comm_split_type(MPI_Comm comm, int type, int key, MPI_Info info, MPI_Comm* out);
 
 // Ends the whole job with `status` (MPI_Abort of MPI_COMM_WORLD). Funnelled, the MPI thread
-// makes the call if it takes it within 2 s; it may be held in a blocking call: a communicator's
-// set-up (MPI_Comm_dup, MPI_Comm_split_type: no non-blocking forms, or none used) that a peer
-// never joins. Then, and when MPI is not up, this process exits with `status` and the launcher
-// ends the others (mpirun at once; under srun each waiting rank's own watchdog ends it).
+// makes the call if it takes it within 2 s; it may be held in a blocking call (a peer that
+// dies inside a communicator split, after the barrier before it). Then, and when MPI is not up,
+// this process exits with `status` and the launcher ends the others (mpirun at once; under srun
+// each waiting rank's own watchdog ends it).
 [[noreturn]] void mpi_abort(int status);
 
 }  // namespace cmaf::cluster

@@ -79,6 +79,7 @@ CMAF_AUDITED(Bcast, (void* b, int n, MPI_Datatype t, int root, MPI_Comm c), (b, 
 CMAF_AUDITED(Ibcast, (void* b, int n, MPI_Datatype t, int root, MPI_Comm c, MPI_Request* q), (b, n, t, root, c, q))
 CMAF_AUDITED(Cancel, (MPI_Request* q), (q))
 CMAF_AUDITED(Comm_dup, (MPI_Comm c, MPI_Comm* out), (c, out))
+CMAF_AUDITED(Comm_idup, (MPI_Comm c, MPI_Comm* out, MPI_Request* q), (c, out, q))
 CMAF_AUDITED(Comm_free, (MPI_Comm* c), (c))
 CMAF_AUDITED(Comm_rank, (MPI_Comm c, int* rank), (c, rank))
 CMAF_AUDITED(Comm_size, (MPI_Comm c, int* size), (c, size))
