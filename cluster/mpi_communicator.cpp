@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -36,11 +37,37 @@ void bf16_max_op(void* in, void* inout, int* count, MPI_Datatype* /*type*/) {
   bf16_max_into(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(inout), *count);
 }
 
+// MPI_MAX on floats is `inout = inout > in ? inout : in` (OpenMPI), which keeps or drops a NaN
+// depending on which rank holds it. This one gives NaN when any rank has one (at::maximum).
+template <typename T>
+void nan_max_into(const T* in, T* inout, int count) {
+  for (int i = 0; i < count; ++i) {
+    if (std::isnan(inout[i])) continue;
+    if (std::isnan(in[i]) || in[i] > inout[i]) inout[i] = in[i];
+  }
+}
+void float_max_op(void* in, void* inout, int* count, MPI_Datatype* /*type*/) {
+  nan_max_into(static_cast<const float*>(in), static_cast<float*>(inout), *count);
+}
+void double_max_op(void* in, void* inout, int* count, MPI_Datatype* /*type*/) {
+  nan_max_into(static_cast<const double*>(in), static_cast<double*>(inout), *count);
+}
+
 // MPI counts are int: large tensors go in chunks of at most this many elements.
 constexpr int64_t kMaxChunk = INT_MAX / 2;
 
 // Each rank's staging block for sums of tensors that are not in node shared memory.
 constexpr int64_t kStagingBytes = int64_t{4} << 20;
+
+// Each rank's control block: its NodeBarrier counter at 0, its sum descriptor on the next line.
+constexpr int64_t kDescriptorOffset = 64;
+constexpr int64_t kControlBytes = 128;
+
+std::string describe_sum(int64_t bytes, int32_t type, int64_t buffer, int64_t offset) {
+  return str(bytes, " bytes of ", at::toString(static_cast<at::ScalarType>(type)),
+             buffer < 0 ? str(" through the staging block (chunk at byte ", offset, ")")
+                        : str(" in node shared buffer #", buffer, " at byte ", offset));
+}
 
 bool shared_memory_wanted() {
   const char* value = std::getenv("CMAF_NODE_SHARED_MEMORY");
@@ -77,6 +104,8 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
     check(MPI_Op_create(&bf16_sum_op, /*commute=*/1, bf16_sum_.receive()), "MPI_Op_create");
     check(MPI_Op_create(&bf16_max_op, /*commute=*/1, bf16_max_.receive()), "MPI_Op_create");
+    check(MPI_Op_create(&float_max_op, /*commute=*/1, float_max_.receive()), "MPI_Op_create");
+    check(MPI_Op_create(&double_max_op, /*commute=*/1, double_max_.receive()), "MPI_Op_create");
   });
   if (size_ > 1) {
     watchdog.at("choosing the sum path (MPI_Allreduce, MPI_Comm_split_type, node shared memory)");
@@ -141,7 +170,7 @@ void MpiCommunicator::setup_node_shared_memory(int smallest_node, int largest_no
     check(mpi_comm_split(comm_, node_rank_, rank_, cross_comm_.receive()), "MPI_Comm_split");
   }
   std::string why;
-  std::shared_ptr<SharedSegment> control = SharedSegment::map(node_comm_, sizeof(uint32_t), &why);
+  std::shared_ptr<SharedSegment> control = SharedSegment::map(node_comm_, kControlBytes, &why);
   std::shared_ptr<SharedSegment> staging;
   if (control) staging = SharedSegment::map(node_comm_, kStagingBytes, &why);
   // Every node takes the same path: a node that cannot map sends all sums through MPI.
@@ -151,6 +180,7 @@ void MpiCommunicator::setup_node_shared_memory(int smallest_node, int largest_no
     return;
   }
   staging_ = std::move(staging);
+  control_ = control;
   node_barrier_ = std::make_unique<NodeBarrier>(std::move(control), node_rank_, node_size_);
   if (rank_ == 0) {
     LOG(INFO) << "float sums through node shared memory (" << node_size_ << " ranks a node"
@@ -174,6 +204,7 @@ MpiCommunicator::~MpiCommunicator() {
   watchdog.at("the collectives still queued");
   thread_.reset();  // finishes the queued collectives first
   node_barrier_.reset();
+  control_.reset();
   staging_.reset();
   watchdog.at("the heartbeat channel's last MPI_Barrier");
   monitor_.reset();
@@ -200,7 +231,10 @@ MpiCommunicator::CollectiveScope MpiCommunicator::begin_collective(const char* c
 
 MPI_Op MpiCommunicator::mpi_op(at::ScalarType type, ReduceOp op) const {
   if (type == at::kBFloat16) return op == ReduceOp::kMax ? bf16_max_ : bf16_sum_;
-  return op == ReduceOp::kMax ? MPI_MAX : MPI_SUM;
+  if (op != ReduceOp::kMax) return MPI_SUM;
+  if (type == at::kFloat) return float_max_;
+  if (type == at::kDouble) return double_max_;
+  return MPI_MAX;  // int64
 }
 
 void MpiCommunicator::run_all_reduce(at::Tensor& tensor, ReduceOp op) {
@@ -222,10 +256,38 @@ void MpiCommunicator::run_all_reduce(at::Tensor& tensor, ReduceOp op) {
   if (op == ReduceOp::kAvg) tensor.div_(size_);
 }
 
-void MpiCommunicator::sum_slots(const std::vector<char*>& slots, at::ScalarType type, int64_t elements) {
-  // The barriers order the memory: every rank's copy is written before anyone reads it, and
-  // every slice is summed before anyone uses (or overwrites) its copy again.
+void MpiCommunicator::sum_slots(const std::vector<char*>& slots, at::ScalarType type, int64_t elements,
+                                const SumDescriptor& mine) {
+  // The barriers order the memory: every rank's copy (and descriptor) is written before anyone
+  // reads it, and every slice is summed before anyone uses (or overwrites) its copy again.
+  const auto descriptor_of = [&](int node_rank) {
+    return reinterpret_cast<SumDescriptor*>(control_->block(node_rank) + kDescriptorOffset);
+  };
+  std::memcpy(descriptor_of(node_rank_), &mine, sizeof(mine));
   node_barrier_->arrive_and_wait();
+  // Every rank compares every peer with itself, so a difference is found on all of them; all
+  // still pass the second barrier (no one overwrites its descriptor before everyone has read).
+  static_assert(kDescriptorOffset + sizeof(SumDescriptor) <= kControlBytes, "the control block holds a descriptor");
+  bool differ = false;
+  for (int r = 0; r < node_size_ && !differ; ++r) {
+    SumDescriptor peer;
+    std::memcpy(&peer, descriptor_of(r), sizeof(peer));
+    differ = peer.sequence != mine.sequence || peer.bytes != mine.bytes || peer.offset != mine.offset ||
+             peer.buffer != mine.buffer || peer.type != mine.type;
+  }
+  if (differ) {
+    std::string sides;
+    for (int r = 0; r < node_size_; ++r) {
+      SumDescriptor peer;
+      std::memcpy(&peer, descriptor_of(r), sizeof(peer));
+      sides += str(r == 0 ? "" : "; ", "rank ", peer.rank, ": collective #", peer.sequence, ", ",
+                   describe_sum(peer.bytes, peer.type, peer.buffer, peer.offset));
+    }
+    node_barrier_->arrive_and_wait();
+    throw ClusterError(str("[rank ", rank_, " on ", host_, "] all_reduce through node shared memory: the ranks of ",
+                           "this node passed different tensors (", sides, "). Every rank must all-reduce tensors ",
+                           "of the same dtype and size, in the same order"));
+  }
   const int64_t element = static_cast<int64_t>(at::elementSize(type));
   const auto [begin, end] = owned_range(elements, element, node_rank_, node_size_);
   if (cross_comm_ == MPI_COMM_NULL) {
@@ -251,12 +313,20 @@ void MpiCommunicator::shared_memory_sum(at::Tensor& tensor) {
   const int64_t bytes = tensor.numel() * element;
   if (bytes == 0) return;
   std::vector<char*> slots(static_cast<size_t>(node_size_));
-  if (const std::shared_ptr<SharedSegment> segment = segment_holding(data, bytes)) {
+  SumDescriptor descriptor;
+  descriptor.bytes = bytes;
+  descriptor.type = static_cast<int32_t>(tensor.scalar_type());
+  descriptor.rank = rank_;
+  if (const HeldBuffer held = segment_holding(data, bytes); held.segment) {
     // In node shared memory already (a bucket): summed where it lies, at the same offset in
     // every rank's block (the contract: the same collectives on the same buffers everywhere).
     const CollectiveScope scope = begin_collective("shared-memory sum", bytes);
-    for (int r = 0; r < node_size_; ++r) slots[static_cast<size_t>(r)] = segment->block(r) + (data - segment->mine());
-    sum_slots(slots, tensor.scalar_type(), tensor.numel());
+    const int64_t offset = data - held.segment->mine();
+    for (int r = 0; r < node_size_; ++r) slots[static_cast<size_t>(r)] = held.segment->block(r) + offset;
+    descriptor.sequence = sequence_;
+    descriptor.buffer = held.number;
+    descriptor.offset = offset;
+    sum_slots(slots, tensor.scalar_type(), tensor.numel(), descriptor);
     return;
   }
   for (int r = 0; r < node_size_; ++r) slots[static_cast<size_t>(r)] = staging_->block(r);
@@ -265,7 +335,9 @@ void MpiCommunicator::shared_memory_sum(at::Tensor& tensor) {
     const int64_t count = std::min(chunk, bytes - offset);
     const CollectiveScope scope = begin_collective("shared-memory sum (staged)", count);
     std::memcpy(staging_->mine(), data + offset, static_cast<size_t>(count));
-    sum_slots(slots, tensor.scalar_type(), count / element);
+    descriptor.sequence = sequence_;
+    descriptor.offset = offset;
+    sum_slots(slots, tensor.scalar_type(), count / element, descriptor);
     std::memcpy(data + offset, staging_->mine(), static_cast<size_t>(count));
   }
 }
@@ -282,10 +354,12 @@ at::Tensor MpiCommunicator::new_buffer(int64_t elements, const at::TensorOptions
     const CollectiveScope scope = begin_collective("shared-memory buffer", bytes);
     segment = SharedSegment::map(node_comm_, bytes, &why);
     if (!agreed_by_all_nodes(segment != nullptr, &why)) segment.reset();
+    const int64_t number = buffers_made_++;  // counted whether or not it maps: the same everywhere
     if (segment) {
-      buffers_.erase(std::remove_if(buffers_.begin(), buffers_.end(), [](const auto& w) { return w.expired(); }),
+      buffers_.erase(std::remove_if(buffers_.begin(), buffers_.end(),
+                                    [](const WeakBuffer& b) { return b.segment.expired(); }),
                      buffers_.end());
-      buffers_.push_back(segment);
+      buffers_.push_back(WeakBuffer{segment, number});
     }
   }).get();
   if (!segment) {
@@ -302,16 +376,16 @@ bool MpiCommunicator::in_node_shared_memory(const at::Tensor& tensor) {
   const auto* data = static_cast<const char*>(tensor.data_ptr());
   const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
   bool found = false;
-  thread_->submit([&] { found = segment_holding(data, bytes) != nullptr; }).get();
+  thread_->submit([&] { found = segment_holding(data, bytes).segment != nullptr; }).get();
   return found;
 }
 
-std::shared_ptr<SharedSegment> MpiCommunicator::segment_holding(const char* data, int64_t bytes) const {
-  for (const auto& weak : buffers_) {
-    std::shared_ptr<SharedSegment> segment = weak.lock();
-    if (segment && segment->holds(data, bytes)) return segment;
+MpiCommunicator::HeldBuffer MpiCommunicator::segment_holding(const char* data, int64_t bytes) const {
+  for (const WeakBuffer& buffer : buffers_) {
+    std::shared_ptr<SharedSegment> segment = buffer.segment.lock();
+    if (segment && segment->holds(data, bytes)) return HeldBuffer{std::move(segment), buffer.number};
   }
-  return nullptr;
+  return HeldBuffer{};
 }
 
 WorkHandle MpiCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {

@@ -26,6 +26,16 @@
 // false, with CMAF_NODE_SHARED_MEMORY=0 in the environment, or (with a warning) when /dev/shm on
 // any node cannot hold the blocks; then every collective is MPI's. CMAF_SIMULATED_RANKS_PER_NODE=k
 // splits each real node into nodes of k ranks (tests of the several-node path on one machine).
+// Before a node shared-memory sum reads a peer's copy, the ranks of the node compare what each
+// is summing (collective number, dtype, bytes, which buffer and where in it): a rank that passes
+// another tensor than its peers gets a ClusterError naming both sides, on every rank of the node,
+// instead of a sum that mixes unrelated memory. (Between nodes, and on the MPI_Allreduce path,
+// mismatched sizes are MPI's to report; a rank that waits for a collective its peers never
+// issue is the stall watchdog's.)
+//
+// Max of float32/float64 goes through MPI with a NaN-propagating op (MPI_MAX keeps or drops a
+// NaN depending on which rank holds it): a NaN on any rank gives NaN, as at::maximum and the
+// local backend do.
 #pragma once
 
 #include <mpi.h>
@@ -85,12 +95,26 @@ class MpiCommunicator : public Communicator {
   // node with fewest and on the one with most.
   std::pair<int, int> find_nodes();
   void setup_node_shared_memory(int smallest_node, int largest_node);
+  struct HeldBuffer {
+    std::shared_ptr<SharedSegment> segment;  // null: none
+    int64_t number = -1;
+  };
   // The buffer from new_buffer() that [data, data + bytes) lies in, or null (comm thread only).
-  std::shared_ptr<SharedSegment> segment_holding(const char* data, int64_t bytes) const;
+  HeldBuffer segment_holding(const char* data, int64_t bytes) const;
   // Whether `ok` holds on every node (collective over all ranks); else `why` says where not.
   bool agreed_by_all_nodes(bool ok, std::string* why);
-  // The sum over ranks of `slots[*]` (rank r's copy at slots[r]) into all of them.
-  void sum_slots(const std::vector<char*>& slots, at::ScalarType type, int64_t elements);
+  // What a rank sums in one node shared-memory round; every rank of the node must agree.
+  struct SumDescriptor {
+    int64_t sequence = 0;  // the collective's number (sequence_)
+    int64_t bytes = 0;     // the whole tensor's bytes
+    int64_t offset = 0;    // in-place: byte offset in the buffer; staged: the chunk's offset
+    int64_t buffer = -1;   // the buffer's number from new_buffer(), -1: through the staging block
+    int32_t type = 0;      // at::ScalarType
+    int32_t rank = 0;      // the world rank that wrote it (for the error)
+  };
+  // The sum over ranks of `slots[*]` (rank r's copy at slots[r]) into all of them; throws
+  // ClusterError on every rank of the node when their descriptors differ.
+  void sum_slots(const std::vector<char*>& slots, at::ScalarType type, int64_t elements, const SumDescriptor& mine);
   void shared_memory_sum(at::Tensor& tensor);
   MPI_Op mpi_op(at::ScalarType type, ReduceOp op) const;
   // Numbers the collective and tells the watchdog; the returned guard tells it the end.
@@ -107,6 +131,8 @@ class MpiCommunicator : public Communicator {
   MpiComm comm_;
   MpiOp bf16_sum_;  // user-defined ops for bf16 (MPI has no such type)
   MpiOp bf16_max_;
+  MpiOp float_max_;   // NaN-propagating max for float32 and float64
+  MpiOp double_max_;
   int rank_ = 0;
   int size_ = 1;
   std::string host_;
@@ -119,8 +145,14 @@ class MpiCommunicator : public Communicator {
   int node_size_ = 1;
   int nodes_ = 1;
   std::shared_ptr<SharedSegment> staging_;               // null: node shared memory is off
+  std::shared_ptr<SharedSegment> control_;               // barrier counters and sum descriptors
   std::unique_ptr<NodeBarrier> node_barrier_;
-  std::vector<std::weak_ptr<SharedSegment>> buffers_;    // from new_buffer(), comm thread only
+  struct WeakBuffer {
+    std::weak_ptr<SharedSegment> segment;
+    int64_t number = 0;  // the same on every rank (new_buffer is collective)
+  };
+  std::vector<WeakBuffer> buffers_;                      // from new_buffer(), comm thread only
+  int64_t buffers_made_ = 0;
   std::unique_ptr<CommThread> thread_;
 };
 

@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <mutex>
+#include <random>
 #include <thread>
 
 #include "cluster/cluster_error.h"
@@ -33,9 +35,11 @@ void check_mpi(int code, const char* call, int rank) {
 
 std::string errno_text(int code) { return std::strerror(code); }
 
-// Creates and maps this rank's block; returns an error text, empty on success.
-std::string create_block(const char* name, int64_t bytes, char** block) {
+// Creates and maps this rank's block; returns an error text, empty on success. `exists`: the
+// name was taken (another job's, or a stale block of a job that died while setting up).
+std::string create_block(const char* name, int64_t bytes, char** block, bool* exists) {
   const int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+  *exists = fd < 0 && errno == EEXIST;
   if (fd < 0) return str("shm_open(", name, ") failed: ", errno_text(errno));
   // Reserve the pages now: a tmpfs that is too small fails here, not with SIGBUS on first touch.
   const int reserved = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
@@ -106,6 +110,13 @@ bool reached(uint32_t value, uint32_t generation) {  // wrap-around safe
 
 std::atomic<int> injected_map_failures{0};
 
+uint64_t random_word() {  // communicators may be set up on several threads at once
+  static std::mutex mutex;
+  static std::mt19937_64 engine{std::random_device{}()};
+  const std::lock_guard<std::mutex> lock(mutex);
+  return engine();
+}
+
 }  // namespace
 
 void fail_shared_memory_maps_for_testing(int count) { injected_map_failures = count; }
@@ -123,16 +134,23 @@ std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, 
   segment->mapped_bytes_ = std::max<int64_t>(page, (bytes + page - 1) / page * page);
   segment->blocks_.assign(static_cast<size_t>(size), nullptr);
 
+  // Every rank is here before any creates a block: a rank that died before this call (or
+  // never comes) leaves nothing behind in /dev/shm; the names are unlinked a few calls below.
+  check_mpi(mpi_barrier(comm), "MPI_Barrier", rank);
+  // Unique beyond this process: ranks in other PID namespaces (containers) can share /dev/shm.
   static std::atomic<int64_t> counter{0};
   std::array<char, kNameBytes> name{};
-  std::snprintf(name.data(), name.size(), "/cmaf-%ld-%lld", static_cast<long>(getpid()),
-                static_cast<long long>(counter++));
   std::string error;
   if (injected_map_failures > 0) {
     --injected_map_failures;
     error = "mapping refused on purpose (fail_shared_memory_maps_for_testing)";
   } else {
-    error = create_block(name.data(), segment->mapped_bytes_, &segment->blocks_[static_cast<size_t>(rank)]);
+    bool exists = true;
+    for (int attempt = 0; attempt < 4 && exists; ++attempt) {
+      std::snprintf(name.data(), name.size(), "/cmaf-%ld-%lld-%016llx", static_cast<long>(getpid()),
+                    static_cast<long long>(counter++), static_cast<unsigned long long>(random_word()));
+      error = create_block(name.data(), segment->mapped_bytes_, &segment->blocks_[static_cast<size_t>(rank)], &exists);
+    }
   }
   std::vector<char> names(static_cast<size_t>(size) * kNameBytes, 0);
   check_mpi(mpi_allgather(name.data(), kNameBytes, MPI_CHAR, names.data(), kNameBytes, MPI_CHAR, comm),

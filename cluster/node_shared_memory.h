@@ -1,8 +1,11 @@
 // Node shared memory for the MPI backend's float sums (what NCCL and oneCCL do inside a node).
 //
 // A SharedSegment is one block of memory per rank, every rank's block mapped into every rank's
-// address space (POSIX shm_open + mmap; the names are unlinked as soon as all ranks have mapped
-// them, so nothing is left in /dev/shm when a job dies). A sum over the ranks then needs no
+// address space (POSIX shm_open + mmap). No rank creates its block before every rank has entered
+// (a barrier), and the names are unlinked as soon as all ranks have mapped them: a job that dies
+// leaves nothing in /dev/shm unless a rank dies within those few calls. The names carry the pid, a
+// counter and a random word, so jobs in other PID namespaces sharing /dev/shm (containers) do not
+// collide; a name that exists all the same is retried. A sum over the ranks then needs no
 // transport at all: after a barrier, rank r adds the ranks' r-th slices in rank order and
 // writes the result into every rank's block; after a second barrier every block holds the sum.
 // Each element is summed once, by one rank, in rank order, the order of the local backend: on

@@ -31,6 +31,15 @@ void check_all_reduce(Communicator& c) {
     at::Tensor max = at::arange(4, at::TensorOptions().dtype(type)) * (r + 1);
     c.all_reduce(max, ReduceOp::kMax);
     EXPECT_EQ(max[3].item<double>(), 3.0 * n) << at::toString(type);
+    // The largest value on rank 0 (not just the last rank's tensor), and a NaN on each rank in
+    // turn: element i + 1 is NaN on rank i only, and the max is NaN whichever rank holds it.
+    at::Tensor with_nan = at::full({n + 1}, r == 0 ? 50.0 : -1.0 * r, at::TensorOptions().dtype(type));
+    with_nan[r + 1] = std::nan("");
+    c.all_reduce(with_nan, ReduceOp::kMax);
+    EXPECT_EQ(with_nan[0].item<double>(), 50.0) << at::toString(type);
+    for (int i = 1; i <= n; ++i) {
+      EXPECT_TRUE(std::isnan(with_nan[i].item<double>())) << at::toString(type) << ": NaN on rank " << i - 1 << " lost";
+    }
   }
   at::Tensor counts = at::full({2}, int64_t{1} << 40, at::kLong) + r;
   c.all_reduce(counts, ReduceOp::kSum);

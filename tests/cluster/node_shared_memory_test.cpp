@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/cluster_error.h"
 #include "cluster/mpi_communicator.h"
 #include "cluster/mpi_thread.h"
 #include "cluster/node_shared_memory.h"
@@ -167,6 +168,48 @@ TEST(MpiNodeSharedMemory, ViewsIntoABufferAndAveragesAreReducedInPlace) {
   at::Tensor max = at::full({7}, static_cast<float>(world().rank()));
   world().all_reduce(max, ReduceOp::kMax);
   EXPECT_TRUE(max.eq(n - 1.0f).all().item<bool>());
+}
+
+// A rank that passes another tensor than its peers (size, dtype, or a node shared buffer against
+// a plain tensor) gets a ClusterError naming every side, on every rank, instead of a sum that
+// mixes unrelated memory; its tensor is left as it was, and the next collective works. Every
+// node has a rank that differs (the node's first): a node whose ranks agree would go on to the
+// sum between nodes and wait there for the stall limit (mpi_communicator.h).
+TEST(MpiNodeSharedMemory, RanksThatPassDifferentTensorsAllGetAnError) {
+  if (!world().node_shared_memory()) GTEST_SKIP() << "sums go through MPI_Allreduce here";
+  const int r = world().rank();
+  const bool first = world().node_rank() == 0;
+  const auto expect_refused = [&](at::Tensor tensor, const std::string& mine, const std::string& what) {
+    const at::Tensor before = tensor.clone();
+    try {
+      world().all_reduce(tensor, ReduceOp::kSum);
+      ADD_FAILURE() << what << ": no error";
+    } catch (const cluster::ClusterError& e) {
+      const std::string text = e.what();
+      EXPECT_NE(text.find("passed different tensors"), std::string::npos) << what << ": " << text;
+      EXPECT_NE(text.find("rank " + std::to_string(r) + ": collective #"), std::string::npos) << what << ": " << text;
+      EXPECT_NE(text.find(mine), std::string::npos) << what << ": " << text;
+    }
+    EXPECT_TRUE(at::equal(tensor, before)) << what << ": changed";
+  };
+  // Sizes that differ by rank, within one staging chunk and by more than the 4 MiB chunk.
+  for (int64_t base : {int64_t{100}, int64_t{1500000}}) {
+    const int64_t elements = base + 16 * r;
+    expect_refused(at::full({elements}, 1.0f), std::to_string(elements * 4) + " bytes of Float through the staging block",
+                   "sizes by rank");
+  }
+  // The same bytes, another dtype on each node's first rank.
+  expect_refused(first ? at::ones({64}, at::kDouble) : at::ones({128}, at::kFloat),
+                 first ? "512 bytes of Double" : "512 bytes of Float", "dtype");
+  // Each node's first rank sums a node shared buffer, the others a plain tensor.
+  at::Tensor buffer = world().new_buffer(256, at::TensorOptions().dtype(at::kFloat));
+  expect_refused(first ? buffer : at::zeros({256}), first ? "in node shared buffer #" : "through the staging block",
+                 "buffer against plain");
+  // The communicator is still in step: a sum that agrees works.
+  at::Tensor sum = at::full({1000}, r + 1.0f);
+  world().all_reduce(sum, ReduceOp::kSum);
+  const int n = world().size();
+  EXPECT_TRUE(sum.eq(n * (n + 1) / 2.0f).all().item<bool>());
 }
 
 TEST(MpiNodeSharedMemory, ABufferOutlivesItsCommunicator) {
