@@ -14,13 +14,16 @@ enum class Collective { kAllReduce, kBroadcast, kAllGather, kBarrier };
 // copies it out, the last to leave opens the next round.
 class LocalGroup {
  public:
-  explicit LocalGroup(int size) : size_(size), inputs_(static_cast<size_t>(size)) {}
+  explicit LocalGroup(int size)
+      : size_(size), inputs_(static_cast<size_t>(size)), ops_(static_cast<size_t>(size)), roots_(static_cast<size_t>(size)) {}
   int size() const { return size_; }
 
   at::Tensor run(int rank, Collective kind, const at::Tensor& input, ReduceOp op, int root) {
     std::unique_lock<std::mutex> lock(mutex_);
     changed_.wait(lock, [&] { return !draining_; });
     inputs_[static_cast<size_t>(rank)] = input;
+    ops_[static_cast<size_t>(rank)] = op;
+    roots_[static_cast<size_t>(rank)] = root;
     kinds_.push_back(kind);
     const uint64_t round = round_;
     if (++arrived_ == size_) {
@@ -55,6 +58,16 @@ class LocalGroup {
     for (Collective k : kinds_) {
       if (k != kind) throw std::runtime_error("ranks issued different collectives in the same round");
     }
+    for (size_t r = 0; r < inputs_.size(); ++r) {
+      if (kind == Collective::kAllReduce && ops_[r] != ops_[0]) {
+        throw std::runtime_error(str("ranks passed different reductions: ", to_string(ops_[0]), " on rank 0, ",
+                                     to_string(ops_[r]), " on rank ", r));
+      }
+      if (kind == Collective::kBroadcast && roots_[r] != roots_[0]) {
+        throw std::runtime_error(str("ranks passed different broadcast roots: ", roots_[0], " on rank 0, ", roots_[r],
+                                     " on rank ", r));
+      }
+    }
     for (const at::Tensor& t : inputs_) {
       if (kind != Collective::kBarrier && (t.sizes() != inputs_[0].sizes() || t.scalar_type() != inputs_[0].scalar_type())) {
         throw std::runtime_error("ranks passed tensors of different shapes or types");
@@ -84,6 +97,8 @@ class LocalGroup {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::vector<at::Tensor> inputs_;
+  std::vector<ReduceOp> ops_;  // per rank, this round
+  std::vector<int> roots_;
   std::vector<Collective> kinds_;
   at::Tensor result_;
   std::string error_;

@@ -4,19 +4,26 @@
 #include <glog/logging.h>
 #include <nccl.h>
 
+#include <chrono>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <type_traits>
 
 #include "cluster/cluster_error.h"
 #include "cluster/process_runtime.h"
+#include "cmaf/config.h"
+#if CMAF_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace cmaf::cluster {
 
 struct NcclCommunicator::State {
   int device = 0;
-  ncclComm_t comm = nullptr;
+  ncclComm_t comm = nullptr;  // null after ncclCommAbort
   cudaStream_t stream = nullptr;
+  std::string failed;         // the asynchronous error that aborted the communicator
 };
 
 namespace {
@@ -122,57 +129,143 @@ class Armed {
  private:
   CallWatchdog& watchdog_;
 };
+
+// Makes `device` current on this thread for a scope, and restores the caller's device.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    if (cudaGetDevice(&previous_) == cudaSuccess && previous_ != device) {
+      changed_ = cudaSetDevice(device) == cudaSuccess;
+    }
+  }
+  ~DeviceScope() {
+    if (changed_) cudaSetDevice(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = 0;
+  bool changed_ = false;
+};
+
+// The stream the caller's kernels run on: LibTorch's current stream of `device` (the default
+// stream, or the one a CUDAStreamGuard set). The compile-only check target links a CPU LibTorch,
+// where no CUDA tensor can reach a collective, and uses the legacy default stream.
+cudaStream_t current_stream(int device) {
+#if CMAF_WITH_CUDA
+  return c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
+#else
+  (void)device;
+  return nullptr;
+#endif
+}
 }  // namespace
 
-void NcclCommunicator::check_device_tensor(const at::Tensor& tensor, const std::string& operation) const {
-  check_collective_tensor(*this, tensor, operation);
+void NcclCommunicator::check_device_tensor(const at::Tensor& tensor, const std::string& operation, ReduceOp op) const {
+  check_collective_tensor(*this, tensor, operation, op);  // refuses int64 averages, as the other backends
   if (!tensor.is_cuda()) {
     throw InternalError(str("communicator nccl does not support ", operation, " of CPU tensors (",
                             at::toString(tensor.scalar_type()), "): use the mpi communicator"));
   }
+  if (tensor.device().index() != state_->device) {
+    throw InternalError(str("communicator nccl of rank ", rank_, " runs on cuda:", state_->device, ", got a tensor on ",
+                            tensor.device().str()));
+  }
+}
+
+void NcclCommunicator::check_nccl(ncclResult_t status, const char* call) const {
+  if (status == ncclSuccess) return;
+  const char* detail = state_->comm != nullptr ? ncclGetLastError(state_->comm) : nullptr;
+  throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", call, " failed: ", ncclGetErrorString(status),
+                         detail != nullptr && *detail != '\0' ? str(" (", detail, ")") : std::string()));
+}
+
+WorkHandle NcclCommunicator::enqueue(const char* call, std::function<ncclResult_t(ncclComm_t, cudaStream_t)> launch) {
+  // What the caller has queued on its stream so far (the gradients, the tensor's values) must be
+  // done before NCCL reads: an event recorded now, on the caller's current stream; the
+  // communicator's stream waits for it on the GPU, and later compute is not waited for.
+  cudaEvent_t ready = nullptr;
+  {
+    const DeviceScope scope(state_->device);
+    CMAF_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  }
+  // Owned from here, also when a check below throws.
+  const std::shared_ptr<std::remove_pointer_t<cudaEvent_t>> event(ready, [](cudaEvent_t e) { cudaEventDestroy(e); });
+  {
+    const DeviceScope scope(state_->device);
+    CMAF_CUDA_CHECK(cudaEventRecord(ready, current_stream(state_->device)));
+  }
+  return std::make_shared<Work>(thread_->submit([this, call, launch = std::move(launch), event] {
+    if (!state_->failed.empty()) {
+      throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", call, ": the NCCL communicator was aborted after an "
+                             "earlier error: ", state_->failed));
+    }
+    CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
+    CMAF_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, event.get(), 0));
+    const Armed armed(*watchdog_, call);
+    check_nccl(launch(state_->comm, state_->stream), call);
+    wait_for_stream(call);
+  }));
+}
+
+void NcclCommunicator::wait_for_stream(const char* call) {
+  // Polls the stream and NCCL's asynchronous error (a peer or link that failed leaves the kernel
+  // spinning, and cudaStreamSynchronize would never return): on an error the communicator is
+  // aborted, which ends its kernels, and this and every later collective fail with NCCL's text.
+  for (int polls = 0;; ++polls) {
+    const cudaError_t state = cudaStreamQuery(state_->stream);
+    if (state == cudaSuccess) return;
+    if (state != cudaErrorNotReady) {
+      throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", call, ": cudaStreamQuery failed: ",
+                             cudaGetErrorString(state)));
+    }
+    ncclResult_t async = ncclSuccess;
+    check_nccl(ncclCommGetAsyncError(state_->comm, &async), "ncclCommGetAsyncError");
+    if (async != ncclSuccess && async != ncclInProgress) {
+      const char* detail = ncclGetLastError(state_->comm);
+      state_->failed = str(call, " failed asynchronously: ", ncclGetErrorString(async),
+                           detail != nullptr && *detail != '\0' ? str(" (", detail, ")") : std::string());
+      const ncclResult_t aborted = ncclCommAbort(state_->comm);
+      state_->comm = nullptr;
+      throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", state_->failed, "; communicator aborted",
+                             aborted == ncclSuccess ? std::string() : str(" (ncclCommAbort: ", ncclGetErrorString(aborted), ")")));
+    }
+    // Short collectives: a few microseconds of spinning; long ones: 50 us naps, no busy core.
+    if (polls < 200) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
 }
 
 WorkHandle NcclCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {
-  check_device_tensor(tensor, "all_reduce");
-  cudaEvent_t ready = nullptr;
-  CMAF_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-  // Owned from here, also when a check below throws.
-  const std::shared_ptr<std::remove_pointer_t<cudaEvent_t>> event(ready, [](cudaEvent_t e) { cudaEventDestroy(e); });
-  CMAF_CUDA_CHECK(cudaEventRecord(ready, nullptr));  // LibTorch's default stream
-  return std::make_shared<Work>(thread_->submit([this, tensor, op, ready, event] {
-    CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
-    CMAF_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, ready, 0));
-    const Armed armed(*watchdog_, "ncclAllReduce");
-    CMAF_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
-                                  nccl_type(tensor.scalar_type()), nccl_op(op), state_->comm, state_->stream));
-    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
-  }));
+  check_device_tensor(tensor, "all_reduce", op);
+  return enqueue("ncclAllReduce", [tensor, op](ncclComm_t comm, cudaStream_t stream) {
+    return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                         nccl_type(tensor.scalar_type()), nccl_op(op), comm, stream);
+  });
 }
 
 WorkHandle NcclCommunicator::broadcast_async(at::Tensor tensor, int root) {
   check_device_tensor(tensor, "broadcast");
-  return std::make_shared<Work>(thread_->submit([this, tensor, root] {
-    CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
-    CMAF_CUDA_CHECK(cudaStreamSynchronize(nullptr));
-    const Armed armed(*watchdog_, "ncclBroadcast");
-    CMAF_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
-                                  nccl_type(tensor.scalar_type()), root, state_->comm, state_->stream));
-    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
-  }));
+  CMAF_CHECK(root >= 0 && root < size_, "broadcast root ", root, " of ", size_, " ranks");
+  return enqueue("ncclBroadcast", [tensor, root](ncclComm_t comm, cudaStream_t stream) {
+    return ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                         nccl_type(tensor.scalar_type()), root, comm, stream);
+  });
 }
 
 WorkHandle NcclCommunicator::all_gather_async(at::Tensor dense, at::Tensor output) {
   check_device_tensor(dense, "all_gather");
   check_gather_output(*this, dense, output);
-  // The output is contiguous: gather in that order (a copy for a channels-last tensor).
-  return std::make_shared<Work>(thread_->submit([this, tensor = dense.contiguous(), output] {
-    CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
-    CMAF_CUDA_CHECK(cudaStreamSynchronize(nullptr));
-    const Armed armed(*watchdog_, "ncclAllGather");
-    CMAF_NCCL_CHECK(ncclAllGather(tensor.data_ptr(), output.data_ptr(), static_cast<size_t>(tensor.numel()),
-                                  nccl_type(tensor.scalar_type()), state_->comm, state_->stream));
-    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
-  }));
+  // The output is contiguous: gather in that order (a copy for a channels-last tensor, made on
+  // the caller's stream before the event).
+  return enqueue("ncclAllGather", [tensor = dense.contiguous(), output](ncclComm_t comm, cudaStream_t stream) {
+    return ncclAllGather(tensor.data_ptr(), output.data_ptr(), static_cast<size_t>(tensor.numel()),
+                         nccl_type(tensor.scalar_type()), comm, stream);
+  });
 }
 
 WorkHandle NcclCommunicator::barrier_async() {
@@ -180,14 +273,9 @@ WorkHandle NcclCommunicator::barrier_async() {
   // enter it, and it stays in this communicator's order (the bootstrap communicator, which the
   // caller may be using meanwhile, is not touched from the communication thread).
   at::Tensor token = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, state_->device));
-  return std::make_shared<Work>(thread_->submit([this, token] {
-    CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
-    CMAF_CUDA_CHECK(cudaStreamSynchronize(nullptr));
-    const Armed armed(*watchdog_, "ncclAllReduce (barrier)");
-    CMAF_NCCL_CHECK(ncclAllReduce(token.data_ptr(), token.data_ptr(), 1, ncclFloat32, ncclSum, state_->comm,
-                                  state_->stream));
-    CMAF_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
-  }));
+  return enqueue("ncclAllReduce (barrier)", [token](ncclComm_t comm, cudaStream_t stream) {
+    return ncclAllReduce(token.data_ptr(), token.data_ptr(), 1, ncclFloat32, ncclSum, comm, stream);
+  });
 }
 
 }  // namespace cmaf::cluster

@@ -3,10 +3,13 @@
 //
 // The NCCL unique id is created on rank 0 and broadcast over a bootstrap communicator (MPI).
 // Collectives are enqueued by the communication thread on the communicator's own CUDA stream,
-// after an event recorded on LibTorch's default stream at submission (so they see the finished
-// gradients and overlap later compute); the Work completes when the stream has run them.
+// after an event recorded at submission on the caller's current LibTorch stream (so they see the
+// finished gradients and overlap later compute); the Work completes when the stream has run them.
 // Every CUDA and NCCL call is checked: a failure names the call, the rank, the host and the
-// library's error string (without a GPU: "cudaSetDevice failed: ... no CUDA-capable device").
+// library's error string with ncclGetLastError's detail (without a GPU: "cudaSetDevice failed:
+// ... no CUDA-capable device"). While a collective runs, the communication thread polls the
+// stream and ncclCommGetAsyncError: a failed peer or link aborts the communicator
+// (ncclCommAbort) and fails that collective and every later one with NCCL's error.
 //
 // Stall limit: NCCL never times out, so a collective that a peer does not join would keep the
 // communication thread in cudaStreamSynchronize forever. A CallWatchdog (phase_watchdog.h) is
@@ -17,6 +20,10 @@
 // not run on a GPU yet (none in development or CI).
 #pragma once
 
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <functional>
 #include <memory>
 
 #include "cluster/comm_thread.h"
@@ -42,8 +49,14 @@ class NcclCommunicator : public Communicator {
   WorkHandle barrier_async() override;
 
  private:
-  struct State;  // CUDA and NCCL handles, kept out of this header
-  void check_device_tensor(const at::Tensor& tensor, const std::string& operation) const;
+  struct State;  // the NCCL communicator, its stream and its failure
+  void check_device_tensor(const at::Tensor& tensor, const std::string& operation,
+                           ReduceOp op = ReduceOp::kSum) const;
+  void check_nccl(ncclResult_t status, const char* call) const;
+  // Records the caller's stream's event now; on the communication thread, `launch` enqueues the
+  // collective on the communicator's stream after it, and the Work ends with the stream.
+  WorkHandle enqueue(const char* call, std::function<ncclResult_t(ncclComm_t, cudaStream_t)> launch);
+  void wait_for_stream(const char* call);  // communication thread only
 
   Communicator& bootstrap_;
   int rank_ = 0;

@@ -23,10 +23,19 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-double bus_factor(int n) { return n > 1 ? 2.0 * (n - 1) / n : 1.0; }
+// nccl-tests' all-reduce bus factor, 2(n-1)/n: 0 for one rank (nothing crosses a link).
+double bus_factor(int n) { return 2.0 * (n - 1) / n; }
 
 using cluster::Communicator;
 using cluster::NamedTensor;
+
+// The wrong elements of all ranks (rank 0 prints the lines; a rank's own count alone would hide
+// a corruption that only another rank sees).
+int64_t everyones(Communicator& c, int64_t wrong) {
+  at::Tensor count = at::tensor({wrong}, at::kLong);
+  c.all_reduce(count, cluster::ReduceOp::kSum);
+  return count.item<int64_t>();
+}
 
 // One timed float32 sum of `t` (filled with rank + 1) on `c`; counts the wrong elements.
 double timed_sum(Communicator& c, at::Tensor& t, int64_t* wrong) {
@@ -69,6 +78,7 @@ int64_t raw_sweep(Communicator& world, Communicator* mpi, int iterations, int64_
     }
     const double m = median(times);
     const double algbw = static_cast<double>(bytes) / m / 1e9;
+    wrong = everyones(world, wrong);
     total_wrong += wrong;
     if (world.rank() == 0) {
       std::printf("%14lld %12.1f %12.3f %12.3f %8lld", static_cast<long long>(bytes), m * 1e6, algbw,
@@ -143,6 +153,7 @@ int64_t reducer_cost(Communicator& world, Communicator* mpi, std::vector<NamedTe
     }
   }
   const double cost = median(with) - median(without);
+  wrong = everyones(world, wrong);
   if (world.rank() == 0) {
     std::printf("# bucketed reducer, %s%s: %zu tensors, %lld buckets, %lld bytes on the wire: %.1f ms beyond backward "
                 "(backward alone %.1f ms), busbw %.3f GB/s; raw all-reduce of the same bytes %.1f ms, busbw %.3f GB/s; "

@@ -136,6 +136,24 @@ TEST(LocalGroup, MismatchedCollectivesAreErrorsNotHangs) {
     const at::Tensor t = torch::ones({c.rank() + 1});  // different shapes
     EXPECT_THROW(c.all_reduce(t, cluster::ReduceOp::kSum), InternalError);
   });
+  // The same tensors, but another reduction or root on rank 1: an error naming both, not a result
+  // that depends on which rank arrived last.
+  run_as_threads(2, [](cluster::Communicator& c) {
+    try {
+      c.all_reduce(torch::ones({3}), c.rank() == 0 ? cluster::ReduceOp::kSum : cluster::ReduceOp::kMax);
+      ADD_FAILURE() << "different reductions accepted";
+    } catch (const InternalError& e) {
+      EXPECT_NE(std::string(e.what()).find("different reductions: sum on rank 0, max on rank 1"), std::string::npos)
+          << e.what();
+    }
+    try {
+      c.broadcast(torch::ones({3}), c.rank());
+      ADD_FAILURE() << "different roots accepted";
+    } catch (const InternalError& e) {
+      EXPECT_NE(std::string(e.what()).find("different broadcast roots: 0 on rank 0, 1 on rank 1"), std::string::npos)
+          << e.what();
+    }
+  });
 }
 
 // Host backends read tensor memory directly: a tensor on another device (meta here, a GPU in a
