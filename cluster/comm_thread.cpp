@@ -1,5 +1,6 @@
 #include "cluster/comm_thread.h"
 
+#include <chrono>
 #include <utility>
 
 namespace cmaf::cluster {
@@ -28,6 +29,10 @@ std::shared_future<void> CommThread::submit(std::function<void()> task) {
 
 void CommThread::loop() {
   bool polling = false;  // idle_ has work outstanding: call it again rather than sleep
+  // A request outstanding for long (a peer minutes late) is polled in 100 us naps after the
+  // first 2 ms, not by a thread spinning on a core the rank's compute threads need.
+  std::chrono::steady_clock::time_point polling_since;
+  bool napping = false;
   for (;;) {
     std::packaged_task<void()> task;
     {
@@ -42,8 +47,21 @@ void CommThread::loop() {
     }
     const bool ran = task.valid();
     if (ran) task();  // exceptions are stored in the task's future
+    const bool was_polling = polling;
     if (idle_) polling = idle_();
-    if (polling && !ran) std::this_thread::yield();
+    if (!polling || ran || !was_polling) {
+      polling_since = std::chrono::steady_clock::now();
+      napping = false;
+    }
+    if (polling && !ran) {
+      if (!napping) napping = std::chrono::steady_clock::now() - polling_since > std::chrono::milliseconds(2);
+      if (napping) {
+        std::unique_lock<std::mutex> lock(mutex_);  // a new task ends the nap
+        wake_.wait_for(lock, std::chrono::microseconds(100), [this] { return stopping_ || !queue_.empty(); });
+      } else {
+        std::this_thread::yield();
+      }
+    }
   }
 }
 

@@ -125,6 +125,9 @@ void HeartbeatMonitor::abort_if_stalled() {
     bytes = bytes_;
     waited = std::chrono::duration<double>(Clock::now() - started_).count();
   }
+  // Logging may block (glog's file on a hung file system): the job ends after the grace anyway.
+  const auto grace = std::max(std::chrono::milliseconds(1000), 2 * period_);
+  exit_after(grace + kAbortDeadline, kStallExitCode);
   LOG(ERROR) << "[rank " << rank_ << " on " << host_ << "] stall: collective #" << sequence << " (" << call
              << ", " << bytes << " bytes) has waited " << waited << " s, more than the stall limit of "
              << std::chrono::duration<double>(limit_).count() << " s; " << missing_ranks(sequence)
@@ -147,7 +150,7 @@ void HeartbeatMonitor::abort_if_stalled() {
       }
     }
   });
-  const auto grace_end = Clock::now() + std::max(std::chrono::milliseconds(1000), 2 * period_);
+  const auto grace_end = Clock::now() + grace;
   while (Clock::now() < grace_end) {
     mpi_run([this] { exchange(); });  // keeps MPI progressing the sends
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -184,11 +187,14 @@ void HeartbeatMonitor::loop() {
   while (!stopping_.load()) {
     const int64_t sequence = entered_.load();
     mpi_run([&] {  // one block on the MPI thread where calls are funnelled
+      std::vector<int> unsent(static_cast<size_t>(size_), 0);
+      for (const PendingSend& send : pending_) ++unsent[static_cast<size_t>(send.peer)];
       for (int r = 0; r < size_; ++r) {
         if (r == rank_) continue;
-        // A silent peer is not sent more: its unsent messages would pile up.
-        if (pending_.size() > static_cast<size_t>(4 * size_)) break;
-        PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t>(sequence)};
+        // A peer that takes nothing (dead, stopped) is not sent more: its unsent messages would
+        // pile up. The others still hear from this rank.
+        if (unsent[static_cast<size_t>(r)] >= 4) continue;
+        PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t>(sequence), r};
         const int code = MPI_Isend(send.value.get(), 1, MPI_INT64_T, r, kHeartbeatTag, comm_, &send.request);
         if (code == MPI_SUCCESS) {
           pending_.push_back(std::move(send));
@@ -199,8 +205,25 @@ void HeartbeatMonitor::loop() {
       exchange();
     });
     abort_if_stalled();
+    const auto before = Clock::now();
     std::this_thread::sleep_for(period_);
+    forgive_pause(Clock::now() - before - period_);
   }
+}
+
+void HeartbeatMonitor::forgive_pause(Clock::duration overslept) {
+  // A sleep of one period that took seconds longer: the process was stopped (SIGSTOP: a Slurm
+  // job suspended by scontrol or gang scheduling, a debugger) or starved. Its peers were most
+  // likely stopped with it; the time is not counted as waiting for them, nor as their silence.
+  if (overslept < std::max<Clock::duration>(std::chrono::seconds(1), 2 * period_)) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    started_ += overslept;
+    for (Clock::time_point& heard : last_heard_) heard += overslept;
+  }
+  LOG(WARNING) << "[rank " << rank_ << " on " << host_ << "] this process was paused for "
+               << std::chrono::duration<double>(overslept).count()
+               << " s (a suspended job, or a starved machine): the stall clock skips that time";
 }
 
 std::string HeartbeatMonitor::missing_ranks(int64_t sequence) const {

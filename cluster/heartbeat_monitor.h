@@ -55,6 +55,8 @@ class HeartbeatMonitor {
   void loop();
   void exchange();
   void abort_if_stalled();
+  // Moves the stall clocks on by `overslept` when the heartbeat thread's sleep overran by seconds.
+  void forgive_pause(Clock::duration overslept);
   // Logs a failed side-channel call (peer -1: none) once per call and peer; never throws.
   void note_failure(const char* call, int peer, int code);
   // One message of `tag` that has arrived, into *source and *sequence; false when none has (or
@@ -81,6 +83,7 @@ class HeartbeatMonitor {
   struct PendingSend {
     MPI_Request request;
     std::unique_ptr<int64_t> value;  // the send buffer lives until the send completes
+    int peer = 0;
   };
   std::vector<PendingSend> pending_;
   std::set<std::string> logged_failures_;  // the heartbeat thread's, then the destructor's

@@ -71,7 +71,10 @@ std::string describe_sum(int64_t bytes, int32_t type, int64_t buffer, int64_t of
 
 bool shared_memory_wanted() {
   const char* value = std::getenv("CMAF_NODE_SHARED_MEMORY");
-  return value == nullptr || std::strcmp(value, "0") != 0;
+  if (value == nullptr || *value == '\0' || std::strcmp(value, "1") == 0) return true;
+  if (std::strcmp(value, "0") == 0) return false;
+  throw ClusterError(str("CMAF_NODE_SHARED_MEMORY=", value, ": expected 0 (float sums through MPI_Allreduce) or 1 (the "
+                         "default: through node shared memory)"));
 }
 
 // CMAF_SIMULATED_RANKS_PER_NODE=k (tests and benchmarks of the several-node path on one

@@ -161,7 +161,18 @@ int mpi_comm_split_type(MPI_Comm comm, int type, int key, MPI_Info info, MPI_Com
   return code != MPI_SUCCESS ? code : mpi_call([&] { return MPI_Comm_split_type(comm, type, key, info, out); });
 }
 
+void exit_after(std::chrono::milliseconds delay, int status) noexcept {
+  try {
+    std::thread([delay, status] {
+      std::this_thread::sleep_for(delay);
+      _exit(status);
+    }).detach();
+  } catch (...) {  // no thread to be had: the caller goes on and ends the job as best it can
+  }
+}
+
 void mpi_abort(int status) {
+  exit_after(kAbortDeadline, status);
   std::fflush(nullptr);
   if (level.load() >= 0) {
     if (MpiThread* thread = funnel_elsewhere()) {

@@ -29,6 +29,7 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <functional>
 #include <future>
 #include <memory>
@@ -116,7 +117,16 @@ int mpi_comm_split_type(MPI_Comm comm, int type, int key, MPI_Info info, MPI_Com
 // makes the call if it takes it within 2 s; it may be held in a blocking call (a peer that
 // dies inside a communicator split, after the barrier before it). Then, and when MPI is not up,
 // this process exits with `status` and the launcher ends the others (mpirun at once; under srun
-// each waiting rank's own watchdog ends it).
+// each waiting rank's own watchdog ends it). Whatever else hangs (MPI_Abort itself, a flush to a
+// hung file system), the process exits with `status` after kAbortDeadline (exit_after).
 [[noreturn]] void mpi_abort(int status);
+
+// The longest that ending the job may take once decided: logging, flushing, MPI_Abort.
+inline constexpr std::chrono::seconds kAbortDeadline{20};
+
+// A detached thread that _exits the process with `status` after `delay`, whatever the other
+// threads are blocked in (glog's mutex, a write to a hung NFS or Lustre mount, PMIx). Called
+// first on every path that ends the job for a stall; never throws.
+void exit_after(std::chrono::milliseconds delay, int status) noexcept;
 
 }  // namespace cmaf::cluster

@@ -16,6 +16,7 @@ std::atomic<int> failed_status{0};
 double seconds(std::chrono::milliseconds t) { return std::chrono::duration<double>(t).count(); }
 
 [[noreturn]] void end_stall(const std::string& message, int status, WatchdogEnd end) {
+  exit_after(kAbortDeadline, status);  // the log below may block (a hung file system)
   LOG(ERROR) << message;
   google::FlushLogFiles(google::GLOG_INFO);
   std::fflush(nullptr);  // what the process printed so far (std::cout writes through stdio)
@@ -96,8 +97,15 @@ void CallWatchdog::watch() {
   const auto period = std::min<std::chrono::milliseconds>(limit_ / 4 + std::chrono::milliseconds(1),
                                                           std::chrono::seconds(1));
   std::unique_lock<std::mutex> lock(mutex_);
+  auto before = std::chrono::steady_clock::now();
   while (!stop_.wait_for(lock, period, [this] { return stopping_; })) {
-    if (call_ == nullptr || std::chrono::steady_clock::now() <= deadline_) continue;
+    // A wait that overran by seconds: the process was stopped (a suspended job); that time is
+    // not counted against the armed call (its peers were most likely stopped too).
+    const auto now = std::chrono::steady_clock::now();
+    const auto overslept = now - before - period;
+    before = now;
+    if (overslept > std::chrono::seconds(1)) deadline_ += overslept;
+    if (call_ == nullptr || now <= deadline_) continue;
     const std::string message =
         str("[", who_, "] stall: ", call_, " has not completed after ", seconds(limit_),
             " s, the stall limit: a rank has not joined it (dead, hung, or on another code path; an MPI "

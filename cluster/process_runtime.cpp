@@ -113,12 +113,14 @@ std::string host_name() {
 
 LaunchEnvironment read_launch_environment() {
   LaunchEnvironment e;
-  if (!env("SLURM_STEP_ID").empty() && !env("PMIX_RANK").empty()) {
-    e.launcher = "srun";
-    e.rank = env("PMIX_RANK");
-  } else if (!env("OMPI_COMM_WORLD_SIZE").empty()) {
+  // mpirun first: run inside a Slurm step, its ranks see SLURM_STEP_ID and (from ORTE's PMIx
+  // server) PMIX_RANK too, while srun's tasks get no OMPI_COMM_WORLD_* before MPI_Init.
+  if (!env("OMPI_COMM_WORLD_SIZE").empty()) {
     e.launcher = "mpirun";
     e.rank = env("OMPI_COMM_WORLD_RANK");
+  } else if (!env("SLURM_STEP_ID").empty() && !env("PMIX_RANK").empty()) {
+    e.launcher = "srun";
+    e.rank = env("PMIX_RANK");
   }
   e.slurm_job_id = env("SLURM_JOB_ID");
   e.slurm_procid = env("SLURM_PROCID");
@@ -134,7 +136,12 @@ LaunchEnvironment read_launch_environment() {
 
 void check_launch_environment(const LaunchEnvironment& e) {
   if (e.launcher != "none" || e.slurm_procid.empty()) return;
-  const long tasks = std::strtol(e.slurm_step_tasks.c_str(), nullptr, 10);
+  char* end = nullptr;
+  const long tasks = std::strtol(e.slurm_step_tasks.c_str(), &end, 10);
+  if (end == e.slurm_step_tasks.c_str() || *end != '\0') {
+    if (e.slurm_step_tasks.empty()) return;  // not in a step: nothing to check
+    throw ClusterError(str("SLURM_STEP_NUM_TASKS=", e.slurm_step_tasks, ": expected a task count"));
+  }
   if (tasks <= 1) return;
   throw ClusterError(str(
       "srun started this process as task ", e.slurm_procid, " of ", tasks, " (SLURM_PROCID, SLURM_STEP_NUM_TASKS) ",
@@ -161,6 +168,9 @@ std::string LaunchEnvironment::describe() const {
 ProcessRuntime::ProcessRuntime() = default;
 
 std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, const RuntimeOptions& options) {
+  if (options.threads < 0) {
+    throw InputError("--threads", "", str(options.threads, ", expected 0 (the CPUs' share) or a positive count"));
+  }
   std::unique_ptr<ProcessRuntime> runtime(new ProcessRuntime());
   runtime->environment_ = read_launch_environment();
   check_launch_environment(runtime->environment_);
@@ -192,19 +202,29 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
     });
     runtime->thread_level_ = provided;
     runtime->mpi_thread_->started(provided);
-    runtime->mpi_thread_->run([&] {
-      mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &runtime->rank_), "MPI_Comm_rank", runtime->who());
-      mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_), "MPI_Comm_size", runtime->who());
-      watchdog.at("MPI_Comm_split_type");
-      MpiComm node;  // freed also when a check below throws
-      mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL,
-                                    node.receive()),
-                "MPI_Comm_split_type", runtime->who());
-      mpi_check(MPI_Comm_rank(node, &runtime->local_rank_), "MPI_Comm_rank(node)", runtime->who());
-      mpi_check(MPI_Comm_size(node, &runtime->local_size_), "MPI_Comm_size(node)", runtime->who());
-      watchdog.at("the node's CPU masks (MPI_Allgather)");
-      local_cpus = gather_allowed_cpus(node, cpus, runtime->who());
-    });
+    try {
+      runtime->mpi_thread_->run([&] {
+        mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &runtime->rank_), "MPI_Comm_rank", runtime->who());
+        mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_), "MPI_Comm_size", runtime->who());
+        watchdog.at("MPI_Comm_split_type");
+        MpiComm node;  // freed also when a check below throws
+        mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL,
+                                      node.receive()),
+                  "MPI_Comm_split_type", runtime->who());
+        mpi_check(MPI_Comm_rank(node, &runtime->local_rank_), "MPI_Comm_rank(node)", runtime->who());
+        mpi_check(MPI_Comm_size(node, &runtime->local_size_), "MPI_Comm_size(node)", runtime->who());
+        watchdog.at("the node's CPU masks (MPI_Allgather)");
+        local_cpus = gather_allowed_cpus(node, cpus, runtime->who());
+      });
+    } catch (const std::exception& error) {
+      // MPI is up: the destructor meets the other ranks before MPI_Finalize, and they may be
+      // waiting in the call that failed here. Say why now (the caller's report may come after
+      // the job is gone), and let the shut-down wait only the failed rank's grace.
+      LOG(ERROR) << "MPI start-up failed on " << runtime->who() << ": " << error.what();
+      google::FlushLogFiles(google::GLOG_INFO);
+      PhaseWatchdog::rank_failed(1);
+      throw;
+    }
     if (runtime->size_ > 1) set_error_prefix(str("[rank ", runtime->rank_, "] "));
   }
   runtime->local_cpus_ = std::move(local_cpus);

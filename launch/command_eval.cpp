@@ -1,8 +1,11 @@
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
 #include "cluster/process_runtime.h"
+#include "common/error.h"
 #include "core/evaluator.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
@@ -21,6 +24,7 @@ int run_eval(int argc, char** argv) {
       "and, with --save-predictions, DIR/predictions/<case>.nii.gz in the scan's geometry."};
   core::EvalOptions o;
   int threads = 0;
+  double stall_seconds = 300.0;
   po::options_description options("eval options");
   options.add_options()
       ("checkpoint", po::value(&o.checkpoint), "checkpoint folder or weights file")
@@ -33,16 +37,22 @@ int run_eval(int argc, char** argv) {
       ("save-predictions", po::bool_switch(&o.save_predictions), "write the predicted volumes as NIfTI")
       ("largest-component", po::bool_switch(&o.largest_component), "keep each organ's largest 3-D connected component (26-connectivity) of the prediction, the rest background, before scoring and saving")
       ("batch", po::value(&o.batch)->default_value(o.batch), "slices per forward")
-      ("threads", po::value(&threads)->default_value(threads), "LibTorch threads per rank, 0 = allowed CPUs / local ranks sharing them");
+      ("threads", po::value(&threads)->default_value(threads), "LibTorch threads per rank, 0 = allowed CPUs / local ranks sharing them")
+      ("stall-seconds", po::value(&stall_seconds)->default_value(stall_seconds), "a collective waiting longer aborts the job (status 75): ranks wait at the end for the one with the slowest cases, so raise it for large volumes with --flip-tta on few ranks");
   po::variables_map values;
   if (!parse_command_line(info, argc, argv, options, {}, values)) return 0;
   for (const char* required : {"checkpoint", "data", "out"}) require(values, required, info);
+  if (!(stall_seconds >= 1.0 && stall_seconds <= 1e6)) {
+    throw cmaf::InputError("--stall-seconds", "", cmaf::str(stall_seconds, ", expected 1 to 1000000 seconds"));
+  }
+  const std::chrono::milliseconds stall_limit(static_cast<int64_t>(stall_seconds * 1000.0));
   cluster::RuntimeOptions runtime_options;
   runtime_options.threads = threads;
+  runtime_options.stall_limit = std::max<std::chrono::milliseconds>(stall_limit, std::chrono::minutes(1));
   auto runtime = cluster::ProcessRuntime::start(&argc, &argv, runtime_options);
   std::unique_ptr<cluster::Communicator> world;  // outside the work: see rank_errors.h
   return run_on_this_rank([&] {
-    world = runtime->world_communicator();
+    world = runtime->world_communicator(stall_limit);
     const int64_t scored = core::evaluate(o, *world);
     if (runtime->rank() == 0) {
       std::cout << "scored " << scored << " cases -> " << o.out << "/metrics.json\n";

@@ -273,6 +273,28 @@ int next_communicator_number() {
   return number;
 }
 
+// CMAF_NODE_SHARED_MEMORY takes 0 or 1: "off" (which used to mean on) is an error naming it, on
+// every rank, and leaves no communicator behind.
+TEST(MpiCommunicatorSetup, ANodeSharedMemorySettingOtherThan0Or1IsRefused) {
+  const char* set = std::getenv("CMAF_NODE_SHARED_MEMORY");
+  const std::string saved = set == nullptr ? "" : set;
+  const int before = next_communicator_number();
+  setenv("CMAF_NODE_SHARED_MEMORY", "off", 1);
+  try {
+    cluster::MpiCommunicator refused(MPI_COMM_WORLD);
+    ADD_FAILURE() << "rank " << world().rank() << ": CMAF_NODE_SHARED_MEMORY=off accepted";
+  } catch (const cluster::ClusterError& error) {
+    EXPECT_NE(std::string(error.what()).find("CMAF_NODE_SHARED_MEMORY=off: expected 0"), std::string::npos)
+        << error.what();
+  }
+  if (set == nullptr) {
+    unsetenv("CMAF_NODE_SHARED_MEMORY");
+  } else {
+    setenv("CMAF_NODE_SHARED_MEMORY", saved.c_str(), 1);
+  }
+  EXPECT_EQ(next_communicator_number(), before) << "rank " << world().rank() << ": communicators left behind";
+}
+
 TEST(MpiCommunicatorSetup, AConstructorThatThrowsLeavesNoCommunicatorBehind) {
   // CMAF_SIMULATED_RANKS_PER_NODE that differs between ranks: every rank's constructor throws
   // after it has made its duplicate of the parent, its node communicator and its bf16 ops.

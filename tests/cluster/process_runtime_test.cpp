@@ -143,6 +143,59 @@ TEST(LaunchEnvironmentTest, SrunWithoutPmixIsRefused) {
   EXPECT_NO_THROW(check_launch_environment(LaunchEnvironment{}));
 }
 
+// mpirun inside a Slurm step: its ranks also see SLURM_STEP_ID and PMIX_RANK (from ORTE's PMIx
+// server), and are still mpirun's; srun's own tasks have no OMPI_COMM_WORLD_* before MPI_Init.
+TEST(LaunchEnvironmentTest, MpirunInsideASlurmStepIsMpirun) {
+  const std::vector<std::string> names{"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "SLURM_STEP_ID", "PMIX_RANK"};
+  std::vector<std::pair<bool, std::string>> saved;
+  for (const std::string& name : names) {
+    const char* value = std::getenv(name.c_str());
+    saved.emplace_back(value != nullptr, value != nullptr ? value : "");
+  }
+  setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
+  setenv("OMPI_COMM_WORLD_RANK", "3", 1);
+  setenv("SLURM_STEP_ID", "0", 1);
+  setenv("PMIX_RANK", "3", 1);
+  const LaunchEnvironment inside = read_launch_environment();
+  unsetenv("OMPI_COMM_WORLD_SIZE");
+  unsetenv("OMPI_COMM_WORLD_RANK");
+  const LaunchEnvironment srun = read_launch_environment();
+  for (size_t k = 0; k < names.size(); ++k) {
+    if (saved[k].first) {
+      setenv(names[k].c_str(), saved[k].second.c_str(), 1);
+    } else {
+      unsetenv(names[k].c_str());
+    }
+  }
+  EXPECT_EQ(inside.launcher, "mpirun");
+  EXPECT_EQ(inside.rank, "3");
+  EXPECT_EQ(srun.launcher, "srun");
+  EXPECT_EQ(srun.rank, "3");
+}
+
+// A task count that is not a number, and a negative thread count, are errors naming them.
+TEST(LaunchEnvironmentTest, MalformedValuesAreRefusedByName) {
+  LaunchEnvironment e;
+  e.slurm_procid = "0";
+  e.slurm_step_tasks = "2x";
+  try {
+    check_launch_environment(e);
+    FAIL() << "SLURM_STEP_NUM_TASKS=2x accepted";
+  } catch (const ClusterError& error) {
+    EXPECT_NE(std::string(error.what()).find("SLURM_STEP_NUM_TASKS=2x: expected a task count"), std::string::npos)
+        << error.what();
+  }
+  RuntimeOptions negative;
+  negative.threads = -5;
+  try {
+    ProcessRuntime::start(nullptr, nullptr, negative);
+    FAIL() << "--threads -5 accepted";
+  } catch (const InputError& error) {
+    EXPECT_NE(std::string(error.what()).find("--threads"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("-5"), std::string::npos) << error.what();
+  }
+}
+
 // CMAF_MPI_THREAD_LEVEL: the level ProcessRuntime asks MPI for; anything else is refused by name.
 TEST(MpiThreadLevel, TheEnvironmentPicksTheLevel) {
   const char* before = std::getenv("CMAF_MPI_THREAD_LEVEL");

@@ -5,6 +5,10 @@
 //                                    ranks with its host name, to its parent (the node's
 //                                    slurmstepd under srun, its orted under local_nodes.sh) and
 //                                    to itself, as a node that hangs with its connections open
+//   stall_probe suspend RANK SECONDS rank RANK stops every rank of the job (SIGSTOP, itself last)
+//                                    for SECONDS, longer than the stall limit, as a suspended
+//                                    Slurm job; a child process it forked resumes them (SIGCONT).
+//                                    Expected: the job finishes (exit 0), the pause forgiven
 //   stall_probe late-start RANK SECONDS         rank RANK sleeps before MPI_Init
 //   stall_probe late-communicator RANK SECONDS  ... before the communicator's set-up
 //   stall_probe late-finish RANK SECONDS        ... before MPI_Finalize
@@ -70,9 +74,24 @@ int main(int argc, char** argv) {
       LOG(ERROR) << "freeze: rank " << victim << " shares rank 0's node; run under local_nodes.sh with them apart";
       return 2;  // its parent would be mpirun or rank 0's daemon
     }
+    bool continue_after_pause = false;
     for (int step = 0; step < 5; ++step) {
       if (step == 2 && world.rank() == victim && mode.rfind("late-", 0) != 0) {
         if (mode == "kill") ::kill(::getpid(), SIGKILL);
+        if (mode == "suspend") {
+          std::vector<pid_t> job;
+          for (const Peer& peer : peers) job.push_back(static_cast<pid_t>(peer.pid));
+          if (::fork() == 0) {  // the resumer: async-signal-safe calls only
+            ::sleep(static_cast<unsigned>(seconds));
+            for (pid_t pid : job) ::kill(pid, SIGCONT);
+            ::_exit(0);
+          }
+          for (pid_t pid : job) {
+            if (pid != ::getpid()) ::kill(pid, SIGSTOP);
+          }
+          ::raise(SIGSTOP);
+          continue_after_pause = true;
+        }
         if (mode == "freeze") {
           for (const Peer& peer : peers) {
             if (peer.pid != mine.pid && std::strcmp(peer.host.data(), mine.host.data()) == 0) {
@@ -82,7 +101,7 @@ int main(int argc, char** argv) {
           ::kill(::getppid(), SIGSTOP);
           ::raise(SIGSTOP);
         }
-        std::this_thread::sleep_for(std::chrono::seconds(seconds));
+        if (!continue_after_pause) std::this_thread::sleep_for(std::chrono::seconds(seconds));
       }
       at::Tensor t = at::ones({1024});
       world.all_reduce(t, cmaf::cluster::ReduceOp::kSum);

@@ -4,17 +4,28 @@
 # missing rank. A rank late to
 # MPI start-up, to the communicator's set-up or to MPI_Finalize must be reported by the others
 # with the phase and the call they waited in, and end the job with status 75.
-#   stall_test.sh MPIEXEC STALL_PROBE sleep|kill|late-start|late-communicator|late-finish RANKS
+# A job suspended (every rank stopped) for longer than the stall limit must go on when resumed.
+#   stall_test.sh MPIEXEC STALL_PROBE sleep|kill|late-start|late-communicator|late-finish|suspend RANKS
 set -uo pipefail
 mpiexec="$1"; probe="$2"; mode="$3"; ranks="$4"
 victim=1
+seconds=20
+[[ "${mode}" != suspend ]] || seconds=6  # twice the 3 s stall limit
 start=$(date +%s)
 output="$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 \
-  "${mpiexec}" -np "${ranks}" --oversubscribe --bind-to none "${probe}" "${mode}" "${victim}" 20 2>&1)"
+  "${mpiexec}" -np "${ranks}" --oversubscribe --bind-to none "${probe}" "${mode}" "${victim}" "${seconds}" 2>&1)"
 status=$?
 elapsed=$(( $(date +%s) - start ))
 echo "${output}" | tail -n 20
 echo "exit status ${status} after ${elapsed} s"
+if [[ "${mode}" == suspend ]]; then
+  [[ ${status} -eq 0 ]] || { echo "FAIL: the resumed job exited ${status}"; exit 1; }
+  grep -q "this process was paused for" <<<"${output}" || { echo "FAIL: no rank noticed the pause"; exit 1; }
+  if grep -qE "stall: |stall reported|has not finished after|has not completed after" <<<"${output}"; then echo "FAIL: the pause was reported as a stall"; exit 1; fi
+  if grep -q "MPI audit:" <<<"${output}"; then echo "FAIL: an MPI call off the MPI thread"; exit 1; fi
+  echo "PASS"
+  exit 0
+fi
 [[ ${status} -ne 0 ]] || { echo "FAIL: the job exited 0"; exit 1; }
 [[ ${status} -ne 124 ]] || { echo "FAIL: the job hung until the 60 s timeout"; exit 1; }
 [[ ${elapsed} -lt 20 ]] || { echo "FAIL: took ${elapsed} s (the stall limit is 3 s)"; exit 1; }
