@@ -31,6 +31,7 @@ BucketedReducer::BucketedReducer(std::vector<NamedTensor> parameters, Communicat
   bucket_of_.assign(n, 0);
   offset_of_.assign(n, 0);
   received_.assign(n, false);
+  accumulated_.assign(n, false);
   // Reverse registration order: the last layers' gradients come first in backward.
   int64_t bucket_bytes = 0;
   for (size_t k = n; k-- > 0;) {
@@ -118,9 +119,14 @@ void BucketedReducer::prepare_for_micro_backward(bool first, bool last) {
     if (first) {
       // No zeroing pass: autograd writes a fresh gradient and the hook moves it into the bucket.
       grad = at::Tensor();
-    } else {
+      accumulated_[k] = false;
+    } else if (accumulated_[k]) {
       CMAF_CHECK(grad.defined() && grad.data_ptr() == bucket_view(k).data_ptr(), "the gradient of ",
                  parameters_[k].name, " is not in its bucket between micro-batches (was .grad reset?)");
+    } else {
+      // No micro-batch has given it a gradient yet: the first that does moves it into the bucket.
+      CMAF_CHECK(!grad.defined(), "the gradient of ", parameters_[k].name,
+                 " was set between micro-batches, outside the reducer");
     }
   }
   std::fill(received_.begin(), received_.end(), false);
@@ -134,6 +140,7 @@ void BucketedReducer::on_gradient_ready(size_t parameter) {
   at::Tensor& grad = parameters_[parameter].tensor.mutable_grad();
   CMAF_CHECK(grad.defined(), "no gradient after accumulation for ", parameters_[parameter].name);
   received_[parameter] = true;
+  accumulated_[parameter] = true;
   // The share each rank contributes to the sum: g / world size (bf16: scaled while packing).
   const bool scale = !local_only_ && !options_.bf16_wire && communicator_.size() > 1;
   at::Tensor view = bucket_view(parameter);
@@ -174,22 +181,62 @@ void BucketedReducer::launch_ready_buckets() {
 }
 
 void BucketedReducer::finish() {
+  CMAF_CHECK(!local_only_, "finish() after a backward that was not the last micro-batch's "
+             "(prepare_for_micro_backward(first, last = false) communicates nothing)");
+  // Gradients the last backward did not produce: a parameter used only in earlier micro-batches
+  // is ready now (its share scaled as the hook would have); one that no micro-batch used is
+  // missing, and its part of the bucket is zeros. Either way every bucket is launched, so that
+  // the collectives pair up on every rank whatever this rank's graph skipped.
   std::string missing;
+  int64_t missing_count = 0;
+  const bool scale = !options_.bf16_wire && communicator_.size() > 1;
   for (size_t k = 0; k < parameters_.size(); ++k) {
-    if (!received_[k]) missing += (missing.empty() ? "" : ", ") + parameters_[k].name;
-  }
-  if (!missing.empty()) {
-    // Buckets already started must still complete on every rank before we give up.
-    for (Bucket& bucket : buckets_) {
-      if (bucket.work) bucket.work->wait();
+    if (received_[k]) continue;
+    at::Tensor& grad = parameters_[k].tensor.mutable_grad();
+    at::Tensor view = bucket_view(k);
+    at::NoGradGuard no_grad;
+    if (accumulated_[k]) {
+      if (scale) grad.mul_(share_scale());
+    } else {
+      missing += (missing.empty() ? "" : ", ") + parameters_[k].name;
+      ++missing_count;
+      view.zero_();
+      grad = view;
     }
-    throw ClusterError(str("parameters that received no gradient in this backward: ", missing,
-                           ". Every parameter must contribute to the loss on every rank (a module "
-                           "that forward does not call, or a branch skipped on this rank)"));
+    received_[k] = true;
+    --buckets_[bucket_of_[k]].pending;
+  }
+  launch_ready_buckets();
+  // Whether any rank missed a gradient, in the same pass over the node (a float sum: node
+  // shared memory where the buckets go): every rank learns it and fails together, instead of the
+  // others waiting for the stall limit.
+  const int size = communicator_.size();
+  at::Tensor missing_by_rank;
+  WorkHandle agreement;
+  if (size > 1) {
+    missing_by_rank = at::zeros({size}, at::kDouble);
+    missing_by_rank[communicator_.rank()] = static_cast<double>(missing_count);
+    agreement = communicator_.all_reduce_async(missing_by_rank, ReduceOp::kSum);
   }
   for (Bucket& bucket : buckets_) {
     bucket.work->wait();  // reduced in place: .grad (a view) now holds the average
     if (options_.bf16_wire) bucket.buffer.copy_(bucket.wire);
+  }
+  std::string ranks;
+  if (agreement) {
+    agreement->wait();
+    for (int r = 0; r < size; ++r) {
+      if (missing_by_rank[r].item<double>() > 0) ranks += str(ranks.empty() ? "" : ", ", r);
+    }
+  } else if (missing_count > 0) {
+    ranks = "0";
+  }
+  if (!ranks.empty()) {
+    throw ClusterError(str("parameters that received no gradient in this step",
+                           missing.empty() ? str(" on rank(s) ", ranks, " (named in their error)")
+                                           : str(": ", missing, size > 1 ? str(" (rank(s) with some: ", ranks, ")") : ""),
+                           ". Every parameter must contribute to the loss on every rank (a module "
+                           "that forward does not call, or a branch skipped on this rank)"));
   }
 }
 

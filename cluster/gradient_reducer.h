@@ -22,8 +22,11 @@
 //
 // prepare_for_backward() starts from no gradient: gradients are not accumulated across steps.
 //
-// A parameter without a gradient after backward is an error naming it: every rank must reduce
-// the same tensors, and an unused parameter means a module forward never calls.
+// A parameter without a gradient after the step's backward(s) is an error naming it, raised on
+// every rank (each finish() also sums a per-rank count of missing gradients with the buckets):
+// every rank must reduce the same tensors, and an unused parameter means a module forward never
+// calls. Its bucket is still reduced (zeros in its place), so that the ranks' collectives pair up
+// whichever rank skipped it. Over micro-batches, a parameter needs a gradient in at least one.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -118,6 +121,7 @@ class BucketedReducer : public GradientReducer {
   std::vector<size_t> bucket_of_;   // parameter -> bucket
   std::vector<int64_t> offset_of_;  // parameter -> offset in its bucket
   std::vector<bool> received_;      // parameter -> gradient accumulated in this backward
+  std::vector<bool> accumulated_;   // parameter -> in its bucket since the first micro-batch
   // Post-accumulation hooks on each parameter's AccumulateGrad node (kept alive here).
   std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
   size_t next_launch_ = 0;

@@ -33,6 +33,33 @@ void broadcast_tensors(const std::vector<NamedTensor>& tensors, Communicator& co
   for (const WorkHandle& work : works) work->wait();
 }
 
+void broadcast_packed(const std::vector<NamedTensor>& tensors, Communicator& communicator, int root) {
+  at::NoGradGuard no_grad;
+  std::vector<bool> done(tensors.size(), false);
+  for (size_t first = 0; first < tensors.size(); ++first) {
+    if (done[first]) continue;
+    const at::ScalarType type = tensors[first].tensor.scalar_type();
+    const at::Device device = tensors[first].tensor.device();
+    std::vector<size_t> group;
+    std::vector<at::Tensor> flat;
+    for (size_t k = first; k < tensors.size(); ++k) {
+      const at::Tensor& t = tensors[k].tensor;
+      if (done[k] || t.scalar_type() != type || t.device() != device) continue;
+      done[k] = true;
+      group.push_back(k);
+      flat.push_back(t.detach().reshape({-1}));
+    }
+    at::Tensor packed = at::cat(flat);
+    communicator.broadcast(packed, root);
+    int64_t offset = 0;
+    for (size_t k : group) {
+      const at::Tensor& t = tensors[k].tensor;
+      t.detach().copy_(packed.narrow(0, offset, t.numel()).view(t.sizes()));
+      offset += t.numel();
+    }
+  }
+}
+
 uint64_t tensors_fingerprint(const std::vector<NamedTensor>& tensors) {
   uint64_t hash = kFnvOffsetBasis;
   for (const NamedTensor& t : tensors) {

@@ -25,6 +25,9 @@ bool all_finite(const std::vector<NamedTensor>& tensors, bool gradients);
 
 // Overwrites every rank's tensors with `root`'s (values only, in the given order).
 void broadcast_tensors(const std::vector<NamedTensor>& tensors, Communicator& communicator, int root = 0);
+// The same in one broadcast per dtype (the tensors packed back to back): for many small tensors
+// broadcast every step, such as batch-norm buffers.
+void broadcast_packed(const std::vector<NamedTensor>& tensors, Communicator& communicator, int root = 0);
 
 // FNV-1a over the bytes of every tensor, in order.
 uint64_t tensors_fingerprint(const std::vector<NamedTensor>& tensors);

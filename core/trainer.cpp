@@ -69,6 +69,10 @@ class Trainer {
   model::Cmaformer teacher_{nullptr};
   losses::ProjectionHead head_{nullptr};
   std::vector<cluster::NamedTensor> parameters_;
+  // The trained modules' buffers (batch-norm statistics). With --sync-batch-norm they update the
+  // same on every rank; without it, from each rank's own batches, so rank 0's are broadcast every
+  // step (PyTorch DDP's broadcast_buffers): the teacher, validation and checkpoints see one set.
+  std::vector<cluster::NamedTensor> buffers_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<cluster::BucketedReducer> reducer_;
   TrainingState state_;
@@ -162,10 +166,15 @@ void Trainer::set_up_model() {
   if (head_) place(*head_);
   if (world_.size() > 1 && config_.sync_batch_norm) {
     model::set_statistics_reducer(*student_, cluster::statistics_reducer(device_world_));
+    if (head_) model::set_statistics_reducer(*head_, cluster::statistics_reducer(device_world_));
   }
   parameters_ = cluster::named_tensors(*student_, "", false);
   if (head_) {
     for (auto& p : cluster::named_tensors(*head_, "projection_head.", false)) parameters_.push_back(p);
+  }
+  for (const auto& b : student_->named_buffers()) buffers_.push_back({b.key(), b.value()});
+  if (head_) {
+    for (const auto& b : head_->named_buffers()) buffers_.push_back({"projection_head." + b.key(), b.value()});
   }
   std::vector<torch::Tensor> tensors;
   for (const auto& p : parameters_) tensors.push_back(p.tensor);
@@ -374,6 +383,9 @@ TrainResult Trainer::run() {
         active[c] |= micro_loss.constraint_active[c];
       }
     }
+    if (world_.size() > 1 && !config_.sync_batch_norm && !buffers_.empty()) {
+      cluster::broadcast_packed(buffers_, device_world_);
+    }
     world_.all_reduce(sums, cluster::ReduceOp::kSum);
     const auto* v = sums.data_ptr<double>();
     const bool bad = v[kBadSupervised] + v[kBadLdc] + v[kBadContrastive] + v[kBadGradient] > 0;
@@ -458,7 +470,9 @@ void Trainer::check_agreement(int64_t step) {
     throw InternalError(str("step ", step, ": the Lagrange multipliers of rank ", world_.rank(),
                             " differ from those of rank(s)", differing, " (they must be bit-identical)"));
   }
-  cluster::check_replicas_identical(parameters_, world_, str("parameters at step ", step));
+  std::vector<cluster::NamedTensor> state = parameters_;
+  state.insert(state.end(), buffers_.begin(), buffers_.end());
+  cluster::check_replicas_identical(state, world_, str("parameters and batch-norm statistics at step ", step));
 }
 
 void Trainer::validate(int64_t step) {

@@ -24,7 +24,7 @@ at::Tensor sample(const at::Tensor& indices, int64_t count, DeterministicRng& rn
 
 ProjectionHeadImpl::ProjectionHeadImpl(int64_t in_channels, int64_t out_channels) {
   hidden_ = register_module("hidden", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, in_channels, 1)));
-  norm_ = register_module("norm", torch::nn::BatchNorm2d(in_channels));
+  norm_ = register_module("norm", model::BatchNorm2d(in_channels, 1e-5, 0.1));  // torch::nn's defaults
   out_ = register_module("out", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, out_channels, 1)));
 }
 

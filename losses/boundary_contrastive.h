@@ -12,11 +12,12 @@
 
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
-#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+
+#include "model/batch_norm.h"
 
 namespace cmaf::losses {
 
@@ -25,7 +26,9 @@ inline constexpr double kContrastiveTemperature = 0.07;
 inline constexpr int64_t kDefaultAnchorsPerClass = 128;
 inline constexpr int64_t kDefaultBandNegatives = 256;
 
-// Conv1x1(in -> in) - BN - ReLU - Conv1x1(in -> 64), L2-normalised over channels.
+// Conv1x1(in -> in) - BN - ReLU - Conv1x1(in -> 64), L2-normalised over channels. The BN is the
+// model's (model/batch_norm.h): with synchronised batch norm its statistics are taken over all
+// ranks like the network's, so the head too does not depend on the per-rank split.
 class ProjectionHeadImpl : public torch::nn::Module {
  public:
   explicit ProjectionHeadImpl(int64_t in_channels, int64_t out_channels = kProjectionDim);
@@ -33,7 +36,7 @@ class ProjectionHeadImpl : public torch::nn::Module {
 
  private:
   torch::nn::Conv2d hidden_{nullptr}, out_{nullptr};
-  torch::nn::BatchNorm2d norm_{nullptr};
+  model::BatchNorm2d norm_{nullptr};
 };
 TORCH_MODULE(ProjectionHead);
 

@@ -1,5 +1,7 @@
 #include "model/batch_norm.h"
 
+#include <tuple>
+
 #include "common/error.h"
 
 namespace cmaf::model {
@@ -43,17 +45,38 @@ at::Tensor BatchNorm2dImpl::synchronised_forward(const at::Tensor& input) {
   const int64_t channels = x.size(1);
   const double count = static_cast<double>(x.numel() / channels);
   const std::vector<int64_t> dims{0, 2, 3};
-  // One reduction for everything: [sum x, sum x^2, count] per channel.
-  const at::Tensor local = at::stack({x.sum(dims), x.square().sum(dims), at::full({channels}, count, x.options())});
+  // Each rank's mean and variance (Welford: no cancellation however large the mean is against
+  // the spread), then one reduction of [sum x, sum x^2, count] per channel built from them in
+  // float64: the global variance E[x^2] - E[x]^2 is formed in double, where the cancellation
+  // that ruins it in float32 (a mean 300 standard deviations from 0) costs nothing.
+  at::Tensor local_var;
+  at::Tensor local_mean;
+  if (count > 0) {
+    std::tie(local_var, local_mean) = at::var_mean(x, dims, /*unbiased=*/false, /*keepdim=*/false);
+  } else {
+    // No slice on this rank: zeros, still computed from x, so that the backward's all-reduce
+    // runs here as on the other ranks.
+    local_mean = x.sum(dims);
+    local_var = x.sum(dims);
+  }
+  const at::Tensor mean_local = local_mean.to(at::kDouble);
+  const at::Tensor local = at::stack({mean_local * count, (local_var.to(at::kDouble) + mean_local.square()) * count,
+                                      at::full({channels}, count, mean_local.options())});
   const at::Tensor global = reducer_(local);
   const at::Tensor total = global[2];
-  const at::Tensor mean = global[0] / total;
-  const at::Tensor var = (global[1] / total - mean.square()).clamp_min(0.0);
+  const at::Tensor mean_double = global[0] / total;
+  const at::Tensor var_double = (global[1] / total - mean_double.square()).clamp_min(0.0);
+  const at::Tensor mean = mean_double.to(x.scalar_type());
+  const at::Tensor var = var_double.to(x.scalar_type());
   if (track_running_) {
+    // Every rank's batch empty: no statistics, the running ones stay (not 0 / 0).
     at::NoGradGuard no_grad;
-    const at::Tensor unbiased = var * total / (total - 1.0).clamp_min(1.0);
-    running_mean.mul_(1.0 - momentum_).add_(mean.detach().to(running_mean.dtype()) * momentum_);
-    running_var.mul_(1.0 - momentum_).add_(unbiased.detach().to(running_var.dtype()) * momentum_);
+    const at::Tensor seen = total.gt(0.0);
+    const at::Tensor unbiased = var_double * total / (total - 1.0).clamp_min(1.0);
+    const at::Tensor new_mean = running_mean * (1.0 - momentum_) + mean_double.to(running_mean.dtype()) * momentum_;
+    const at::Tensor new_var = running_var * (1.0 - momentum_) + unbiased.to(running_var.dtype()) * momentum_;
+    running_mean.copy_(at::where(seen, new_mean, running_mean));
+    running_var.copy_(at::where(seen, new_var, running_var));
   }
   const auto shape = std::vector<int64_t>{1, channels, 1, 1};
   const at::Tensor scale = (weight / (var + eps_).sqrt()).view(shape);

@@ -62,9 +62,136 @@ TEST(BucketedReducer, AParameterWithoutGradientIsNamed) {
     reducer.finish();
     FAIL();
   } catch (const cluster::ClusterError& e) {
-    EXPECT_NE(std::string(e.what()).find("received no gradient in this backward: decoder.spare"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("received no gradient in this step: decoder.spare"), std::string::npos)
         << e.what();
   }
+}
+
+// A parameter that gets no gradient on one rank only: every rank fails with the error (that rank
+// naming it, the others naming the rank), none waits for a bucket the other never sends. Small
+// buckets put the missing one first, ahead of buckets the other rank fills.
+TEST(BucketedReducer, AGradientMissingOnOneRankFailsEveryRank) {
+  run_as_threads(2, [](cluster::Communicator& c) {
+    at::Tensor used = torch::ones({64}, torch::requires_grad());
+    at::Tensor sometimes = torch::ones({64}, torch::requires_grad());
+    cluster::BucketOptions tiny;
+    tiny.first_bucket_bytes = 64;
+    tiny.bucket_bytes = 64;
+    cluster::BucketedReducer reducer({{"encoder.used", used}, {"decoder.branch", sometimes}}, c, tiny);
+    reducer.prepare_for_backward();
+    at::Tensor loss = (used * 2).sum();
+    if (c.rank() == 0) loss = loss + sometimes.sum();  // rank 1 skips the branch
+    loss.backward();
+    try {
+      reducer.finish();
+      ADD_FAILURE() << "rank " << c.rank() << ": no error";
+    } catch (const cluster::ClusterError& e) {
+      const std::string what = e.what();
+      if (c.rank() == 1) {
+        EXPECT_NE(what.find("received no gradient in this step: decoder.branch (rank(s) with some: 1)"), std::string::npos)
+            << what;
+      } else {
+        EXPECT_NE(what.find("received no gradient in this step on rank(s) 1 (named in their error)"), std::string::npos)
+            << what;
+      }
+    }
+    // The ranks are still in step: the next step, with the branch everywhere, averages.
+    reducer.prepare_for_backward();
+    ((used * 2).sum() + sometimes.sum() * (c.rank() + 1.0)).backward();
+    reducer.finish();
+    EXPECT_TRUE(sometimes.grad().eq(1.5f).all().item<bool>()) << sometimes.grad();
+  });
+}
+
+// Gradient accumulation where a parameter is used in some micro-batches only (not the first; not
+// the last): the averaged gradient is the reference's sum over the micro-batches that used it.
+TEST(BucketedReducer, AccumulationOverMicroBatchesThatSkipAParameter) {
+  run_as_threads(2, [](cluster::Communicator& c) {
+    at::Tensor a = torch::ones({32}, torch::requires_grad());
+    at::Tensor late = torch::ones({32}, torch::requires_grad());   // not in micro-batch 0
+    at::Tensor early = torch::ones({32}, torch::requires_grad());  // not in the last
+    cluster::BucketOptions tiny;
+    tiny.first_bucket_bytes = 128;
+    tiny.bucket_bytes = 128;
+    cluster::BucketedReducer reducer({{"a", a}, {"late", late}, {"early", early}}, c, tiny);
+    const double r = c.rank();
+    for (int micro = 0; micro < 3; ++micro) {
+      reducer.prepare_for_micro_backward(micro == 0, micro == 2);
+      at::Tensor loss = a.sum() * (micro + 1.0);
+      if (micro > 0) loss = loss + late.sum() * (r + 1.0);
+      if (micro < 2) loss = loss + early.sum() * (10.0 * (r + 1.0));
+      loss.backward();
+    }
+    reducer.finish();
+    // Sums over the micro-batches, then the mean over ranks 0 and 1.
+    EXPECT_TRUE(a.grad().eq(6.0f).all().item<bool>()) << a.grad();
+    EXPECT_TRUE(late.grad().eq(3.0f).all().item<bool>()) << late.grad();     // 2 (r + 1), mean 3
+    EXPECT_TRUE(early.grad().eq(30.0f).all().item<bool>()) << early.grad();  // 20 (r + 1), mean 30
+  });
+}
+
+// finish() must follow the last micro-batch's backward (nothing was sent before it).
+TEST(BucketedReducer, FinishAfterANonLastMicroBatchIsAnError) {
+  at::Tensor p = torch::ones({4}, torch::requires_grad());
+  cluster::LocalCommunicator world;
+  cluster::BucketedReducer reducer({{"p", p}}, world);
+  reducer.prepare_for_micro_backward(true, false);
+  p.sum().backward();
+  try {
+    reducer.finish();
+    FAIL() << "finish() accepted";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("not the last micro-batch"), std::string::npos) << e.what();
+  }
+}
+
+// Overlap: every bucket's all-reduce is issued during backward, as its gradients become ready,
+// not in finish().
+class CountingCommunicator : public cluster::Communicator {
+ public:
+  std::string name() const override { return "counting"; }
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  cluster::WorkHandle all_reduce_async(at::Tensor tensor, cluster::ReduceOp op) override {
+    ++all_reduces;
+    return inner.all_reduce_async(tensor, op);
+  }
+  cluster::WorkHandle broadcast_async(at::Tensor tensor, int root) override { return inner.broadcast_async(tensor, root); }
+  cluster::WorkHandle all_gather_async(at::Tensor tensor, at::Tensor output) override {
+    return inner.all_gather_async(tensor, output);
+  }
+  cluster::WorkHandle barrier_async() override { return inner.barrier_async(); }
+  int all_reduces = 0;
+
+ private:
+  cluster::LocalCommunicator inner;
+};
+
+TEST(BucketedReducer, EveryBucketIsSentDuringBackward) {
+  std::vector<cluster::NamedTensor> params;
+  for (int i = 0; i < 6; ++i) params.push_back({"p" + std::to_string(i), torch::ones({64}, torch::requires_grad())});
+  CountingCommunicator counting;
+  cluster::BucketOptions small;
+  small.first_bucket_bytes = 256;
+  small.bucket_bytes = 512;
+  cluster::BucketedReducer reducer(params, counting, small);
+  ASSERT_EQ(reducer.bucket_count(), 4);
+  // A chain through p0, p1, ..., p5 in registration order: backward produces p5's gradient first
+  // and p0's last. When p0's gradient is computed, the three buckets before its own must be on
+  // their way.
+  int sent_before_last = -1;
+  params[0].tensor.register_hook([&](at::Tensor g) {
+    sent_before_last = counting.all_reduces;
+    return g;
+  });
+  reducer.prepare_for_backward();
+  at::Tensor x = torch::ones({64});
+  for (size_t i = 0; i < params.size(); ++i) x = (x * params[i].tensor).sin();
+  x.sum().backward();
+  EXPECT_EQ(sent_before_last, 3);
+  EXPECT_EQ(counting.all_reduces, 4) << "every bucket sent by the end of backward";
+  reducer.finish();
+  EXPECT_EQ(counting.all_reduces, 4);
 }
 
 TEST(ReferenceReducer, AParameterWithoutGradientIsNamed) {

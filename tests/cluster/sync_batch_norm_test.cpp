@@ -5,6 +5,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "cluster/differentiable_all_reduce.h"
+#include "common/error.h"
 #include "model/batch_norm.h"
 #include "tests/cluster/collective_checks.h"
 
@@ -39,6 +40,66 @@ TEST(SyncBatchNorm, TwoRanksEqualOneBatchNormOverTheWholeBatch) {
   EXPECT_TRUE(torch::allclose(weight_grads[0] + weight_grads[1], reference->weight.grad(), 1e-4, 1e-5));
   EXPECT_TRUE(torch::allclose(running_vars[0], reference->running_var, 1e-5, 1e-6));
   EXPECT_TRUE(torch::allclose(running_vars[1], reference->running_var, 1e-5, 1e-6));
+}
+
+// Uneven splits of one batch over two ranks (3 + 1 slices, and 4 + 0: a rank with none), two
+// steps each: outputs, input and weight gradients, and the running statistics are those of one
+// batch norm over the whole batch, also for an input whose mean is 3000 standard deviations: in
+// float32, E[x^2] - E[x]^2 alone would lose the variance to cancellation.
+TEST(SyncBatchNorm, UnevenSplitsAndAFarFromZeroMeanEqualOneBatchNorm) {
+  for (const int64_t first : {int64_t{3}, int64_t{4}}) {
+    for (const double offset : {1.0, 3000.0}) {
+      at::Generator generator = at::detail::createCPUGenerator(11);
+      model::BatchNorm2d reference(3, 1e-5, 0.1);
+      std::vector<model::BatchNorm2d> norms{model::BatchNorm2d(3, 1e-5, 0.1), model::BatchNorm2d(3, 1e-5, 0.1)};
+      for (int step = 0; step < 2; ++step) {
+        const at::Tensor full_input = at::randn({4, 3, 5, 5}, generator) + offset;
+        const at::Tensor loss_weights = at::randn({4, 3, 5, 5}, generator);
+        const at::Tensor x = full_input.clone().requires_grad_(true);
+        const at::Tensor y = reference->forward(x);
+        (y * loss_weights).sum().backward();
+        std::vector<at::Tensor> outputs(2), input_grads(2), weight_grads(2);
+        run_as_threads(2, [&](cluster::Communicator& c) {
+          const int r = c.rank();
+          model::BatchNorm2d& norm = norms[static_cast<size_t>(r)];
+          norm->set_statistics_reducer(cluster::statistics_reducer(c));
+          norm->zero_grad();
+          const int64_t begin = r == 0 ? 0 : first;
+          const int64_t end = r == 0 ? first : 4;
+          const at::Tensor xr = full_input.slice(0, begin, end).clone().requires_grad_(true);
+          const at::Tensor yr = norm->forward(xr);
+          (yr * loss_weights.slice(0, begin, end)).sum().backward();
+          outputs[r] = yr.detach();
+          input_grads[r] = xr.grad();
+          weight_grads[r] = norm->weight.grad();
+        });
+        const std::string where = str(first, " + ", 4 - first, " slices, mean ", offset, ", step ", step);
+        EXPECT_TRUE(torch::allclose(at::cat(outputs), y.detach(), 1e-3, 1e-3)) << where;
+        EXPECT_TRUE(torch::allclose(at::cat(input_grads), x.grad(), 1e-3, 1e-3)) << where;
+        EXPECT_TRUE(torch::allclose(weight_grads[0] + weight_grads[1], reference->weight.grad(), 1e-3, 1e-3)) << where;
+        for (const model::BatchNorm2d& norm : norms) {
+          EXPECT_TRUE(torch::allclose(norm->running_mean, reference->running_mean, 1e-5, 1e-4)) << where;
+          EXPECT_TRUE(torch::allclose(norm->running_var, reference->running_var, 1e-4, 1e-4))
+              << where << ": " << norm->running_var << " vs " << reference->running_var;
+        }
+        reference->zero_grad();
+      }
+    }
+  }
+}
+
+// Every rank's batch empty: no statistics to take, and the running ones stay as they were (not
+// 0 / 0 = NaN for the rest of the run).
+TEST(SyncBatchNorm, AnEmptyBatchOnEveryRankLeavesTheRunningStatistics) {
+  run_as_threads(2, [&](cluster::Communicator& c) {
+    model::BatchNorm2d norm(3, 1e-5, 0.1);
+    norm->set_statistics_reducer(cluster::statistics_reducer(c));
+    const at::Tensor y = norm->forward(at::randn({0, 3, 5, 5}).requires_grad_(true));
+    EXPECT_EQ(y.numel(), 0);
+    y.sum().backward();
+    EXPECT_TRUE(norm->running_mean.eq(0.0).all().item<bool>()) << norm->running_mean;
+    EXPECT_TRUE(norm->running_var.eq(1.0).all().item<bool>()) << norm->running_var;
+  });
 }
 
 TEST(SyncBatchNorm, WithoutAReducerItIsPlainBatchNorm) {

@@ -17,6 +17,9 @@
 #     bf16wire  --bf16-allreduce with 1 MiB buckets: the replicas stay identical (fingerprints
 #             every 2 steps), the option is recorded and in effect (losses differ from fp32's,
 #             by little)
+#     nosyncbn  --sync-batch-norm 0: each rank's batch-norm statistics come from its own slices,
+#             and rank 0's are broadcast every step, so the replica checks (every 2 steps,
+#             parameters and batch-norm buffers) pass and the checkpoint is every rank's state
 #     rankerror  an error on rank 0 alone (--resume names no checkpoint) ends the job within
 #             seconds with its message and status 1; an error on every rank ends it cleanly
 set -euo pipefail
@@ -185,6 +188,13 @@ case "${mode}" in
     awk -v a="${fp32}" -v b="${bf16}" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.1 * a) }' \
       || fail "step-6 loss ${bf16} with bf16 gradients, ${fp32} with fp32: more than 10 % apart"
     echo "bf16wire: replicas identical; step-6 loss ${bf16} with bf16 gradients, ${fp32} with fp32"
+    ;;
+  nosyncbn)
+    train "${work}/n" 6 6 --sync-batch-norm 0 > "${work}/n.out" 2>&1 \
+      || { cat "${work}/n.out"; fail "--sync-batch-norm 0 run (a replica check fails it if the statistics drift)"; }
+    grep -q '"sync-batch-norm": *false' "${work}/n/config.json" || fail "config.json does not record sync-batch-norm false"
+    grep -q "parameters and batch-norm statistics" "${work}/n.out" && fail "a replica check reported a difference"
+    echo "nosyncbn: 6 steps, parameters and batch-norm statistics identical on every rank at every check"
     ;;
   rankerror)
     # An error on one rank only: rank 0 alone reads the checkpoint --resume names, while rank 1
