@@ -213,8 +213,9 @@ void BucketedReducer::finish() {
   const int size = communicator_.size();
   at::Tensor missing_by_rank;
   WorkHandle agreement;
-  if (size > 1) {
-    missing_by_rank = at::zeros({size}, at::kDouble);
+  if (size > 1 && !buckets_.empty()) {
+    // On the buckets' device: the NCCL communicator takes only GPU tensors.
+    missing_by_rank = at::zeros({size}, buckets_.front().buffer.options().dtype(at::kDouble));
     missing_by_rank[communicator_.rank()] = static_cast<double>(missing_count);
     agreement = communicator_.all_reduce_async(missing_by_rank, ReduceOp::kSum);
   }
@@ -225,8 +226,10 @@ void BucketedReducer::finish() {
   std::string ranks;
   if (agreement) {
     agreement->wait();
+    const at::Tensor counts = missing_by_rank.to(at::kCPU);
+    const double* count = counts.data_ptr<double>();
     for (int r = 0; r < size; ++r) {
-      if (missing_by_rank[r].item<double>() > 0) ranks += str(ranks.empty() ? "" : ", ", r);
+      if (count[r] > 0) ranks += str(ranks.empty() ? "" : ", ", r);
     }
   } else if (missing_count > 0) {
     ranks = "0";
