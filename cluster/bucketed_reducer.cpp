@@ -193,15 +193,13 @@ void BucketedReducer::finish() {
   for (size_t k = 0; k < parameters_.size(); ++k) {
     if (received_[k]) continue;
     at::Tensor& grad = parameters_[k].tensor.mutable_grad();
-    at::Tensor view = bucket_view(k);
     at::NoGradGuard no_grad;
     if (accumulated_[k]) {
       if (scale) grad.mul_(share_scale());
     } else {
       missing += (missing.empty() ? "" : ", ") + parameters_[k].name;
       ++missing_count;
-      view.zero_();
-      grad = view;
+      grad = bucket_view(k).zero_();
     }
     received_[k] = true;
     --buckets_[bucket_of_[k]].pending;

@@ -183,7 +183,6 @@ void MpiCommunicator::setup_node_shared_memory(int smallest_node, int largest_no
     return;
   }
   staging_ = std::move(staging);
-  control_ = control;
   node_barrier_ = std::make_unique<NodeBarrier>(std::move(control), node_rank_, node_size_);
   if (rank_ == 0) {
     LOG(INFO) << "float sums through node shared memory (" << node_size_ << " ranks a node"
@@ -207,7 +206,6 @@ MpiCommunicator::~MpiCommunicator() {
   watchdog.at("the collectives still queued");
   thread_.reset();  // finishes the queued collectives first
   node_barrier_.reset();
-  control_.reset();
   staging_.reset();
   watchdog.at("the heartbeat channel's last MPI_Barrier");
   monitor_.reset();
@@ -264,7 +262,7 @@ void MpiCommunicator::sum_slots(const std::vector<char*>& slots, at::ScalarType 
   // The barriers order the memory: every rank's copy (and descriptor) is written before anyone
   // reads it, and every slice is summed before anyone uses (or overwrites) its copy again.
   const auto descriptor_of = [&](int node_rank) {
-    return reinterpret_cast<SumDescriptor*>(control_->block(node_rank) + kDescriptorOffset);
+    return reinterpret_cast<SumDescriptor*>(node_barrier_->segment().block(node_rank) + kDescriptorOffset);
   };
   std::memcpy(descriptor_of(node_rank_), &mine, sizeof(mine));
   node_barrier_->arrive_and_wait();

@@ -145,8 +145,7 @@ class MpiCommunicator : public Communicator {
   int node_size_ = 1;
   int nodes_ = 1;
   std::shared_ptr<SharedSegment> staging_;               // null: node shared memory is off
-  std::shared_ptr<SharedSegment> control_;               // barrier counters and sum descriptors
-  std::unique_ptr<NodeBarrier> node_barrier_;
+  std::unique_ptr<NodeBarrier> node_barrier_;            // its segment also holds the sum descriptors
   struct WeakBuffer {
     std::weak_ptr<SharedSegment> segment;
     int64_t number = 0;  // the same on every rank (new_buffer is collective)

@@ -57,14 +57,7 @@ ncclRedOp_t nccl_op(ReduceOp op) {
     }                                                                                         \
   } while (false)
 
-#define CMAF_NCCL_CHECK(call)                                                                 \
-  do {                                                                                        \
-    const ncclResult_t cmaf_status_ = (call);                                                 \
-    if (cmaf_status_ != ncclSuccess) {                                                        \
-      throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", #call, " failed: ",        \
-                             ncclGetErrorString(cmaf_status_)));                              \
-    }                                                                                         \
-  } while (false)
+#define CMAF_NCCL_CHECK(call) check_nccl((call), #call)
 
 NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device, std::chrono::milliseconds stall_limit)
     : bootstrap_(bootstrap),
@@ -185,15 +178,12 @@ WorkHandle NcclCommunicator::enqueue(const char* call, std::function<ncclResult_
   // What the caller has queued on its stream so far (the gradients, the tensor's values) must be
   // done before NCCL reads: an event recorded now, on the caller's current stream; the
   // communicator's stream waits for it on the GPU, and later compute is not waited for.
-  cudaEvent_t ready = nullptr;
+  std::shared_ptr<std::remove_pointer_t<cudaEvent_t>> event;
   {
     const DeviceScope scope(state_->device);
+    cudaEvent_t ready = nullptr;
     CMAF_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-  }
-  // Owned from here, also when a check below throws.
-  const std::shared_ptr<std::remove_pointer_t<cudaEvent_t>> event(ready, [](cudaEvent_t e) { cudaEventDestroy(e); });
-  {
-    const DeviceScope scope(state_->device);
+    event.reset(ready, [](cudaEvent_t e) { cudaEventDestroy(e); });  // owned, also when the record fails
     CMAF_CUDA_CHECK(cudaEventRecord(ready, current_stream(state_->device)));
   }
   return std::make_shared<Work>(thread_->submit([this, call, launch = std::move(launch), event] {

@@ -69,6 +69,7 @@ class NodeBarrier {
  public:
   NodeBarrier(std::shared_ptr<SharedSegment> segment, int rank, int size);
   void arrive_and_wait();
+  const SharedSegment& segment() const { return *segment_; }
 
  private:
   std::shared_ptr<SharedSegment> segment_;

@@ -11,8 +11,14 @@ std::vector<NamedTensor> named_tensors(const torch::nn::Module& module, const st
   std::vector<NamedTensor> out;
   for (const auto& p : module.named_parameters()) out.push_back({prefix + p.key(), p.value()});
   if (buffers) {
-    for (const auto& b : module.named_buffers()) out.push_back({prefix + b.key(), b.value()});
+    for (NamedTensor& b : named_buffers(module, prefix)) out.push_back(std::move(b));
   }
+  return out;
+}
+
+std::vector<NamedTensor> named_buffers(const torch::nn::Module& module, const std::string& prefix) {
+  std::vector<NamedTensor> out;
+  for (const auto& b : module.named_buffers()) out.push_back({prefix + b.key(), b.value()});
   return out;
 }
 

@@ -18,6 +18,8 @@ namespace cmaf::cluster {
 // A module's parameters (and, with `buffers`, its buffers after them), named `prefix` + the
 // module's own names, in registration order.
 std::vector<NamedTensor> named_tensors(const torch::nn::Module& module, const std::string& prefix, bool buffers);
+// Its buffers alone (batch-norm statistics), named the same way.
+std::vector<NamedTensor> named_buffers(const torch::nn::Module& module, const std::string& prefix);
 
 // Whether every floating-point tensor (or, with `gradients`, every defined gradient) is finite:
 // one host read for all of them (on a GPU, one synchronisation instead of one per tensor).

@@ -172,9 +172,9 @@ void Trainer::set_up_model() {
   if (head_) {
     for (auto& p : cluster::named_tensors(*head_, "projection_head.", false)) parameters_.push_back(p);
   }
-  for (const auto& b : student_->named_buffers()) buffers_.push_back({b.key(), b.value()});
+  buffers_ = cluster::named_buffers(*student_, "");
   if (head_) {
-    for (const auto& b : head_->named_buffers()) buffers_.push_back({"projection_head." + b.key(), b.value()});
+    for (auto& b : cluster::named_buffers(*head_, "projection_head.")) buffers_.push_back(b);
   }
   std::vector<torch::Tensor> tensors;
   for (const auto& p : parameters_) tensors.push_back(p.tensor);
