@@ -1,6 +1,7 @@
 #include "cluster/process_runtime.h"
 
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <glog/logging.h>
 #include <mpi.h>
 #include <sched.h>
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <iterator>
 #include <thread>
 
 #include "cluster/cluster_error.h"
@@ -66,7 +68,101 @@ std::string oversubscription_hint(const std::string& launcher, int threads) {
   return "The process is confined (taskset, a cpuset cgroup): widen its CPUs or pass fewer --threads";
 }
 
+// "0-3,8": increasing CPU numbers as ranges.
+std::string cpu_ranges(const std::vector<int>& cpus) {
+  std::string text;
+  for (size_t k = 0; k < cpus.size();) {
+    size_t last = k;
+    while (last + 1 < cpus.size() && cpus[last + 1] == cpus[last] + 1) ++last;
+    text += str(text.empty() ? "" : ",", cpus[k], last > k ? str("-", cpus[last]) : std::string());
+    k = last + 1;
+  }
+  return text;
+}
+
+// The union of the loaded OpenMP runtime's places while it binds threads, in increasing order;
+// empty without an OpenMP runtime, or with binding off (omp_proc_bind_false, 0). Through dlsym:
+// this library does not link an OpenMP runtime of its own, and a second one would be wrong.
+std::vector<int> openmp_place_cpus() {
+  using Int = int (*)();
+  using IntOf = int (*)(int);
+  using Ids = void (*)(int, int*);
+  const auto bind = reinterpret_cast<Int>(dlsym(RTLD_DEFAULT, "omp_get_proc_bind"));  // an enum, int-sized
+  const auto places = reinterpret_cast<Int>(dlsym(RTLD_DEFAULT, "omp_get_num_places"));
+  const auto procs = reinterpret_cast<IntOf>(dlsym(RTLD_DEFAULT, "omp_get_place_num_procs"));
+  const auto ids = reinterpret_cast<Ids>(dlsym(RTLD_DEFAULT, "omp_get_place_proc_ids"));
+  std::vector<int> cpus;
+  if (bind == nullptr || places == nullptr || procs == nullptr || ids == nullptr || bind() == 0) return cpus;
+  const int count = places();
+  for (int p = 0; p < count; ++p) {
+    std::vector<int> place(static_cast<size_t>(std::max(0, procs(p))));
+    if (place.empty()) continue;
+    ids(p, place.data());
+    cpus.insert(cpus.end(), place.begin(), place.end());
+  }
+  std::sort(cpus.begin(), cpus.end());
+  cpus.erase(std::unique(cpus.begin(), cpus.end()), cpus.end());
+  return cpus;
+}
+
 }  // namespace
+
+std::vector<int> launch_cpus() {
+  // The places first: a runtime that sets up (and binds) only when first asked has then bound
+  // the main thread before its mask is read.
+  const std::vector<int> places = openmp_place_cpus();
+  std::vector<int> mine = allowed_cpus();
+  if (places.size() > mine.size() && std::includes(places.begin(), places.end(), mine.begin(), mine.end())) {
+    return places;
+  }
+  return mine;
+}
+
+std::string openmp_binding_variables() {
+  std::string text;
+  for (const char* name : {"OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY"}) {
+    const char* value = std::getenv(name);
+    if (value != nullptr) text += str(text.empty() ? "" : ", ", name, "=", value);
+  }
+  return text;
+}
+
+std::string main_threads_sharing_cpus(const std::vector<std::vector<int>>& launch,
+                                      const std::vector<std::vector<int>>& main_threads, const std::string& binding) {
+  CMAF_CHECK_EQ(launch.size(), main_threads.size(), "launcher and main-thread CPU lists of the local ranks");
+  std::vector<int> given, used, shared;
+  const auto add = [](std::vector<int>* into, const std::vector<int>& cpus) {
+    std::vector<int> both;
+    std::set_union(into->begin(), into->end(), cpus.begin(), cpus.end(), std::back_inserter(both));
+    *into = std::move(both);
+  };
+  std::string pairs;
+  int pair_count = 0;
+  for (size_t a = 0; a < launch.size(); ++a) {
+    add(&given, launch[a]);
+    add(&used, main_threads[a]);
+    for (size_t b = a + 1; b < launch.size(); ++b) {
+      if (main_threads[a] == launch[a] && main_threads[b] == launch[b]) continue;  // as the launcher bound them
+      std::vector<int> both;
+      std::set_intersection(main_threads[a].begin(), main_threads[a].end(), main_threads[b].begin(),
+                            main_threads[b].end(), std::back_inserter(both));
+      if (both.empty()) continue;
+      add(&shared, both);
+      if (++pair_count <= 3) pairs += str(pair_count == 1 ? "" : ", ", a, " and ", b);
+    }
+  }
+  if (pair_count == 0) return "";
+  std::vector<int> idle;
+  std::set_difference(given.begin(), given.end(), used.begin(), used.end(), std::back_inserter(idle));
+  return str("the OpenMP runtime (", binding.empty() ? "told to bind threads" : binding, ") bound each rank's main ",
+             "thread to its first place before main(), and the main threads of local ranks ", pairs,
+             pair_count > 3 ? str(" (", pair_count, " pairs in all)") : std::string(), " are on the same CPU(s) ",
+             cpu_ranges(shared),
+             idle.empty() ? std::string() : str(", while CPU(s) ", cpu_ranges(idle), " that the launcher gave them run none"),
+             ": those ranks compute on the same CPUs and slow each other down. Give each rank its own cores through the "
+             "launcher (mpirun --map-by slot:PE=<threads per rank> --bind-to core; srun --cpus-per-task=<threads per "
+             "rank> --cpu-bind=cores), or unset the OpenMP binding variables for this job");
+}
 
 std::vector<int> allowed_cpus() {
   // Up to 64k CPUs: grow the set until the kernel's mask fits.
@@ -177,8 +273,9 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
   runtime->hostname_ = host_name();
   const bool use_mpi = options.force_mpi || runtime->environment_.launcher != "none";
   runtime->stall_limit_ = options.stall_limit;
-  const std::vector<int> cpus = allowed_cpus();  // as the launcher bound this process
-  std::vector<std::vector<int>> local_cpus{cpus};
+  const std::vector<int> cpus = launch_cpus();  // as the launcher bound this process
+  const std::vector<int> main_thread = allowed_cpus();  // narrower where an OpenMP runtime bound it
+  std::vector<std::vector<int>> local_cpus{cpus}, main_threads{main_thread};
   if (use_mpi) {
     const int required = requested_mpi_thread_level();
     runtime->mpi_thread_ = std::make_unique<MpiThread>();
@@ -215,6 +312,7 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
         mpi_check(MPI_Comm_size(node, &runtime->local_size_), "MPI_Comm_size(node)", runtime->who());
         watchdog.at("the node's CPU masks (MPI_Allgather)");
         local_cpus = gather_allowed_cpus(node, cpus, runtime->who());
+        main_threads = gather_allowed_cpus(node, main_thread, runtime->who());
       });
     } catch (const std::exception& error) {
       // MPI is up: the destructor meets the other ranks before MPI_Finalize, and they may be
@@ -227,7 +325,12 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
     }
     if (runtime->size_ > 1) set_error_prefix(str("[rank ", runtime->rank_, "] "));
   }
+  runtime->cpu_binding_warning_ = main_threads_sharing_cpus(local_cpus, main_threads, openmp_binding_variables());
+  if (!runtime->cpu_binding_warning_.empty() && runtime->local_rank_ == 0) {
+    LOG(WARNING) << "on " << runtime->hostname_ << ": " << runtime->cpu_binding_warning_;
+  }
   runtime->local_cpus_ = std::move(local_cpus);
+  runtime->main_thread_cpus_ = main_thread;
   const int share = default_thread_count(runtime->local_cpus_, runtime->local_rank_);
   runtime->threads_ = options.threads > 0 ? options.threads : share;
   if (runtime->threads_ > share) {
@@ -298,7 +401,11 @@ std::unique_ptr<Communicator> ProcessRuntime::world_communicator(std::chrono::mi
 
 std::string ProcessRuntime::describe() const {
   return str("rank ", rank_, "/", size_, " (local ", local_rank_, "/", local_size_, ") on ", hostname_,
-             ", ", threads_, " LibTorch thread(s) on ", allowed_cpu_count(), " allowed CPU(s), ",
+             ", ", threads_, " LibTorch thread(s) on ", allowed_cpu_count(), " allowed CPU(s)",
+             main_thread_cpus_.size() < static_cast<size_t>(allowed_cpu_count())
+                 ? str(" (the main thread bound to CPU(s) ", cpu_ranges(main_thread_cpus_), " by the OpenMP runtime)")
+                 : std::string(),
+             ", ",
              environment_.describe(),
              mpi_ ? str(", MPI (thread level ", mpi_thread_level_name(thread_level_),
                         thread_level_ < MPI_THREAD_MULTIPLE ? ": every MPI call on one thread)" : ")")

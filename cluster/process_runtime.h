@@ -14,7 +14,10 @@
 // worth; unbound ranks (mpirun --bind-to none) split the node's CPUs; a process confined by
 // taskset or a cpuset cgroup counts only the CPUs it has, not the machine's. (CPU quotas, such as
 // docker --cpus, do not show in the affinity mask: pass --threads there.) More threads than that
-// share logs a warning with the launcher's fix.
+// share logs a warning with the launcher's fix. The CPUs are the launcher's even where an OpenMP
+// runtime bound the main thread to fewer before main() (launch_cpus()); where that put the main
+// threads of several ranks on the same CPUs, local rank 0 logs a warning that says how to bind
+// the ranks instead.
 //
 // MPI start-up (MPI_Init_thread, the node communicator) and shut-down (a barrier, then
 // MPI_Finalize) each wait for every process of the job; a PhaseWatchdog (phase_watchdog.h) ends a
@@ -64,6 +67,29 @@ std::string host_name();
 // The CPUs the calling thread may run on (its affinity mask), in increasing order.
 std::vector<int> allowed_cpus();
 
+// The CPUs the launcher gave this process, in increasing order. An OpenMP runtime told to bind
+// threads (OMP_PROC_BIND, OMP_PLACES, GOMP_CPU_AFFINITY; HPC sites often set them for every job)
+// binds the main thread to its first place, and libgomp, LibTorch's OpenMP on Linux, does so as
+// it loads, before main(): allowed_cpus() then sees that one place. The places were built from
+// the launcher's mask, so where the main thread holds fewer CPUs than the places together, this
+// returns their union; otherwise allowed_cpus(). The OpenMP runtime is whichever one is loaded
+// (found through dlsym); without one, allowed_cpus().
+std::vector<int> launch_cpus();
+
+// The ranks of one node, by local rank: the CPUs each launcher mask gave them (launch_cpus()) and
+// the CPUs their main threads are bound to (allowed_cpus() on the main thread). Where an OpenMP
+// runtime narrowed some rank's main thread to CPUs that another rank's main thread holds too,
+// they compute on the same CPUs while others idle: a warning that names the ranks, the shared and
+// the idle CPUs and the fix. Empty otherwise (ranks the launcher itself put on the same CPUs
+// included: that was asked for). `binding`: the variables that asked the OpenMP runtime to bind,
+// as the message should name them ("OMP_PROC_BIND=true").
+std::string main_threads_sharing_cpus(const std::vector<std::vector<int>>& launch,
+                                      const std::vector<std::vector<int>>& main_threads, const std::string& binding);
+
+// The OpenMP binding variables set in this process's environment, "NAME=value" joined by ", ";
+// "" when none is.
+std::string openmp_binding_variables();
+
 // The default LibTorch thread count of node-local rank `local_rank`, given every local rank's
 // allowed CPUs (each list in increasing order, as allowed_cpus() returns them): its own CPUs
 // divided among the local ranks whose CPUs overlap them (itself included), at least 1.
@@ -91,12 +117,18 @@ class ProcessRuntime {
   int threads() const { return threads_; }
   // MPI's thread level (MPI_THREAD_*); -1 without MPI.
   int mpi_thread_level() const { return thread_level_; }
-  // The CPUs in this rank's affinity mask.
+  // The CPUs the launcher gave this rank (launch_cpus()).
   int allowed_cpu_count() const {
     return static_cast<int>(local_cpus_.at(static_cast<size_t>(local_rank_)).size());
   }
-  // Every node-local rank's allowed CPUs (allowed_cpus() of each), indexed by local rank.
+  // Every node-local rank's CPUs as the launcher gave them (launch_cpus() of each), indexed by
+  // local rank; the default thread count is computed from these.
   const std::vector<std::vector<int>>& local_cpus() const { return local_cpus_; }
+  // The CPUs this rank's main thread was bound to at start-up (allowed_cpus()): fewer than its
+  // launcher's where an OpenMP runtime bound it.
+  const std::vector<int>& main_thread_cpus() const { return main_thread_cpus_; }
+  // main_threads_sharing_cpus() for this node (logged by its local rank 0); "" when none share.
+  const std::string& cpu_binding_warning() const { return cpu_binding_warning_; }
   const std::string& hostname() const { return hostname_; }
   const LaunchEnvironment& environment() const { return environment_; }
 
@@ -120,6 +152,8 @@ class ProcessRuntime {
   std::string hostname_;
   LaunchEnvironment environment_;
   std::vector<std::vector<int>> local_cpus_;
+  std::vector<int> main_thread_cpus_;
+  std::string cpu_binding_warning_;
 };
 
 }  // namespace cmaf::cluster

@@ -27,9 +27,26 @@ TEST(MpiRuntime, EveryLocalRanksAllowedCpus) {
   const cluster::ProcessRuntime& runtime = mpi_runtime();
   const auto& local = runtime.local_cpus();
   ASSERT_EQ(static_cast<int>(local.size()), runtime.local_size());  // the same on every rank
-  const std::vector<int> mine_cpus = cluster::allowed_cpus();
+  const std::vector<int> mine_cpus = cluster::launch_cpus();
   EXPECT_EQ(local[static_cast<size_t>(runtime.local_rank())], mine_cpus);
   EXPECT_EQ(runtime.allowed_cpu_count(), static_cast<int>(mine_cpus.size()));
+  // CMAF_EXPECT_LAUNCH_CPUS (cluster_mpi_np2_openmp_bound): mpirun --bind-to none gave every rank
+  // that many CPUs, and OMP_PROC_BIND=true made the OpenMP runtime bind each main thread to one of
+  // them, the same one on every rank.
+  const char* launched = std::getenv("CMAF_EXPECT_LAUNCH_CPUS");
+  if (launched != nullptr) {
+    EXPECT_EQ(runtime.allowed_cpu_count(), std::atoi(launched));
+    EXPECT_EQ(runtime.main_thread_cpus().size(), 1U);
+    const std::string& warning = runtime.cpu_binding_warning();
+    EXPECT_NE(warning.find("(OMP_PROC_BIND=true)"), std::string::npos) << warning;
+    EXPECT_NE(warning.find("local ranks 0 and 1 are on the same CPU(s)"), std::string::npos) << warning;
+  } else {
+    EXPECT_EQ(runtime.main_thread_cpus(), cluster::allowed_cpus());
+    if (cluster::openmp_binding_variables().empty()) {
+      EXPECT_EQ(runtime.main_thread_cpus(), mine_cpus);
+      EXPECT_EQ(runtime.cpu_binding_warning(), "");
+    }
+  }
   // Independently: every rank's (local rank, host, mask bits) through the world communicator.
   constexpr int kWords = 16;  // CPUs 0..1023; higher ones are left out of the comparison
   at::Tensor mine = at::zeros({kWords + 2}, at::kLong);

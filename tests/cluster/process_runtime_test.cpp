@@ -108,6 +108,75 @@ TEST(ProcessRuntimeThreads, DefaultFollowsTheAffinityMask) {
   EXPECT_EQ(ProcessRuntime::start(nullptr, nullptr, two)->threads(), 2);
 }
 
+// Run by the ctest cluster_openmp_bound_main_thread under OMP_PROC_BIND=true, where libgomp binds
+// the main thread to one CPU as it loads, with CMAF_EXPECT_LAUNCH_CPUS the CPUs the shell had:
+// the runtime still counts those. In the rest of the suite (no OpenMP binding) the launcher's
+// CPUs are the main thread's.
+TEST(ProcessRuntimeThreads, AnOpenMpBoundMainThreadStillCountsTheLaunchersCpus) {
+  if (read_launch_environment().launcher != "none") {
+    GTEST_SKIP() << "a launcher started this test: ProcessRuntime::start would initialise MPI";
+  }
+  const char* expected = std::getenv("CMAF_EXPECT_LAUNCH_CPUS");
+  AffinityGuard guard;
+  auto runtime = ProcessRuntime::start(nullptr, nullptr);
+  EXPECT_TRUE(runtime->cpu_binding_warning().empty()) << "a lone process shares its CPUs with no rank";
+  if (expected == nullptr) {
+    if (!openmp_binding_variables().empty()) return;  // run by hand with binding set: nothing known to expect
+    EXPECT_EQ(launch_cpus(), allowed_cpus());
+    EXPECT_EQ(runtime->main_thread_cpus(), allowed_cpus());
+    EXPECT_EQ(runtime->threads(), static_cast<int>(allowed_cpus().size()));
+    return;
+  }
+  const int launched = std::atoi(expected);
+  ASSERT_GE(launched, 2) << "the ctest runs this with 2 CPUs or more";
+  ASSERT_EQ(allowed_cpus().size(), 1U) << "the OpenMP runtime did not bind the main thread ("
+                                       << openmp_binding_variables() << ")";
+  EXPECT_EQ(static_cast<int>(launch_cpus().size()), launched);
+  EXPECT_EQ(runtime->allowed_cpu_count(), launched);
+  EXPECT_EQ(runtime->threads(), launched);  // was 1: the main thread's single CPU
+  EXPECT_EQ(runtime->main_thread_cpus(), allowed_cpus());
+  const std::string line = runtime->describe();
+  EXPECT_NE(line.find("main thread bound to CPU(s) " + std::to_string(allowed_cpus().front()) + " by the OpenMP"),
+            std::string::npos)
+      << line;
+}
+
+std::vector<std::vector<int>> repeated(size_t ranks, const std::vector<int>& cpus) {
+  return std::vector<std::vector<int>>(ranks, cpus);
+}
+
+TEST(MainThreadsSharingCpus, UnboundRanksWhoseMainThreadsOpenMpPutOnOneCpu) {
+  // mpirun --bind-to none on 4 CPUs, OMP_PROC_BIND=true: every main thread on CPU 0.
+  const std::string warning = main_threads_sharing_cpus(repeated(2, cpu_range(0, 4)), repeated(2, {0}),
+                                                        "OMP_PROC_BIND=true");
+  EXPECT_NE(warning.find("(OMP_PROC_BIND=true)"), std::string::npos) << warning;
+  EXPECT_NE(warning.find("local ranks 0 and 1 are on the same CPU(s) 0,"), std::string::npos) << warning;
+  EXPECT_NE(warning.find("while CPU(s) 1-3 that the launcher gave them run none"), std::string::npos) << warning;
+  EXPECT_NE(warning.find("--bind-to core"), std::string::npos) << warning;
+  EXPECT_NE(warning.find("--cpu-bind=cores"), std::string::npos) << warning;
+  // Many ranks: three pairs named, and the count.
+  const std::string many = main_threads_sharing_cpus(repeated(5, cpu_range(0, 8)), repeated(5, {0}), "");
+  EXPECT_NE(many.find("local ranks 0 and 1, 0 and 2, 0 and 3 (10 pairs in all)"), std::string::npos) << many;
+  EXPECT_NE(many.find("(told to bind threads)"), std::string::npos) << many;
+  // Two of three collide, on CPUs the launcher gave them all; the third's place is its own.
+  const std::string some = main_threads_sharing_cpus(repeated(3, cpu_range(0, 8)), {{4, 5}, {2}, {4}}, "OMP_PLACES=x");
+  EXPECT_NE(some.find("local ranks 0 and 2 are on the same CPU(s) 4,"), std::string::npos) << some;
+  EXPECT_NE(some.find("CPU(s) 0-1,3,6-7 that"), std::string::npos) << some;
+  EXPECT_EQ(some.find("0 and 1"), std::string::npos) << some;
+}
+
+TEST(MainThreadsSharingCpus, NothingToSayWhereNoMainThreadsCollide) {
+  // srun --cpus-per-task=4 --cpu-bind=cores with OMP_PLACES=cores: each main thread on the first
+  // core of its own four (the intended set-up).
+  EXPECT_EQ(main_threads_sharing_cpus({cpu_range(0, 4), cpu_range(4, 4)}, {{0}, {4}}, "OMP_PLACES=cores"), "");
+  // No OpenMP binding: the main threads hold what the launcher gave, shared or not.
+  EXPECT_EQ(main_threads_sharing_cpus(repeated(3, cpu_range(0, 2)), repeated(3, cpu_range(0, 2)), ""), "");
+  // Ranks the launcher itself put on one CPU (mpirun --oversubscribe on a 1-CPU cpuset).
+  EXPECT_EQ(main_threads_sharing_cpus(repeated(2, {3}), repeated(2, {3}), "OMP_PROC_BIND=true"), "");
+  EXPECT_EQ(main_threads_sharing_cpus({cpu_range(0, 2)}, {{0}}, "OMP_PROC_BIND=true"), "");  // a lone rank
+  EXPECT_THROW(main_threads_sharing_cpus(repeated(2, {0}), repeated(3, {0}), ""), std::exception);
+}
+
 // srun without an MPI plugin: every task would run alone, so start-up refuses it by name.
 TEST(LaunchEnvironmentTest, SrunWithoutPmixIsRefused) {
   LaunchEnvironment e;  // what srun -n 2 --mpi=none gives task 1
