@@ -27,6 +27,10 @@ shift $(( $# < 4 ? $# : 4 ))
 bin="${CMAF_STEP_BENCH:-${here}/build/bench/step_bench}"
 second="${CMAF_STEP_BENCH_B:-}"
 args=(--preset "${preset}" --batch "${batch}" --threads 1 --steps "${steps}" --warmup 2 "$@")
+# The lone processes and the pair train as `cmaformer train` does on one rank: batch norm over
+# their own batch, whatever --sync-batch-norm asks of the 2-rank job.
+alone_args=()
+for a in "${args[@]}"; do [[ "${a}" == --sync-batch-norm ]] || alone_args+=("${a}"); done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # The mean over ranks of their median steps; nothing when none was printed.
 median_of() { { grep -o 'median step [0-9.]*' || true; } | awk '{ s += $3; n++ } END { if (n) printf "%.4f", s / n }'; }
@@ -77,7 +81,7 @@ trap 'rm -f "${err}"' EXIT
 if [[ "${CMAF_STEP_CALIBRATE:-1}" != 0 ]] && ((${#cpus[@]} >= 2)); then
   lone=()
   for c in "${cpus[0]}" "${cpus[1]}"; do
-    lone+=("$( { taskset -c "${c}" "${bin}" "${args[@]}" 2> /dev/null || true; } | median_of)")
+    lone+=("$( { taskset -c "${c}" "${bin}" "${alone_args[@]}" 2> /dev/null || true; } | median_of)")
     echo "# lone process on CPU ${c}: median step ${lone[-1]:-n/a} s"
   done
   if awk -v a="${lone[0]:-0}" -v b="${lone[1]:-0}" 'BEGIN { exit !(a > 0 && b > 0) }'; then
@@ -87,8 +91,8 @@ if [[ "${CMAF_STEP_CALIBRATE:-1}" != 0 ]] && ((${#cpus[@]} >= 2)); then
 fi
 pair_leg() {  # the two unsynchronised processes; fails when either does
   local status=0 other
-  "${pin[@]}" ${pin:+"${cpus[0]}"} "${bin}" "${args[@]}" & other=$!
-  "${pin[@]}" ${pin:+"${cpus[1]}"} "${bin}" "${args[@]}" || status=$?
+  "${pin[@]}" ${pin:+"${cpus[0]}"} "${bin}" "${alone_args[@]}" & other=$!
+  "${pin[@]}" ${pin:+"${cpus[1]}"} "${bin}" "${alone_args[@]}" || status=$?
   wait "${other}" || status=$?
   return "${status}"
 }

@@ -2,7 +2,7 @@
 //
 //   step_bench --preset paper --batch 2 --input-size 512 --threads 2 --precision fp32|bf16
 //              [--channels-last] [--steps 5] [--warmup 2] [--sync-only] [--bf16-wire]
-//              [--bucket-mib 25] [--first-bucket-mib 1] [--per-step]
+//              [--bucket-mib 25] [--first-bucket-mib 1] [--per-step] [--sync-batch-norm]
 //
 // Prints the median step time, images/s and model FLOP utilisation: 3 x forward FLOPs (forward
 // + backward) per second against the measured fp32 matrix-product peak of the same threads
@@ -23,7 +23,10 @@
 // MPI's own threads use (with more, LibTorch's other intra-op threads too), and the wall time
 // beyond the computing thread's CPU time is time it spent off the CPU: waiting for the peer, or
 // descheduled. --per-step prints the same figures for every measured step (numbered from 0 after
-// the warm-up).
+// the warm-up). --sync-batch-norm: batch statistics over all ranks, as `cmaformer train` does by
+// default on several ranks (--sync-batch-norm 1): two small all-reduces per batch-norm layer and
+// step, one in forward and one in backward. On one process it runs the same computation over a
+// world of one (its compute cost alone; `cmaformer train` on one rank uses local batch norm).
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -36,11 +39,13 @@
 #include <string>
 #include <vector>
 
+#include "cluster/differentiable_all_reduce.h"
 #include "cluster/gradient_reducer.h"
 #include "cluster/parameter_sync.h"
 #include "cluster/process_runtime.h"
 #include "common/heap_policy.h"
 #include "model/cmaformer.h"
+#include "model/batch_norm.h"
 #include "model/cpu_autocast.h"
 #include "model/model_info.h"
 
@@ -96,6 +101,7 @@ struct Options {
   double bucket_mib = 25.0;        // BucketOptions::bucket_bytes (after the first bucket)
   double first_bucket_mib = 1.0;  // BucketOptions::first_bucket_bytes
   bool per_step = false;          // a line per measured step (rank, phases, CPU seconds)
+  bool sync_batch_norm = false;   // statistics over all ranks (the trainer's default)
 };
 
 Options parse(int argc, char** argv) {
@@ -119,6 +125,7 @@ Options parse(int argc, char** argv) {
     else if (arg == "--bucket-mib") o.bucket_mib = std::stod(next());
     else if (arg == "--first-bucket-mib") o.first_bucket_mib = std::stod(next());
     else if (arg == "--per-step") o.per_step = true;
+    else if (arg == "--sync-batch-norm") o.sync_batch_norm = true;
     else throw std::invalid_argument("unknown option " + arg);
   }
   if (o.precision != "fp32" && o.precision != "bf16") throw std::invalid_argument("--precision fp32|bf16");
@@ -167,6 +174,7 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     }
   }
   model->train();
+  if (o.sync_batch_norm) cmaf::model::set_statistics_reducer(*model, cmaf::cluster::statistics_reducer(*world));
   torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-4));
   const torch::Tensor x = torch::randn({o.batch, 1, s, s}).contiguous(memory_format);
   const torch::Tensor target = torch::randint(0, config.classes, {o.batch, s, s});
@@ -261,8 +269,9 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     const double alone = seconds_since(start);
     const double visible = median_of(phases.after_backward);
     char text[256];
-    std::snprintf(text, sizeof(text), "; %d ranks%s, %lld buckets: all-reduce alone %.3f s, exposed after "
+    std::snprintf(text, sizeof(text), "; %d ranks%s%s, %lld buckets: all-reduce alone %.3f s, exposed after "
                   "backward %.3f s, %.0f %% hidden", world->size(), o.bf16_wire ? ", bf16 wire" : "",
+                  o.sync_batch_norm ? ", sync batch norm" : "",
                   static_cast<long long>(reducer->bucket_count()), alone, visible,
                   100.0 * std::max(0.0, 1.0 - visible / alone));
     overlap = text;

@@ -1,5 +1,7 @@
 #include "model/batch_norm.h"
 
+#include <torch/csrc/autograd/custom_function.h>
+
 #include <tuple>
 
 #include "common/error.h"
@@ -38,49 +40,123 @@ at::Tensor BatchNorm2dImpl::forward(const at::Tensor& x) {
                         is_training(), momentum_, eps_, /*cudnn_enabled=*/true);
 }
 
+namespace {
+
+// Normalisation with statistics over all ranks, and its backward. The forward is eval-mode batch
+// norm with the global mean and variance (one fused pass). The backward takes each rank's sums of
+// dy and dy * (x - mean) per channel (one fused pass: eval-mode batch norm's weight and bias
+// gradients), sums them over the ranks through the reducer in float64 (every rank's x moved the
+// mean and the variance), and forms dx = w * invstd * (dy - mean(dy) - (x - mean) * invstd^2 *
+// mean(dy * (x - mean))) in two passes, as PyTorch's SyncBatchNorm does. Autograd through the
+// same formula written with tensor operations took 8 to 10 passes over the activations: on the
+// half preset's 2-rank step, 0.15 s more forward and 0.1-0.2 s more backward than local batch norm.
+struct SynchronisedNormalisation : public torch::autograd::Function<SynchronisedNormalisation> {
+  // mean and var: the global statistics in float64; total: the global count (float64 scalar).
+  static at::Tensor forward(torch::autograd::AutogradContext* context, const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& var,
+                            const at::Tensor& total, double eps, const StatisticsReducer* reducer) {
+    const at::Tensor mean_x = mean.to(x.scalar_type());
+    const at::Tensor var_x = var.to(x.scalar_type());
+    context->save_for_backward({x, weight, mean_x, var_x});
+    context->saved_data["mean"] = mean;
+    context->saved_data["invstd"] = (var + eps).rsqrt();
+    context->saved_data["total"] = total;
+    context->saved_data["eps"] = eps;
+    context->saved_data["reducer"] = reinterpret_cast<int64_t>(reducer);
+    return at::batch_norm(x, weight, bias, mean_x, var_x, /*training=*/false, 0.0, eps, /*cudnn_enabled=*/true);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
+                                                 torch::autograd::variable_list gradients) {
+    const auto saved = context->get_saved_variables();
+    const at::Tensor& x = saved[0];
+    const at::Tensor& weight = saved[1];
+    const at::Tensor dy = gradients[0].defined() ? gradients[0] : at::zeros_like(x);
+    const at::Tensor mean = context->saved_data["mean"].toTensor();
+    const at::Tensor invstd = context->saved_data["invstd"].toTensor();
+    const at::Tensor total = context->saved_data["total"].toTensor();
+    const auto* reducer = reinterpret_cast<const StatisticsReducer*>(context->saved_data["reducer"].toInt());
+    at::Tensor weight_grad, bias_grad;
+    if (x.numel() > 0) {
+      // weight_grad = sum(dy * (x - mean)) * invstd, bias_grad = sum(dy), per channel.
+      std::tie(std::ignore, weight_grad, bias_grad) = at::native_batch_norm_backward(
+          dy, x, weight, saved[2], saved[3], at::Tensor(), at::Tensor(), /*train=*/false,
+          context->saved_data["eps"].toDouble(), {false, true, true});
+    } else {
+      weight_grad = at::zeros_like(weight);
+      bias_grad = at::zeros_like(weight);
+    }
+    // This rank's sums, then every rank's: the backward's collective runs on every rank, an empty
+    // batch included.
+    const at::Tensor local = at::stack({bias_grad.to(at::kDouble), weight_grad.to(at::kDouble) / invstd});
+    at::Tensor global;
+    {
+      at::NoGradGuard no_grad;
+      global = (*reducer)(local);
+    }
+    const at::Tensor count = total.clamp_min(1.0);
+    const at::Tensor mean_dy = global[0] / count;
+    const at::Tensor mean_dy_xmu = global[1] / count;
+    // dx = dy * k1 + x * k2 + k3, per channel.
+    const at::Tensor k1 = weight.to(at::kDouble) * invstd;
+    const at::Tensor k2 = -k1 * invstd.square() * mean_dy_xmu;
+    const at::Tensor k3 = -k1 * mean_dy - mean * k2;
+    const std::vector<int64_t> shape{1, x.size(1), 1, 1};
+    const auto as_x = [&](const at::Tensor& k) { return k.to(x.scalar_type()).view(shape); };
+    at::Tensor dx = at::addcmul(as_x(k3), x, as_x(k2));
+    dx.addcmul_(dy, as_x(k1));
+    return {dx, weight_grad, bias_grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
 at::Tensor BatchNorm2dImpl::synchronised_forward(const at::Tensor& input) {
   const at::Tensor x = input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble
                            ? input
                            : input.to(at::kFloat);  // statistics in fp32 under autocast
   const int64_t channels = x.size(1);
   const double count = static_cast<double>(x.numel() / channels);
-  const std::vector<int64_t> dims{0, 2, 3};
-  // Each rank's mean and variance (Welford: no cancellation however large the mean is against
-  // the spread), then one reduction of [sum x, sum x^2, count] per channel built from them in
-  // float64: the global variance E[x^2] - E[x]^2 is formed in double, where the cancellation
-  // that ruins it in float32 (a mean 300 standard deviations from 0) costs nothing.
-  at::Tensor local_var;
-  at::Tensor local_mean;
-  if (count > 0) {
-    std::tie(local_var, local_mean) = at::var_mean(x, dims, /*unbiased=*/false, /*keepdim=*/false);
-  } else {
-    // No slice on this rank: zeros, still computed from x, so that the backward's all-reduce
-    // runs here as on the other ranks.
-    local_mean = x.sum(dims);
-    local_var = x.sum(dims);
-  }
-  const at::Tensor mean_local = local_mean.to(at::kDouble);
-  const at::Tensor local = at::stack({mean_local * count, (local_var.to(at::kDouble) + mean_local.square()) * count,
-                                      at::full({channels}, count, mean_local.options())});
-  const at::Tensor global = reducer_(local);
-  const at::Tensor total = global[2];
-  const at::Tensor mean_double = global[0] / total;
-  const at::Tensor var_double = (global[1] / total - mean_double.square()).clamp_min(0.0);
-  const at::Tensor mean = mean_double.to(x.scalar_type());
-  const at::Tensor var = var_double.to(x.scalar_type());
-  if (track_running_) {
-    // Every rank's batch empty: no statistics, the running ones stay (not 0 / 0).
+  at::Tensor mean_double, var_double, total;
+  {
+    // The statistics carry no graph: SynchronisedNormalisation's backward accounts for them.
     at::NoGradGuard no_grad;
-    const at::Tensor seen = total.gt(0.0);
-    const at::Tensor unbiased = var_double * total / (total - 1.0).clamp_min(1.0);
-    const at::Tensor new_mean = running_mean * (1.0 - momentum_) + mean_double.to(running_mean.dtype()) * momentum_;
-    const at::Tensor new_var = running_var * (1.0 - momentum_) + unbiased.to(running_var.dtype()) * momentum_;
-    running_mean.copy_(at::where(seen, new_mean, running_mean));
-    running_var.copy_(at::where(seen, new_var, running_var));
+    // Each rank's mean and (biased) variance from the kernel local batch norm uses (two passes:
+    // no cancellation however large the mean is against the spread; 4 to 20 times faster than
+    // var_mean over the same dimensions), then one reduction of [sum x, sum x^2, count] per
+    // channel built from them in float64: the global variance E[x^2] - E[x]^2 is formed in
+    // double, where the cancellation that ruins it in float32 (a mean 300 standard deviations
+    // from 0) costs nothing.
+    at::Tensor local_var;
+    at::Tensor local_mean;
+    if (count > 0) {
+      std::tie(local_mean, local_var) = at::batch_norm_update_stats(x, at::Tensor(), at::Tensor(), momentum_);
+    } else {
+      // No slice on this rank: zeros. The all-reduce runs here as on the other ranks.
+      local_mean = at::zeros({channels}, x.options());
+      local_var = at::zeros({channels}, x.options());
+    }
+    const at::Tensor mean_local = local_mean.to(at::kDouble);
+    const at::Tensor local = at::stack({mean_local * count, (local_var.to(at::kDouble) + mean_local.square()) * count,
+                                        at::full({channels}, count, mean_local.options())});
+    const at::Tensor global = reducer_(local);
+    total = global[2];
+    mean_double = global[0] / total;
+    var_double = (global[1] / total - mean_double.square()).clamp_min(0.0);
+    if (track_running_) {
+      // Every rank's batch empty: no statistics, the running ones stay (not 0 / 0).
+      const at::Tensor seen = total.gt(0.0);
+      const at::Tensor unbiased = var_double * total / (total - 1.0).clamp_min(1.0);
+      const at::Tensor new_mean = running_mean * (1.0 - momentum_) + mean_double.to(running_mean.dtype()) * momentum_;
+      const at::Tensor new_var = running_var * (1.0 - momentum_) + unbiased.to(running_var.dtype()) * momentum_;
+      running_mean.copy_(at::where(seen, new_mean, running_mean));
+      running_var.copy_(at::where(seen, new_var, running_var));
+    }
+    // All empty: any finite statistics (the output is empty everywhere).
+    mean_double = at::where(total.gt(0.0), mean_double, at::zeros_like(mean_double));
+    var_double = at::where(total.gt(0.0), var_double, at::ones_like(var_double));
   }
-  const auto shape = std::vector<int64_t>{1, channels, 1, 1};
-  const at::Tensor scale = (weight / (var + eps_).sqrt()).view(shape);
-  return (x - mean.view(shape)) * scale + bias.view(shape);
+  return SynchronisedNormalisation::apply(x, weight, bias, mean_double, var_double, total, eps_, &reducer_);
 }
 
 void set_statistics_reducer(torch::nn::Module& module, const StatisticsReducer& reducer) {

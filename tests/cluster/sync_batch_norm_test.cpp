@@ -88,6 +88,41 @@ TEST(SyncBatchNorm, UnevenSplitsAndAFarFromZeroMeanEqualOneBatchNorm) {
   }
 }
 
+// Three ranks with 2, 0 and 3 slices of a channels-last batch (the trainer's layout): outputs,
+// input gradients, and the ranks' weight and bias gradients summed, against one batch norm.
+TEST(SyncBatchNorm, ChannelsLastOverThreeUnevenRanksEqualsOneBatchNorm) {
+  at::Generator generator = at::detail::createCPUGenerator(5);
+  const at::Tensor full_input =
+      (at::randn({5, 4, 6, 7}, generator) * 3.0 - 2.0).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor loss_weights = at::randn({5, 4, 6, 7}, generator);
+  model::BatchNorm2d reference(4, 1e-5, 0.1);
+  const at::Tensor x = full_input.clone().requires_grad_(true);
+  const at::Tensor y = reference->forward(x);
+  (y * loss_weights).sum().backward();
+  const int64_t bounds[4] = {0, 2, 2, 5};
+  std::vector<at::Tensor> outputs(3), input_grads(3), weight_grads(3), bias_grads(3), running_means(3);
+  run_as_threads(3, [&](cluster::Communicator& c) {
+    const int r = c.rank();
+    model::BatchNorm2d norm(4, 1e-5, 0.1);
+    norm->set_statistics_reducer(cluster::statistics_reducer(c));
+    const at::Tensor xr = full_input.slice(0, bounds[r], bounds[r + 1]).clone(at::MemoryFormat::ChannelsLast)
+                              .requires_grad_(true);
+    const at::Tensor yr = norm->forward(xr);
+    (yr * loss_weights.slice(0, bounds[r], bounds[r + 1])).sum().backward();
+    outputs[r] = yr.detach();
+    input_grads[r] = xr.grad();
+    weight_grads[r] = norm->weight.grad();
+    bias_grads[r] = norm->bias.grad();
+    running_means[r] = norm->running_mean.clone();
+  });
+  EXPECT_TRUE(torch::allclose(at::cat(outputs), y.detach(), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(at::cat(input_grads), x.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(weight_grads[0] + weight_grads[1] + weight_grads[2], reference->weight.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(bias_grads[0] + bias_grads[1] + bias_grads[2], reference->bias.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(weight_grads[1].eq(0.0).all().item<bool>()) << "the empty rank's weight gradient " << weight_grads[1];
+  for (const at::Tensor& mean : running_means) EXPECT_TRUE(torch::allclose(mean, reference->running_mean, 1e-5, 1e-6));
+}
+
 // Every rank's batch empty: no statistics to take, and the running ones stay as they were (not
 // 0 / 0 = NaN for the rest of the run).
 TEST(SyncBatchNorm, AnEmptyBatchOnEveryRankLeavesTheRunningStatistics) {
