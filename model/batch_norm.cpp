@@ -101,10 +101,14 @@ struct SynchronisedNormalisation : public torch::autograd::Function<Synchronised
     const at::Tensor k1 = weight.to(at::kDouble) * invstd;
     const at::Tensor k2 = -k1 * invstd.square() * mean_dy_xmu;
     const at::Tensor k3 = -k1 * mean_dy - mean * k2;
-    const std::vector<int64_t> shape{1, x.size(1), 1, 1};
-    const auto as_x = [&](const at::Tensor& k) { return k.to(x.scalar_type()).view(shape); };
-    at::Tensor dx = at::addcmul(as_x(k3), x, as_x(k2));
-    dx.addcmul_(dy, as_x(k1));
+    // x * k2 + k3 in one pass, in x's layout: eval-mode batch norm with mean 0, variance 1 and
+    // eps 0 (its scale is k2 / sqrt(1) = k2 exactly); addcmul broadcasting k3 took 3.5 times as
+    // long on a [2, 32, 256, 256] NCHW gradient.
+    const at::Tensor zero = at::zeros({x.size(1)}, x.options());
+    const at::Tensor one = at::ones({x.size(1)}, x.options());
+    at::Tensor dx = at::batch_norm(x, k2.to(x.scalar_type()), k3.to(x.scalar_type()), zero, one, /*training=*/false,
+                                   0.0, /*eps=*/0.0, /*cudnn_enabled=*/false);
+    dx.addcmul_(dy, k1.to(x.scalar_type()).view({1, x.size(1), 1, 1}));
     return {dx, weight_grad, bias_grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -136,25 +140,25 @@ at::Tensor BatchNorm2dImpl::synchronised_forward(const at::Tensor& input) {
       local_mean = at::zeros({channels}, x.options());
       local_var = at::zeros({channels}, x.options());
     }
+    // Few operations on these [C] tensors: each costs microseconds whatever its size, and there
+    // are 34 such layers in the half preset.
     const at::Tensor mean_local = local_mean.to(at::kDouble);
-    const at::Tensor local = at::stack({mean_local * count, (local_var.to(at::kDouble) + mean_local.square()) * count,
-                                        at::full({channels}, count, mean_local.options())});
+    const at::Tensor local =
+        at::stack({mean_local, local_var.to(at::kDouble).add_(mean_local.square()), at::ones_like(mean_local)})
+            .mul_(count);
     const at::Tensor global = reducer_(local);
     total = global[2];
-    mean_double = global[0] / total;
-    var_double = (global[1] / total - mean_double.square()).clamp_min(0.0);
+    // Every rank's batch empty: no statistics (0 / 0). The output is empty everywhere; the
+    // running statistics stay as they were.
+    const at::Tensor seen = total.gt(0.0);
+    mean_double = at::where(seen, global[0] / total, 0.0);
+    var_double = at::where(seen, (global[1] / total).sub_(mean_double.square()).clamp_min_(0.0), 1.0);
     if (track_running_) {
-      // Every rank's batch empty: no statistics, the running ones stay (not 0 / 0).
-      const at::Tensor seen = total.gt(0.0);
-      const at::Tensor unbiased = var_double * total / (total - 1.0).clamp_min(1.0);
-      const at::Tensor new_mean = running_mean * (1.0 - momentum_) + mean_double.to(running_mean.dtype()) * momentum_;
-      const at::Tensor new_var = running_var * (1.0 - momentum_) + unbiased.to(running_var.dtype()) * momentum_;
-      running_mean.copy_(at::where(seen, new_mean, running_mean));
-      running_var.copy_(at::where(seen, new_var, running_var));
+      const at::Tensor weight = seen.to(running_mean.scalar_type()).mul_(momentum_);
+      const at::Tensor unbiased = var_double * total / (total - 1.0).clamp_min_(1.0);
+      running_mean.lerp_(mean_double.to(running_mean.scalar_type()), weight);
+      running_var.lerp_(unbiased.to(running_var.scalar_type()), weight);
     }
-    // All empty: any finite statistics (the output is empty everywhere).
-    mean_double = at::where(total.gt(0.0), mean_double, at::zeros_like(mean_double));
-    var_double = at::where(total.gt(0.0), var_double, at::ones_like(var_double));
   }
   return SynchronisedNormalisation::apply(x, weight, bias, mean_double, var_double, total, eps_, &reducer_);
 }
