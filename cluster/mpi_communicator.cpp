@@ -4,6 +4,7 @@
 #include <glog/logging.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdlib>
@@ -52,6 +53,8 @@ void float_max_op(void* in, void* inout, int* count, MPI_Datatype* /*type*/) {
 void double_max_op(void* in, void* inout, int* count, MPI_Datatype* /*type*/) {
   nan_max_into(static_cast<const double*>(in), static_cast<double*>(inout), *count);
 }
+
+std::atomic<int> injected_mpi_failures{0};  // fail_mpi_calls_for_testing
 
 // MPI counts are int: large tensors go in chunks of at most this many elements.
 constexpr int64_t kMaxChunk = INT_MAX / 2;
@@ -219,12 +222,23 @@ std::string mpi_error_text(int code) {
   return std::string(text, static_cast<size_t>(length));
 }
 
-void MpiCommunicator::check(int code, const char* call) const {
+void fail_mpi_calls_for_testing(int count) { injected_mpi_failures.store(count); }
+
+void MpiCommunicator::check(int code, const char* call) {
+  if (code == MPI_SUCCESS && injected_mpi_failures.load() > 0 && injected_mpi_failures.fetch_sub(1) > 0) {
+    code = MPI_ERR_OTHER;
+  }
   if (code == MPI_SUCCESS) return;
-  throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", call, " failed: ", mpi_error_text(code)));
+  const std::string what = str("[rank ", rank_, " on ", host_, "] ", call, " failed: ", mpi_error_text(code));
+  if (failure_.empty()) failure_ = what;  // the constructor's calls, or a collective's on the communication thread
+  throw ClusterError(what);
 }
 
 MpiCommunicator::CollectiveScope MpiCommunicator::begin_collective(const char* call, int64_t bytes) {
+  if (!failure_.empty()) {
+    throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", call, " not started: an earlier collective on this ",
+                           "communicator failed (", failure_, "), after which MPI's state is undefined"));
+  }
   ++sequence_;
   if (monitor_) monitor_->entered(sequence_, call, bytes);
   return CollectiveScope{monitor_.get()};

@@ -33,6 +33,12 @@
 // mismatched sizes are MPI's to report; a rank that waits for a collective its peers never
 // issue is the stall watchdog's.)
 //
+// After an MPI call of a collective fails, MPI's state for the communicator is undefined (peers
+// may be waiting in that collective or past it): every later collective on it fails at once with
+// an error naming the first failure, instead of calling MPI and waiting for the stall limit. (A
+// refused node shared-memory sum is not such a failure: every rank of the node stopped at the
+// same point, and the communicator stays in step.)
+//
 // Max of float32/float64 goes through MPI with a NaN-propagating op (MPI_MAX keeps or drops a
 // NaN depending on which rank holds it): a NaN on any rank gives NaN, as at::maximum and the
 // local backend do.
@@ -89,7 +95,9 @@ class MpiCommunicator : public Communicator {
   int node_size() const { return node_size_; }
 
  private:
-  void check(int code, const char* call) const;
+  // Throws ClusterError for a failed MPI call, and marks the communicator failed (failure_).
+  // Called by the constructor and, after it, only on the communication thread.
+  void check(int code, const char* call);
   void run_all_reduce(at::Tensor& tensor, ReduceOp op);
   // Sets the node communicator, rank and size and the node count; returns the ranks on the
   // node with fewest and on the one with most.
@@ -136,6 +144,7 @@ class MpiCommunicator : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   std::string host_;
+  std::string failure_;  // the first failed MPI call; see check()
   StallOptions stall_;
   int64_t sequence_ = 0;  // collectives issued (same numbering on every rank)
   std::unique_ptr<HeartbeatMonitor> monitor_;
@@ -154,5 +163,9 @@ class MpiCommunicator : public Communicator {
   int64_t buffers_made_ = 0;
   std::unique_ptr<CommThread> thread_;
 };
+
+// Tests: the next `count` MPI calls checked by any MpiCommunicator of this process are reported
+// as failed (MPI_ERR_OTHER) after they return, as an MPI error would be.
+void fail_mpi_calls_for_testing(int count);
 
 }  // namespace cmaf::cluster

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "cluster/cluster_error.h"
+#include "cluster/mpi_communicator.h"
 #include "tests/cluster/collective_checks.h"
 #include "tests/cluster/mpi_world.h"
 
@@ -100,6 +102,51 @@ TEST(Mpi, ReducersAgreeWithBucketsSmallerThanOneTensor) {
 TEST(Mpi, ReducersAgreeWithManyTensorsPerBucket) { check_reducers_agree(mpi_world(), {}); }
 TEST(Mpi, SameSeededTensorsAgreeWithTheLocalBackend) { check_matches_local_backend(mpi_world()); }
 TEST(Mpi, Bf16WireReducerAveragesRoundedShares) { check_bf16_wire_reducer(mpi_world()); }
+
+// A collective's MPI call that fails (injected on the last rank after MPI_Barrier returned, so the
+// ranks are still in step): that rank's barrier throws the call's error, and every later
+// collective on that communicator fails at once, naming it, without reaching MPI (no peer issues
+// them: one that reached MPI would wait for the stall limit). Other communicators go on.
+TEST(MpiFailure, CollectivesAfterAFailedMpiCallFailAtOnce) {
+  cluster::MpiCommunicator second(MPI_COMM_WORLD);
+  const bool failing = second.rank() == second.size() - 1;
+  if (failing) cluster::fail_mpi_calls_for_testing(1);
+  std::string first_error;
+  try {
+    second.barrier();
+  } catch (const cluster::ClusterError& e) {
+    first_error = e.what();
+  }
+  if (!failing) {
+    EXPECT_EQ(first_error, "");
+  } else {
+    EXPECT_NE(first_error.find("MPI_Barrier failed"), std::string::npos) << first_error;
+    const auto expect_refused = [&](const std::function<void()>& collective, const std::string& what) {
+      try {
+        collective();
+        ADD_FAILURE() << what << ": no error";
+      } catch (const cluster::ClusterError& e) {
+        const std::string text = e.what();
+        EXPECT_NE(text.find("not started: an earlier collective on this communicator failed"), std::string::npos)
+            << what << ": " << text;
+        EXPECT_NE(text.find("collective on this communicator failed ([rank " + std::to_string(second.rank()) +
+                            " on " + mpi_runtime().hostname() + "] MPI_Barrier failed: "),
+                  std::string::npos)
+            << what << ": " << text;
+      }
+    };
+    at::Tensor sum = at::ones({8});
+    expect_refused([&] { second.all_reduce(sum, cluster::ReduceOp::kSum); }, "float sum");
+    EXPECT_TRUE(at::equal(sum, at::ones({8})));
+    at::Tensor longs = at::ones({8}, at::kLong);
+    expect_refused([&] { second.all_reduce(longs, cluster::ReduceOp::kMax); }, "int64 max");
+    expect_refused([&] { second.broadcast_async(at::ones({4}), 0)->wait(); }, "broadcast");
+    expect_refused([&] { second.barrier(); }, "barrier");
+  }
+  at::Tensor count = at::ones({4});
+  mpi_world().all_reduce(count, cluster::ReduceOp::kSum);
+  EXPECT_TRUE(count.eq(mpi_world().size()).all().item<bool>()) << count;
+}
 
 }  // namespace
 }  // namespace cmaf::test
