@@ -44,26 +44,31 @@ namespace {
 
 // Normalisation with statistics over all ranks, and its backward. The forward is eval-mode batch
 // norm with the global mean and variance (one fused pass). The backward takes each rank's sums of
-// dy and dy * (x - mean) per channel (one fused pass: eval-mode batch norm's weight and bias
-// gradients), sums them over the ranks through the reducer in float64 (every rank's x moved the
-// mean and the variance), and forms dx = w * invstd * (dy - mean(dy) - (x - mean) * invstd^2 *
-// mean(dy * (x - mean))) in two passes, as PyTorch's SyncBatchNorm does. Autograd through the
+// dy and dy * (x - mean) per channel (on the CPU one fused pass: eval-mode batch norm's weight
+// and bias gradients), sums them over the ranks through the reducer in float64 (every rank's x
+// moved the mean and the variance), and forms dx = w * invstd * (dy - mean(dy) - (x - mean) *
+// invstd^2 * mean(dy * (x - mean))) in two more passes, as PyTorch's SyncBatchNorm does. Autograd through the
 // same formula written with tensor operations took 8 to 10 passes over the activations: on the
 // half preset's 2-rank step, 0.15 s more forward and 0.1-0.2 s more backward than local batch norm.
 struct SynchronisedNormalisation : public torch::autograd::Function<SynchronisedNormalisation> {
-  // mean and var: the global statistics in float64; total: the global count (float64 scalar).
+  // mean and var: the global statistics in float64; total: the global count (float64, per
+  // channel). `reducer` is the module's: the module must outlive the backward.
   static at::Tensor forward(torch::autograd::AutogradContext* context, const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& var,
                             const at::Tensor& total, double eps, const StatisticsReducer* reducer) {
+    // The kernels take parameters of the input's type (a float64 input, float32 parameters).
+    const at::Tensor weight_x = weight.to(x.scalar_type());
     const at::Tensor mean_x = mean.to(x.scalar_type());
     const at::Tensor var_x = var.to(x.scalar_type());
-    context->save_for_backward({x, weight, mean_x, var_x});
+    context->save_for_backward({x, weight_x, mean_x, var_x});
+    context->saved_data["weight_type"] = static_cast<int64_t>(weight.scalar_type());
     context->saved_data["mean"] = mean;
     context->saved_data["invstd"] = (var + eps).rsqrt();
     context->saved_data["total"] = total;
     context->saved_data["eps"] = eps;
     context->saved_data["reducer"] = reinterpret_cast<int64_t>(reducer);
-    return at::batch_norm(x, weight, bias, mean_x, var_x, /*training=*/false, 0.0, eps, /*cudnn_enabled=*/true);
+    return at::batch_norm(x, weight_x, bias.to(x.scalar_type()), mean_x, var_x, /*training=*/false, 0.0, eps,
+                          /*cudnn_enabled=*/true);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
@@ -75,24 +80,37 @@ struct SynchronisedNormalisation : public torch::autograd::Function<Synchronised
     const at::Tensor mean = context->saved_data["mean"].toTensor();
     const at::Tensor invstd = context->saved_data["invstd"].toTensor();
     const at::Tensor total = context->saved_data["total"].toTensor();
+    const auto weight_type = static_cast<at::ScalarType>(context->saved_data["weight_type"].toInt());
     const auto* reducer = reinterpret_cast<const StatisticsReducer*>(context->saved_data["reducer"].toInt());
-    at::Tensor weight_grad, bias_grad;
-    if (x.numel() > 0) {
-      // weight_grad = sum(dy * (x - mean)) * invstd, bias_grad = sum(dy), per channel.
-      std::tie(std::ignore, weight_grad, bias_grad) = at::native_batch_norm_backward(
-          dy, x, weight, saved[2], saved[3], at::Tensor(), at::Tensor(), /*train=*/false,
-          context->saved_data["eps"].toDouble(), {false, true, true});
+    CMAF_CHECK(*reducer, "synchronised batch norm: the statistics reducer was removed between forward and backward");
+    const int64_t channels = x.size(1);
+    const std::vector<int64_t> shape{1, channels, 1, 1};
+    // This rank's sum(dy) and sum(dy * (x - mean)) per channel, in float64.
+    at::Tensor sum_dy, sum_dy_xmu;
+    if (x.numel() == 0) {
+      sum_dy = at::zeros({channels}, mean.options());
+      sum_dy_xmu = at::zeros({channels}, mean.options());
+    } else if (x.is_cpu()) {
+      // One fused pass: eval-mode batch norm's weight and bias gradients, sum(dy * (x - mean)) *
+      // invstd and sum(dy).
+      at::Tensor weight_grad, bias_grad;
+      std::tie(std::ignore, weight_grad, bias_grad) =
+          at::native_batch_norm_backward(dy, x, weight, saved[2], saved[3], at::Tensor(), at::Tensor(),
+                                         /*train=*/false, context->saved_data["eps"].toDouble(), {false, true, true});
+      sum_dy = bias_grad.to(at::kDouble);
+      sum_dy_xmu = weight_grad.to(at::kDouble) / invstd;
     } else {
-      weight_grad = at::zeros_like(weight);
-      bias_grad = at::zeros_like(weight);
+      // Other devices: plain reductions (CUDA's batch-norm backward asks for the saved batch
+      // statistics that eval mode does not have).
+      const std::vector<int64_t> dims{0, 2, 3};
+      sum_dy = at::sum(dy, dims, /*keepdim=*/false, at::kDouble);
+      sum_dy_xmu = at::sum(dy * (x - saved[2].view(shape)), dims, /*keepdim=*/false, at::kDouble);
     }
-    // This rank's sums, then every rank's: the backward's collective runs on every rank, an empty
-    // batch included.
-    const at::Tensor local = at::stack({bias_grad.to(at::kDouble), weight_grad.to(at::kDouble) / invstd});
+    // Every rank's: the backward's collective runs on every rank, an empty batch included.
     at::Tensor global;
     {
       at::NoGradGuard no_grad;
-      global = (*reducer)(local);
+      global = (*reducer)(at::stack({sum_dy, sum_dy_xmu}));
     }
     const at::Tensor count = total.clamp_min(1.0);
     const at::Tensor mean_dy = global[0] / count;
@@ -104,12 +122,14 @@ struct SynchronisedNormalisation : public torch::autograd::Function<Synchronised
     // x * k2 + k3 in one pass, in x's layout: eval-mode batch norm with mean 0, variance 1 and
     // eps 0 (its scale is k2 / sqrt(1) = k2 exactly); addcmul broadcasting k3 took 3.5 times as
     // long on a [2, 32, 256, 256] NCHW gradient.
-    const at::Tensor zero = at::zeros({x.size(1)}, x.options());
-    const at::Tensor one = at::ones({x.size(1)}, x.options());
+    const at::Tensor zero = at::zeros({channels}, x.options());
+    const at::Tensor one = at::ones({channels}, x.options());
     at::Tensor dx = at::batch_norm(x, k2.to(x.scalar_type()), k3.to(x.scalar_type()), zero, one, /*training=*/false,
                                    0.0, /*eps=*/0.0, /*cudnn_enabled=*/false);
-    dx.addcmul_(dy, k1.to(x.scalar_type()).view({1, x.size(1), 1, 1}));
-    return {dx, weight_grad, bias_grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    dx.addcmul_(dy, k1.to(x.scalar_type()).view(shape));
+    // The parameters' gradients are this rank's (the gradient reducer averages them).
+    return {dx, (sum_dy_xmu * invstd).to(weight_type), sum_dy.to(weight_type), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 

@@ -2,10 +2,12 @@
 //
 // Same parameters and buffers as torch::nn::BatchNorm2d (weight, bias, running_mean,
 // running_var, num_batches_tracked). Without a statistics reducer it is plain batch norm. With
-// one (set_statistics_reducer; the cluster layer provides a differentiable cross-rank sum), a
-// training forward normalises with the mean and variance of the GLOBAL batch, so results do not
-// depend on how the batch is split over ranks; gradients flow through the reduction. The model
-// knows only the callback, nothing of MPI.
+// one (set_statistics_reducer; the cluster layer provides a cross-rank sum), a training forward
+// normalises with the mean and variance of the GLOBAL batch, so results do not depend on how the
+// batch is split over ranks; its backward sums the per-channel gradient statistics over the
+// ranks too (one call of the reducer in forward, one in backward, on every rank, an empty batch
+// included). The module (and its reducer) must outlive the backward. The model knows only the
+// callback, nothing of MPI.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -17,7 +19,8 @@
 
 namespace cmaf::model {
 
-// Sums a tensor over all ranks, differentiably (its backward sums the gradient over ranks).
+// Sums a tensor over all ranks (called with gradients off: batch norm's own backward accounts for
+// the reduction).
 using StatisticsReducer = std::function<at::Tensor(const at::Tensor&)>;
 
 class BatchNorm2dImpl : public torch::nn::Module {

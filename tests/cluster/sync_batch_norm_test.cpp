@@ -12,12 +12,21 @@
 namespace cmaf::test {
 namespace {
 
+// Scale and shift other than 1 and 0 (both enter the gradients), the same on every copy.
+void set_affine(model::BatchNorm2d& norm, const at::Tensor& weight, const at::Tensor& bias) {
+  at::NoGradGuard no_grad;
+  norm->weight.copy_(weight);
+  norm->bias.copy_(bias);
+}
+
 TEST(SyncBatchNorm, TwoRanksEqualOneBatchNormOverTheWholeBatch) {
   at::Generator generator = at::detail::createCPUGenerator(3);
   const at::Tensor full_input = at::randn({4, 3, 5, 5}, generator) * 2.0 + 1.0;
   const at::Tensor loss_weights = at::randn({4, 3, 5, 5}, generator);
+  const at::Tensor scale = at::randn({3}, generator), shift = at::randn({3}, generator);
 
   model::BatchNorm2d reference(3, 1e-5, 0.1);
+  set_affine(reference, scale, shift);
   const at::Tensor x = full_input.clone().requires_grad_(true);
   const at::Tensor y = reference->forward(x);
   (y * loss_weights).sum().backward();
@@ -26,6 +35,7 @@ TEST(SyncBatchNorm, TwoRanksEqualOneBatchNormOverTheWholeBatch) {
   run_as_threads(2, [&](cluster::Communicator& c) {
     const int r = c.rank();
     model::BatchNorm2d norm(3, 1e-5, 0.1);
+    set_affine(norm, scale, shift);
     norm->set_statistics_reducer(cluster::statistics_reducer(c));
     const at::Tensor xr = full_input.slice(0, 2 * r, 2 * r + 2).clone().requires_grad_(true);
     const at::Tensor yr = norm->forward(xr);
@@ -45,19 +55,27 @@ TEST(SyncBatchNorm, TwoRanksEqualOneBatchNormOverTheWholeBatch) {
 // Uneven splits of one batch over two ranks (3 + 1 slices, and 4 + 0: a rank with none), two
 // steps each: outputs, input and weight gradients, and the running statistics are those of one
 // batch norm over the whole batch, also for an input whose mean is 3000 standard deviations: in
-// float32, E[x^2] - E[x]^2 alone would lose the variance to cancellation.
+// float32, E[x^2] - E[x]^2 alone would lose the variance to cancellation (errors of order 1).
+// The reference runs in float64. At 3000 standard deviations any float32 batch norm (PyTorch's
+// too) rounds the mean to float32 (half an ulp of 3000: 1.2e-4) before x - mean, and the weight
+// gradient sum(dy * (x - mean)) * invstd carries that times sum(dy): its tolerance there is
+// 2.5e-4 * sum |dy| (2e-2 here).
 TEST(SyncBatchNorm, UnevenSplitsAndAFarFromZeroMeanEqualOneBatchNorm) {
   for (const int64_t first : {int64_t{3}, int64_t{4}}) {
     for (const double offset : {1.0, 3000.0}) {
       at::Generator generator = at::detail::createCPUGenerator(11);
+      const at::Tensor scale = at::randn({3}, generator), shift = at::randn({3}, generator);
       model::BatchNorm2d reference(3, 1e-5, 0.1);
       std::vector<model::BatchNorm2d> norms{model::BatchNorm2d(3, 1e-5, 0.1), model::BatchNorm2d(3, 1e-5, 0.1)};
+      set_affine(reference, scale, shift);
+      reference->to(at::kDouble);
+      for (model::BatchNorm2d& norm : norms) set_affine(norm, scale, shift);
       for (int step = 0; step < 2; ++step) {
         const at::Tensor full_input = at::randn({4, 3, 5, 5}, generator) + offset;
         const at::Tensor loss_weights = at::randn({4, 3, 5, 5}, generator);
-        const at::Tensor x = full_input.clone().requires_grad_(true);
+        const at::Tensor x = full_input.to(at::kDouble).requires_grad_(true);
         const at::Tensor y = reference->forward(x);
-        (y * loss_weights).sum().backward();
+        (y * loss_weights.to(at::kDouble)).sum().backward();
         std::vector<at::Tensor> outputs(2), input_grads(2), weight_grads(2);
         run_as_threads(2, [&](cluster::Communicator& c) {
           const int r = c.rank();
@@ -74,12 +92,17 @@ TEST(SyncBatchNorm, UnevenSplitsAndAFarFromZeroMeanEqualOneBatchNorm) {
           weight_grads[r] = norm->weight.grad();
         });
         const std::string where = str(first, " + ", 4 - first, " slices, mean ", offset, ", step ", step);
-        EXPECT_TRUE(torch::allclose(at::cat(outputs), y.detach(), 1e-3, 1e-3)) << where;
-        EXPECT_TRUE(torch::allclose(at::cat(input_grads), x.grad(), 1e-3, 1e-3)) << where;
-        EXPECT_TRUE(torch::allclose(weight_grads[0] + weight_grads[1], reference->weight.grad(), 1e-3, 1e-3)) << where;
+        const auto near = [](const at::Tensor& ours, const at::Tensor& truth, double rtol, double atol) {
+          return torch::allclose(ours.to(at::kDouble), truth.detach(), rtol, atol);
+        };
+        EXPECT_TRUE(near(at::cat(outputs), y, 1e-3, 1e-3)) << where;
+        EXPECT_TRUE(near(at::cat(input_grads), x.grad(), 1e-3, 1e-3)) << where;
+        const double weight_tolerance = offset > 1.0 ? 2.5e-4 * loss_weights.abs().sum({0, 2, 3}).max().item<double>() : 1e-3;
+        EXPECT_TRUE(near(weight_grads[0] + weight_grads[1], reference->weight.grad(), 1e-3, weight_tolerance))
+            << where << ": " << weight_grads[0] + weight_grads[1] << " vs " << reference->weight.grad();
         for (const model::BatchNorm2d& norm : norms) {
-          EXPECT_TRUE(torch::allclose(norm->running_mean, reference->running_mean, 1e-5, 1e-4)) << where;
-          EXPECT_TRUE(torch::allclose(norm->running_var, reference->running_var, 1e-4, 1e-4))
+          EXPECT_TRUE(near(norm->running_mean, reference->running_mean, 1e-5, 1e-4)) << where;
+          EXPECT_TRUE(near(norm->running_var, reference->running_var, 1e-4, 1e-4))
               << where << ": " << norm->running_var << " vs " << reference->running_var;
         }
         reference->zero_grad();
@@ -95,7 +118,9 @@ TEST(SyncBatchNorm, ChannelsLastOverThreeUnevenRanksEqualsOneBatchNorm) {
   const at::Tensor full_input =
       (at::randn({5, 4, 6, 7}, generator) * 3.0 - 2.0).contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor loss_weights = at::randn({5, 4, 6, 7}, generator);
+  const at::Tensor scale = at::randn({4}, generator), shift = at::randn({4}, generator);
   model::BatchNorm2d reference(4, 1e-5, 0.1);
+  set_affine(reference, scale, shift);
   const at::Tensor x = full_input.clone().requires_grad_(true);
   const at::Tensor y = reference->forward(x);
   (y * loss_weights).sum().backward();
@@ -104,6 +129,7 @@ TEST(SyncBatchNorm, ChannelsLastOverThreeUnevenRanksEqualsOneBatchNorm) {
   run_as_threads(3, [&](cluster::Communicator& c) {
     const int r = c.rank();
     model::BatchNorm2d norm(4, 1e-5, 0.1);
+    set_affine(norm, scale, shift);
     norm->set_statistics_reducer(cluster::statistics_reducer(c));
     const at::Tensor xr = full_input.slice(0, bounds[r], bounds[r + 1]).clone(at::MemoryFormat::ChannelsLast)
                               .requires_grad_(true);
@@ -121,6 +147,36 @@ TEST(SyncBatchNorm, ChannelsLastOverThreeUnevenRanksEqualsOneBatchNorm) {
   EXPECT_TRUE(torch::allclose(bias_grads[0] + bias_grads[1] + bias_grads[2], reference->bias.grad(), 1e-4, 1e-5));
   EXPECT_TRUE(weight_grads[1].eq(0.0).all().item<bool>()) << "the empty rank's weight gradient " << weight_grads[1];
   for (const at::Tensor& mean : running_means) EXPECT_TRUE(torch::allclose(mean, reference->running_mean, 1e-5, 1e-6));
+}
+
+// A float64 input with the module's float32 parameters (the kernels take one type): outputs and
+// input gradients in float64, parameter gradients in float32, as one batch norm gives them.
+TEST(SyncBatchNorm, AFloat64InputWithFloat32Parameters) {
+  at::Generator generator = at::detail::createCPUGenerator(9);
+  const at::Tensor full_input = at::randn({4, 2, 3, 3}, generator).to(at::kDouble) * 4.0 + 2.0;
+  const at::Tensor loss_weights = at::randn({4, 2, 3, 3}, generator).to(at::kDouble);
+  model::BatchNorm2d reference(2, 1e-5, 0.1);
+  const at::Tensor x = full_input.clone().requires_grad_(true);
+  const at::Tensor y = reference->forward(x.to(at::kFloat));
+  (y.to(at::kDouble) * loss_weights).sum().backward();
+  std::vector<at::Tensor> outputs(2), input_grads(2), weight_grads(2);
+  run_as_threads(2, [&](cluster::Communicator& c) {
+    const int r = c.rank();
+    model::BatchNorm2d norm(2, 1e-5, 0.1);
+    norm->set_statistics_reducer(cluster::statistics_reducer(c));
+    const at::Tensor xr = full_input.slice(0, 2 * r, 2 * r + 2).clone().requires_grad_(true);
+    const at::Tensor yr = norm->forward(xr);
+    (yr * loss_weights.slice(0, 2 * r, 2 * r + 2)).sum().backward();
+    outputs[r] = yr.detach();
+    input_grads[r] = xr.grad();
+    weight_grads[r] = norm->weight.grad();
+  });
+  EXPECT_EQ(outputs[0].scalar_type(), at::kDouble);
+  EXPECT_EQ(input_grads[0].scalar_type(), at::kDouble);
+  EXPECT_EQ(weight_grads[0].scalar_type(), at::kFloat);
+  EXPECT_TRUE(torch::allclose(at::cat(outputs), y.detach().to(at::kDouble), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(at::cat(input_grads), x.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(weight_grads[0] + weight_grads[1], reference->weight.grad(), 1e-4, 1e-5));
 }
 
 // Every rank's batch empty: no statistics to take, and the running ones stay as they were (not
