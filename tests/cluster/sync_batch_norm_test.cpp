@@ -19,6 +19,45 @@ void set_affine(model::BatchNorm2d& norm, const at::Tensor& weight, const at::Te
   norm->bias.copy_(bias);
 }
 
+// One batch norm per rank (ranks as threads), rank r normalising slices bounds[r] to
+// bounds[r + 1] of `input` with statistics over all ranks, each with the loss sum(y * weights):
+// the outputs and input gradients in batch order, the parameter gradients summed over ranks
+// (what the gradient reducer's sum gives), each rank's running statistics.
+struct SplitRun {
+  at::Tensor output, input_grad, weight_grad, bias_grad;
+  std::vector<at::Tensor> weight_grads, running_means, running_vars;  // per rank
+};
+SplitRun run_split(const at::Tensor& input, const at::Tensor& loss_weights, const std::vector<int64_t>& bounds,
+                   const at::Tensor& scale, const at::Tensor& shift) {
+  const int ranks = static_cast<int>(bounds.size()) - 1;
+  const auto format = input.suggest_memory_format();
+  std::vector<at::Tensor> outputs(ranks), input_grads(ranks), weight_grads(ranks), bias_grads(ranks);
+  SplitRun run;
+  run.running_means.resize(ranks);
+  run.running_vars.resize(ranks);
+  run_as_threads(ranks, [&](cluster::Communicator& c) {
+    const int r = c.rank();
+    model::BatchNorm2d norm(input.size(1), 1e-5, 0.1);
+    set_affine(norm, scale, shift);
+    norm->set_statistics_reducer(cluster::statistics_reducer(c));
+    const at::Tensor x = input.slice(0, bounds[r], bounds[r + 1]).clone(format).requires_grad_(true);
+    const at::Tensor y = norm->forward(x);
+    (y * loss_weights.slice(0, bounds[r], bounds[r + 1])).sum().backward();
+    outputs[r] = y.detach();
+    input_grads[r] = x.grad();
+    weight_grads[r] = norm->weight.grad();
+    bias_grads[r] = norm->bias.grad();
+    run.running_means[r] = norm->running_mean.clone();
+    run.running_vars[r] = norm->running_var.clone();
+  });
+  run.output = at::cat(outputs);
+  run.input_grad = at::cat(input_grads);
+  run.weight_grad = at::stack(weight_grads).sum(0);
+  run.weight_grads = weight_grads;
+  run.bias_grad = at::stack(bias_grads).sum(0);
+  return run;
+}
+
 TEST(SyncBatchNorm, TwoRanksEqualOneBatchNormOverTheWholeBatch) {
   at::Generator generator = at::detail::createCPUGenerator(3);
   const at::Tensor full_input = at::randn({4, 3, 5, 5}, generator) * 2.0 + 1.0;
@@ -31,25 +70,12 @@ TEST(SyncBatchNorm, TwoRanksEqualOneBatchNormOverTheWholeBatch) {
   const at::Tensor y = reference->forward(x);
   (y * loss_weights).sum().backward();
 
-  std::vector<at::Tensor> outputs(2), input_grads(2), weight_grads(2), running_vars(2);
-  run_as_threads(2, [&](cluster::Communicator& c) {
-    const int r = c.rank();
-    model::BatchNorm2d norm(3, 1e-5, 0.1);
-    set_affine(norm, scale, shift);
-    norm->set_statistics_reducer(cluster::statistics_reducer(c));
-    const at::Tensor xr = full_input.slice(0, 2 * r, 2 * r + 2).clone().requires_grad_(true);
-    const at::Tensor yr = norm->forward(xr);
-    (yr * loss_weights.slice(0, 2 * r, 2 * r + 2)).sum().backward();
-    outputs[r] = yr.detach();
-    input_grads[r] = xr.grad();
-    weight_grads[r] = norm->weight.grad();
-    running_vars[r] = norm->running_var.clone();
-  });
-  EXPECT_TRUE(torch::allclose(at::cat(outputs), y.detach(), 1e-5, 1e-5));
-  EXPECT_TRUE(torch::allclose(at::cat(input_grads), x.grad(), 1e-4, 1e-5));
-  EXPECT_TRUE(torch::allclose(weight_grads[0] + weight_grads[1], reference->weight.grad(), 1e-4, 1e-5));
-  EXPECT_TRUE(torch::allclose(running_vars[0], reference->running_var, 1e-5, 1e-6));
-  EXPECT_TRUE(torch::allclose(running_vars[1], reference->running_var, 1e-5, 1e-6));
+  const SplitRun run = run_split(full_input, loss_weights, {0, 2, 4}, scale, shift);
+  EXPECT_TRUE(torch::allclose(run.output, y.detach(), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(run.input_grad, x.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(run.weight_grad, reference->weight.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(run.running_vars[0], reference->running_var, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(run.running_vars[1], reference->running_var, 1e-5, 1e-6));
 }
 
 // Uneven splits of one batch over two ranks (3 + 1 slices, and 4 + 0: a rank with none), two
@@ -124,29 +150,15 @@ TEST(SyncBatchNorm, ChannelsLastOverThreeUnevenRanksEqualsOneBatchNorm) {
   const at::Tensor x = full_input.clone().requires_grad_(true);
   const at::Tensor y = reference->forward(x);
   (y * loss_weights).sum().backward();
-  const int64_t bounds[4] = {0, 2, 2, 5};
-  std::vector<at::Tensor> outputs(3), input_grads(3), weight_grads(3), bias_grads(3), running_means(3);
-  run_as_threads(3, [&](cluster::Communicator& c) {
-    const int r = c.rank();
-    model::BatchNorm2d norm(4, 1e-5, 0.1);
-    set_affine(norm, scale, shift);
-    norm->set_statistics_reducer(cluster::statistics_reducer(c));
-    const at::Tensor xr = full_input.slice(0, bounds[r], bounds[r + 1]).clone(at::MemoryFormat::ChannelsLast)
-                              .requires_grad_(true);
-    const at::Tensor yr = norm->forward(xr);
-    (yr * loss_weights.slice(0, bounds[r], bounds[r + 1])).sum().backward();
-    outputs[r] = yr.detach();
-    input_grads[r] = xr.grad();
-    weight_grads[r] = norm->weight.grad();
-    bias_grads[r] = norm->bias.grad();
-    running_means[r] = norm->running_mean.clone();
-  });
-  EXPECT_TRUE(torch::allclose(at::cat(outputs), y.detach(), 1e-5, 1e-5));
-  EXPECT_TRUE(torch::allclose(at::cat(input_grads), x.grad(), 1e-4, 1e-5));
-  EXPECT_TRUE(torch::allclose(weight_grads[0] + weight_grads[1] + weight_grads[2], reference->weight.grad(), 1e-4, 1e-5));
-  EXPECT_TRUE(torch::allclose(bias_grads[0] + bias_grads[1] + bias_grads[2], reference->bias.grad(), 1e-4, 1e-5));
-  EXPECT_TRUE(weight_grads[1].eq(0.0).all().item<bool>()) << "the empty rank's weight gradient " << weight_grads[1];
-  for (const at::Tensor& mean : running_means) EXPECT_TRUE(torch::allclose(mean, reference->running_mean, 1e-5, 1e-6));
+  const SplitRun run = run_split(full_input, loss_weights, {0, 2, 2, 5}, scale, shift);
+  EXPECT_TRUE(torch::allclose(run.output, y.detach(), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(run.input_grad, x.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(run.weight_grad, reference->weight.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(run.bias_grad, reference->bias.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(run.weight_grads[1].eq(0.0).all().item<bool>()) << "the empty rank's weight gradient " << run.weight_grads[1];
+  for (const at::Tensor& mean : run.running_means) {
+    EXPECT_TRUE(torch::allclose(mean, reference->running_mean, 1e-5, 1e-6));
+  }
 }
 
 // A float64 input with the module's float32 parameters (the kernels take one type): outputs and
@@ -159,24 +171,13 @@ TEST(SyncBatchNorm, AFloat64InputWithFloat32Parameters) {
   const at::Tensor x = full_input.clone().requires_grad_(true);
   const at::Tensor y = reference->forward(x.to(at::kFloat));
   (y.to(at::kDouble) * loss_weights).sum().backward();
-  std::vector<at::Tensor> outputs(2), input_grads(2), weight_grads(2);
-  run_as_threads(2, [&](cluster::Communicator& c) {
-    const int r = c.rank();
-    model::BatchNorm2d norm(2, 1e-5, 0.1);
-    norm->set_statistics_reducer(cluster::statistics_reducer(c));
-    const at::Tensor xr = full_input.slice(0, 2 * r, 2 * r + 2).clone().requires_grad_(true);
-    const at::Tensor yr = norm->forward(xr);
-    (yr * loss_weights.slice(0, 2 * r, 2 * r + 2)).sum().backward();
-    outputs[r] = yr.detach();
-    input_grads[r] = xr.grad();
-    weight_grads[r] = norm->weight.grad();
-  });
-  EXPECT_EQ(outputs[0].scalar_type(), at::kDouble);
-  EXPECT_EQ(input_grads[0].scalar_type(), at::kDouble);
-  EXPECT_EQ(weight_grads[0].scalar_type(), at::kFloat);
-  EXPECT_TRUE(torch::allclose(at::cat(outputs), y.detach().to(at::kDouble), 1e-5, 1e-5));
-  EXPECT_TRUE(torch::allclose(at::cat(input_grads), x.grad(), 1e-4, 1e-5));
-  EXPECT_TRUE(torch::allclose(weight_grads[0] + weight_grads[1], reference->weight.grad(), 1e-4, 1e-5));
+  const SplitRun run = run_split(full_input, loss_weights, {0, 2, 4}, at::ones({2}), at::zeros({2}));
+  EXPECT_EQ(run.output.scalar_type(), at::kDouble);
+  EXPECT_EQ(run.input_grad.scalar_type(), at::kDouble);
+  EXPECT_EQ(run.weight_grad.scalar_type(), at::kFloat);
+  EXPECT_TRUE(torch::allclose(run.output, y.detach().to(at::kDouble), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(run.input_grad, x.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(run.weight_grad, reference->weight.grad(), 1e-4, 1e-5));
 }
 
 // Every rank's batch empty: no statistics to take, and the running ones stay as they were (not
