@@ -159,11 +159,13 @@ std::string main_threads_sharing_cpus(const std::vector<std::vector<int>>& launc
              pair_count > 3 ? str(" (", pair_count, " pairs in all)") : std::string(), " are on the same CPU(s) ",
              cpu_ranges(shared),
              idle.empty() ? std::string()
-                          : str(", while no main thread runs on CPU(s) ", cpu_ranges(idle), " that the launcher gave them"),
+                          : str(", while no main thread runs on CPU(s) ", cpu_ranges(idle),
+                                " that the launcher gave them"),
              ": those ranks compute on the same CPUs and slow each other down (the threads a rank starts inherit its "
              "main thread's CPU, and its OpenMP threads take the places that follow). Give each rank its own cores "
-             "through the launcher (mpirun --map-by slot:PE=<threads per rank> --bind-to core; srun --cpus-per-task=<threads per "
-             "rank> --cpu-bind=cores), or unset the OpenMP binding variables for this job");
+             "through the launcher (mpirun --map-by slot:PE=<threads per rank> --bind-to core; "
+             "srun --cpus-per-task=<threads per rank> --cpu-bind=cores), or unset the OpenMP binding variables "
+             "for this job");
 }
 
 std::vector<int> allowed_cpus() {

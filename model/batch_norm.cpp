@@ -47,9 +47,10 @@ namespace {
 // dy and dy * (x - mean) per channel (on the CPU one fused pass: eval-mode batch norm's weight
 // and bias gradients), sums them over the ranks through the reducer in float64 (every rank's x
 // moved the mean and the variance), and forms dx = w * invstd * (dy - mean(dy) - (x - mean) *
-// invstd^2 * mean(dy * (x - mean))) in two more passes, as PyTorch's SyncBatchNorm does. Autograd through the
-// same formula written with tensor operations took 8 to 10 passes over the activations: on the
-// half preset's 2-rank step, 0.15 s more forward and 0.1-0.2 s more backward than local batch norm.
+// invstd^2 * mean(dy * (x - mean))) in two more passes, as PyTorch's SyncBatchNorm does. Autograd
+// through the same formula written with tensor operations took 8 to 10 passes over the
+// activations: on the half preset's 2-rank step, 0.15 s more forward and 0.1-0.2 s more backward
+// than local batch norm.
 struct SynchronisedNormalisation : public torch::autograd::Function<SynchronisedNormalisation> {
   // mean and var: the global statistics in float64; total: the global count (float64, per
   // channel). `reducer` is the module's: the module must outlive the backward.
@@ -93,10 +94,10 @@ struct SynchronisedNormalisation : public torch::autograd::Function<Synchronised
     } else if (x.is_cpu()) {
       // One fused pass: eval-mode batch norm's weight and bias gradients, sum(dy * (x - mean)) *
       // invstd and sum(dy).
+      const double eps = context->saved_data["eps"].toDouble();
       at::Tensor weight_grad, bias_grad;
-      std::tie(std::ignore, weight_grad, bias_grad) =
-          at::native_batch_norm_backward(dy, x, weight, saved[2], saved[3], at::Tensor(), at::Tensor(),
-                                         /*train=*/false, context->saved_data["eps"].toDouble(), {false, true, true});
+      std::tie(std::ignore, weight_grad, bias_grad) = at::native_batch_norm_backward(
+          dy, x, weight, saved[2], saved[3], at::Tensor(), at::Tensor(), /*train=*/false, eps, {false, true, true});
       sum_dy = bias_grad.to(at::kDouble);
       sum_dy_xmu = weight_grad.to(at::kDouble) / invstd;
     } else {

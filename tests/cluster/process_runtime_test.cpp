@@ -151,7 +151,8 @@ TEST(MainThreadsSharingCpus, UnboundRanksWhoseMainThreadsOpenMpPutOnOneCpu) {
                                                         "OMP_PROC_BIND=true");
   EXPECT_NE(warning.find("(OMP_PROC_BIND=true)"), std::string::npos) << warning;
   EXPECT_NE(warning.find("local ranks 0 and 1 are on the same CPU(s) 0,"), std::string::npos) << warning;
-  EXPECT_NE(warning.find("while no main thread runs on CPU(s) 1-3 that the launcher gave them"), std::string::npos) << warning;
+  EXPECT_NE(warning.find("while no main thread runs on CPU(s) 1-3 that the launcher gave them"), std::string::npos)
+      << warning;
   EXPECT_NE(warning.find("--bind-to core"), std::string::npos) << warning;
   EXPECT_NE(warning.find("--cpu-bind=cores"), std::string::npos) << warning;
   // Many ranks: three pairs named, and the count.

@@ -123,7 +123,8 @@ TEST(SyncBatchNorm, UnevenSplitsAndAFarFromZeroMeanEqualOneBatchNorm) {
         };
         EXPECT_TRUE(near(at::cat(outputs), y, 1e-3, 1e-3)) << where;
         EXPECT_TRUE(near(at::cat(input_grads), x.grad(), 1e-3, 1e-3)) << where;
-        const double weight_tolerance = offset > 1.0 ? 2.5e-4 * loss_weights.abs().sum({0, 2, 3}).max().item<double>() : 1e-3;
+        const double weight_tolerance =
+            offset > 1.0 ? 2.5e-4 * loss_weights.abs().sum({0, 2, 3}).max().item<double>() : 1e-3;
         EXPECT_TRUE(near(weight_grads[0] + weight_grads[1], reference->weight.grad(), 1e-3, weight_tolerance))
             << where << ": " << weight_grads[0] + weight_grads[1] << " vs " << reference->weight.grad();
         for (const model::BatchNorm2d& norm : norms) {
@@ -155,7 +156,8 @@ TEST(SyncBatchNorm, ChannelsLastOverThreeUnevenRanksEqualsOneBatchNorm) {
   EXPECT_TRUE(torch::allclose(run.input_grad, x.grad(), 1e-4, 1e-5));
   EXPECT_TRUE(torch::allclose(run.weight_grad, reference->weight.grad(), 1e-4, 1e-5));
   EXPECT_TRUE(torch::allclose(run.bias_grad, reference->bias.grad(), 1e-4, 1e-5));
-  EXPECT_TRUE(run.weight_grads[1].eq(0.0).all().item<bool>()) << "the empty rank's weight gradient " << run.weight_grads[1];
+  EXPECT_TRUE(run.weight_grads[1].eq(0.0).all().item<bool>())
+      << "the empty rank's weight gradient " << run.weight_grads[1];
   for (const at::Tensor& mean : run.running_means) {
     EXPECT_TRUE(torch::allclose(mean, reference->running_mean, 1e-5, 1e-6));
   }
