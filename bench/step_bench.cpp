@@ -3,6 +3,7 @@
 //   step_bench --preset paper --batch 2 --input-size 512 --threads 2 --precision fp32|bf16
 //              [--channels-last] [--steps 5] [--warmup 2] [--sync-only] [--bf16-wire]
 //              [--bucket-mib 25] [--first-bucket-mib 1] [--per-step] [--sync-batch-norm]
+//              [--libtorch-optimizer]
 //
 // Prints the median step time, images/s and model FLOP utilisation: 3 x forward FLOPs (forward
 // + backward) per second against the measured fp32 matrix-product peak of the same threads
@@ -27,6 +28,8 @@
 // default on several ranks (--sync-batch-norm 1): two small all-reduces per batch-norm layer and
 // step, one in forward and one in backward. On one process it runs the same computation over a
 // world of one (its compute cost alone; `cmaformer train` on one rank uses local batch norm).
+// The optimizer is the trainer's (core/fused_optimizer.h: one pass over each parameter);
+// --libtorch-optimizer runs torch::optim::AdamW instead (nine passes), for comparison.
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -44,6 +47,7 @@
 #include "cluster/parameter_sync.h"
 #include "cluster/process_runtime.h"
 #include "common/heap_policy.h"
+#include "core/fused_optimizer.h"
 #include "model/cmaformer.h"
 #include "model/batch_norm.h"
 #include "model/cpu_autocast.h"
@@ -102,6 +106,7 @@ struct Options {
   double first_bucket_mib = 1.0;  // BucketOptions::first_bucket_bytes
   bool per_step = false;          // a line per measured step (rank, phases, CPU seconds)
   bool sync_batch_norm = false;   // statistics over all ranks (the trainer's default)
+  bool libtorch_optimizer = false;  // torch::optim::AdamW instead of the trainer's FusedAdamW
 };
 
 Options parse(int argc, char** argv) {
@@ -126,6 +131,7 @@ Options parse(int argc, char** argv) {
     else if (arg == "--first-bucket-mib") o.first_bucket_mib = std::stod(next());
     else if (arg == "--per-step") o.per_step = true;
     else if (arg == "--sync-batch-norm") o.sync_batch_norm = true;
+    else if (arg == "--libtorch-optimizer") o.libtorch_optimizer = true;
     else throw std::invalid_argument("unknown option " + arg);
   }
   if (o.precision != "fp32" && o.precision != "bf16") throw std::invalid_argument("--precision fp32|bf16");
@@ -175,7 +181,14 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
   }
   model->train();
   if (o.sync_batch_norm) cmaf::model::set_statistics_reducer(*model, cmaf::cluster::statistics_reducer(*world));
-  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-4));
+  const torch::optim::AdamWOptions adamw(1e-4);
+  std::unique_ptr<torch::optim::Optimizer> optimizer_owner;
+  if (o.libtorch_optimizer) {
+    optimizer_owner = std::make_unique<torch::optim::AdamW>(model->parameters(), adamw);
+  } else {
+    optimizer_owner = std::make_unique<cmaf::core::FusedAdamW>(model->parameters(), adamw);
+  }
+  torch::optim::Optimizer& optimizer = *optimizer_owner;
   const torch::Tensor x = torch::randn({o.batch, 1, s, s}).contiguous(memory_format);
   const torch::Tensor target = torch::randint(0, config.classes, {o.batch, s, s});
   const ModelInfo info = describe_model(*model, s, s, o.batch);
@@ -277,6 +290,11 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
     overlap = text;
   }
   if (torch::equal(probe_before, model->parameters().front().detach())) ++wrong;  // no update
+  std::string optimizer_text;
+  if (const auto* fused = dynamic_cast<const cmaf::core::FusedAdamW*>(&optimizer)) {
+    optimizer_text = "; optimizer one-pass on " + std::to_string(fused->last_step_fused()) + " of " +
+                     std::to_string(model->parameters().size()) + " parameters";
+  }
   char phase_text[320];
   std::snprintf(phase_text, sizeof(phase_text), "; phases forward %.3f, backward %.3f, after backward %.3f, "
                 "optimizer %.3f, barrier %.3f s; cpu per step: process %.3f, compute thread %.3f s",
@@ -286,13 +304,14 @@ int run(const Options& o, cmaf::cluster::ProcessRuntime& runtime) {
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
   const double achieved = 3.0 * info.flops * static_cast<double>(o.batch) / median / 1e9;
-  std::printf("preset %s %lldx%lld batch %lld threads %d %s%s: median step %.3f s (min %.3f, "
+  std::printf("preset %s %lldx%lld batch %lld threads %d %s%s%s: median step %.3f s (min %.3f, "
               "max %.3f, %zu steps), %.2f images/s, %.1f GFLOP/s = %.1f %% of the %.1f GFLOP/s "
-              "fp32 matmul peak%s%s  #wrong %lld\n",
+              "fp32 matmul peak%s%s%s  #wrong %lld\n",
               o.preset.c_str(), static_cast<long long>(s), static_cast<long long>(s),
               static_cast<long long>(o.batch), o.threads, o.precision.c_str(),
-              o.channels_last ? " channels-last" : "", median, times.front(), times.back(),
+              o.channels_last ? " channels-last" : "", o.libtorch_optimizer ? " libtorch-adamw" : "", median,
+              times.front(), times.back(),
               times.size(), static_cast<double>(o.batch) / median, achieved, 100.0 * achieved / peak,
-              peak, overlap.c_str(), phase_text, static_cast<long long>(wrong));
+              peak, overlap.c_str(), phase_text, optimizer_text.c_str(), static_cast<long long>(wrong));
   return wrong == 0 ? 0 : 1;
 }

@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "core/batch_tensors.h"
+#include "core/fused_optimizer.h"
 #include "datastore/batch_loader.h"
 #include "datastore/manifest.h"
 #include "model/cmaformer.h"
@@ -53,7 +54,7 @@ class StepRunner {
 
  private:
   model::Cmaformer model_;
-  torch::optim::AdamW optimizer_;
+  FusedAdamW optimizer_;  // the trainer's
 };
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "core/batch_tensors.h"
 #include "core/checkpoint_store.h"
+#include "core/fused_optimizer.h"
 #include "core/lr_schedule.h"
 #include "core/pseudo_label_pool.h"
 #include "core/step_loss.h"
@@ -179,10 +180,10 @@ void Trainer::set_up_model() {
   std::vector<torch::Tensor> tensors;
   for (const auto& p : parameters_) tensors.push_back(p.tensor);
   if (config_.optimizer == OptimizerKind::kAdamW) {
-    optimizer_ = std::make_unique<torch::optim::AdamW>(
+    optimizer_ = std::make_unique<FusedAdamW>(
         tensors, torch::optim::AdamWOptions(config_.lr).weight_decay(config_.weight_decay));
   } else {
-    optimizer_ = std::make_unique<torch::optim::SGD>(
+    optimizer_ = std::make_unique<FusedSgd>(
         tensors,
         torch::optim::SGDOptions(config_.lr).momentum(config_.momentum).nesterov(true).weight_decay(config_.weight_decay));
   }
