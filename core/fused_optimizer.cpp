@@ -1,6 +1,7 @@
 #include "core/fused_optimizer.h"
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -55,12 +56,12 @@ bool same_layout(const at::Tensor& a, const at::Tensor& b) {
 // Whether the fused loop may walk these tensors as one flat float32 array each: on the CPU,
 // dense, and all in one layout.
 bool fusable(const at::Tensor& p, std::initializer_list<const at::Tensor*> others) {
-  if (!p.is_cpu() || p.scalar_type() != at::kFloat || !p.is_non_overlapping_and_dense()) return false;
+  const auto flat_float = [](const at::Tensor& t) {
+    return t.layout() == at::kStrided && t.is_cpu() && t.scalar_type() == at::kFloat && t.is_non_overlapping_and_dense();
+  };
+  if (!flat_float(p)) return false;
   for (const at::Tensor* t : others) {
-    if (t->is_sparse() || !t->is_cpu() || t->scalar_type() != at::kFloat || !t->is_non_overlapping_and_dense() ||
-        !same_layout(p, *t)) {
-      return false;
-    }
+    if (!flat_float(*t) || !same_layout(p, *t)) return false;
   }
   return true;
 }
@@ -124,6 +125,7 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
         parallel_over(p.numel(), [&](int64_t begin, int64_t n) {
           adamw_update(param + begin, g + begin, m + begin, v + begin, n, c);
         });
+        torch::autograd::impl::bump_version(p);  // as an in-place operation would
         ++last_step_fused_;
         continue;
       }
@@ -158,7 +160,8 @@ torch::Tensor FusedSgd::step(LossClosure closure) {
       auto* state = momentum != 0 ? static_cast<torch::optim::SGDParamState*>(find_state(state_, p)) : nullptr;
       const bool first = momentum != 0 && state == nullptr;
       const torch::Tensor buffer = first || momentum == 0 ? torch::Tensor() : state->momentum_buffer();
-      if (!grad.is_sparse() && fusable(p, {&grad}) && (!buffer.defined() || fusable(p, {&buffer}))) {
+      TORCH_CHECK(momentum == 0 || first || buffer.defined(), "SGD state without a momentum buffer");
+      if (fusable(p, {&grad}) && (!buffer.defined() || fusable(p, {&buffer}))) {
         torch::Tensor fresh_buffer;
         if (first) fresh_buffer = torch::empty_like(p, at::MemoryFormat::Preserve);
         SgdCoefficients c;
@@ -174,6 +177,7 @@ torch::Tensor FusedSgd::step(LossClosure closure) {
         parallel_over(p.numel(), [&](int64_t begin, int64_t n) {
           sgd_update(param + begin, g + begin, b == nullptr ? nullptr : b + begin, n, c);
         });
+        torch::autograd::impl::bump_version(p);
         if (first) {
           auto created = std::make_unique<torch::optim::SGDParamState>();
           created->momentum_buffer(fresh_buffer);

@@ -11,8 +11,8 @@
 //
 // The formula is LibTorch's, operation by operation, in float32:
 //   AdamW: p = p * (1 - lr wd);  m = m b1 + (1 - b1) g;  v = v b2 + ((1 - b2) g) g;
-//          p = p + (-lr / bc1) * (m / (sqrt(v) / sqrt(bc2) + eps))
-//   SGD:   d = g + wd p;  buf = d (first step) or buf mu + (1 - dampening) d;
+//          p = p + ((-lr / bc1) m) / (sqrt(v) / sqrt(bc2) + eps)
+//   SGD:   d = g + wd p (g if wd = 0);  buf = d (first step) or buf mu + (1 - dampening) d;
 //          d = d + mu buf (Nesterov) or buf;  p = p + (-lr) d
 // each operation rounded once (no fused multiply-add: the vector and scalar code of the loop give
 // the same bits, so ranks on CPUs with and without AVX2 stay identical). LibTorch's own kernels

@@ -7,9 +7,12 @@ namespace cmaf::core {
 // Two builds of each loop on x86-64, chosen when the program loads: AVX2 where the CPU has it,
 // else SSE2. Without "fma" in the target and with -ffp-contract=off (core/CMakeLists.txt),
 // both round every operation as the scalar formula does.
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
 #define CMAF_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
+#endif
+#endif
+#ifndef CMAF_VECTOR_CLONES
 #define CMAF_VECTOR_CLONES
 #endif
 
@@ -24,7 +27,7 @@ void adamw_update(float* __restrict param, const float* __restrict grad, float* 
     const float v = exp_avg_sq[i] * k.beta2 + k.one_minus_beta2 * g * g;
     exp_avg[i] = m;
     exp_avg_sq[i] = v;
-    param[i] = p + k.neg_step_size * (m / (std::sqrt(v) / k.sqrt_bias_correction2 + k.eps));
+    param[i] = p + k.neg_step_size * m / (std::sqrt(v) / k.sqrt_bias_correction2 + k.eps);
   }
 }
 
@@ -32,12 +35,16 @@ CMAF_VECTOR_CLONES
 void sgd_update(float* __restrict param, const float* __restrict grad, float* __restrict momentum_buffer,
                 int64_t count, const SgdCoefficients& c) {
   const SgdCoefficients k = c;
-  if (momentum_buffer == nullptr || k.momentum == 0.0f) {
-    for (int64_t i = 0; i < count; ++i) param[i] = param[i] + k.neg_lr * (grad[i] + k.weight_decay * param[i]);
+  const bool decay = k.weight_decay != 0.0f;  // LibTorch skips the term (0 * inf would be NaN)
+  if (momentum_buffer == nullptr) {
+    for (int64_t i = 0; i < count; ++i) {
+      const float d = decay ? grad[i] + k.weight_decay * param[i] : grad[i];
+      param[i] = param[i] + k.neg_lr * d;
+    }
     return;
   }
   for (int64_t i = 0; i < count; ++i) {
-    const float d = grad[i] + k.weight_decay * param[i];
+    const float d = decay ? grad[i] + k.weight_decay * param[i] : grad[i];
     const float buffer = k.first ? d : momentum_buffer[i] * k.momentum + k.one_minus_dampening * d;
     momentum_buffer[i] = buffer;
     param[i] = param[i] + k.neg_lr * (k.nesterov ? d + k.momentum * buffer : buffer);

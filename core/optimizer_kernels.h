@@ -13,7 +13,7 @@ namespace cmaf::core {
 //   p = param[i] * decay
 //   m = exp_avg[i] * beta1 + one_minus_beta1 * g           (exp_avg[i] = m)
 //   v = exp_avg_sq[i] * beta2 + (one_minus_beta2 * g) * g  (exp_avg_sq[i] = v)
-//   param[i] = p + neg_step_size * (m / (sqrt(v) / sqrt_bias_correction2 + eps))
+//   param[i] = p + (neg_step_size * m) / (sqrt(v) / sqrt_bias_correction2 + eps)
 struct AdamWCoefficients {
   float decay = 1.0f;          // 1 - lr * weight_decay
   float beta1 = 0.9f;
@@ -28,10 +28,10 @@ void adamw_update(float* param, const float* grad, float* exp_avg, float* exp_av
                   const AdamWCoefficients& c);
 
 // For i in [0, count):
-//   d = grad[i] + weight_decay * param[i]
+//   d = grad[i] + weight_decay * param[i]   (d = grad[i] when weight_decay is 0)
 //   b = first ? d : momentum_buffer[i] * momentum + one_minus_dampening * d  (momentum_buffer[i] = b)
 //   param[i] = param[i] + neg_lr * (nesterov ? d + momentum * b : b)
-// Without momentum (0, or no buffer): param[i] = param[i] + neg_lr * d.
+// Without a momentum buffer (null: no momentum): param[i] = param[i] + neg_lr * d.
 struct SgdCoefficients {
   float weight_decay = 0.0f;
   float momentum = 0.0f;

@@ -52,7 +52,7 @@ TEST(OptimizerKernels, AdamWLoopGivesTheScalarFormulasBitsAtEveryLengthAndAlignm
         em[i] = rounded(rounded(m[i] * c.beta1) + rounded(c.one_minus_beta1 * g[i]));
         ev[i] = rounded(rounded(v[i] * c.beta2) + rounded(rounded(c.one_minus_beta2 * g[i]) * g[i]));
         const float denom = rounded(rounded(std::sqrt(ev[i]) / c.sqrt_bias_correction2) + c.eps);
-        ep[i] = rounded(decayed + rounded(c.neg_step_size * rounded(em[i] / denom)));
+        ep[i] = rounded(decayed + rounded(rounded(c.neg_step_size * em[i]) / denom));
       }
       adamw_update(p.data() + start, g.data() + start, m.data() + start, v.data() + start, n, c);
       EXPECT_TRUE(same_bits(p, ep) && same_bits(m, em) && same_bits(v, ev)) << "start " << start << ", n " << n;
@@ -117,14 +117,36 @@ Parameters make_parameters(uint64_t seed) {
   return p;
 }
 
+// How the gradients are made: their scale, and whether the fused parameters' gradients are views
+// at offsets into one flat buffer, as the bucketed reducer leaves them.
+struct GradientStyle {
+  double scale = 1.0;
+  bool in_one_buffer = false;
+};
+
 // The same seeded gradient for step `step` on both sets.
-void set_gradients(Parameters& p, int step) {
+void set_gradients(Parameters& p, int step, GradientStyle style = {}) {
   at::Generator g = at::detail::createCPUGenerator(100 + step);
-  for (torch::Tensor& t : p.fused) t.mutable_grad() = torch::randn(t.sizes(), g).contiguous(t.suggest_memory_format());
+  for (torch::Tensor& t : p.fused) {
+    t.mutable_grad() = (torch::randn(t.sizes(), g) * style.scale).contiguous(t.suggest_memory_format());
+  }
   torch::Tensor& depthwise = p.fused[3].mutable_grad();
   depthwise = depthwise.as_strided(depthwise.sizes(), {9, 1, 3, 1});  // as autograd makes it
-  p.unfused[0].mutable_grad() = torch::randn(p.unfused[0].sizes(), g, torch::kDouble);
-  p.unfused[1].mutable_grad() = torch::randn(p.unfused[1].sizes(), g).contiguous(at::MemoryFormat::ChannelsLast);
+  if (style.in_one_buffer) {
+    int64_t total = 3;  // the first gradient starts 3 elements in: nothing is aligned
+    for (const torch::Tensor& t : p.fused) total += t.numel();
+    const torch::Tensor flat = torch::full({total}, std::nan(""));
+    int64_t offset = 3;
+    for (torch::Tensor& t : p.fused) {
+      torch::Tensor view = torch::empty({0}).set_(flat.storage(), offset, t.sizes(), t.grad().strides());
+      view.copy_(t.grad());
+      t.mutable_grad() = view;
+      offset += t.numel();
+    }
+  }
+  p.unfused[0].mutable_grad() = torch::randn(p.unfused[0].sizes(), g, torch::kDouble) * style.scale;
+  p.unfused[1].mutable_grad() =
+      (torch::randn(p.unfused[1].sizes(), g) * style.scale).contiguous(at::MemoryFormat::ChannelsLast);
 }
 
 // The largest difference relative to the tensor's scale.
@@ -134,13 +156,13 @@ double relative_gap(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 template <typename Fused, typename Reference, typename Options>
-void expect_same_updates(const Options& options, int steps) {
+void expect_same_updates(const Options& options, int steps, GradientStyle style = {}) {
   Parameters mine = make_parameters(9), theirs = make_parameters(9);
   Fused fused(mine.all(), options);
   Reference reference(theirs.all(), options);
   for (int step = 0; step < steps; ++step) {
-    set_gradients(mine, step);
-    set_gradients(theirs, step);
+    set_gradients(mine, step, style);
+    set_gradients(theirs, step, GradientStyle{style.scale, false});  // LibTorch's: plain tensors
     fused.step();
     reference.step();
     EXPECT_EQ(fused.last_step_fused(), static_cast<int64_t>(mine.fused.size()));
@@ -157,8 +179,16 @@ void expect_same_updates(const Options& options, int steps) {
 }
 
 TEST(FusedAdamW, MatchesLibTorchAdamW) {
-  expect_same_updates<FusedAdamW, torch::optim::AdamW>(torch::optim::AdamWOptions(1e-2).weight_decay(0.05), 6);
-  expect_same_updates<FusedAdamW, torch::optim::AdamW>(torch::optim::AdamWOptions(3e-3).weight_decay(0), 3);
+  using torch::optim::AdamWOptions;
+  expect_same_updates<FusedAdamW, torch::optim::AdamW>(AdamWOptions(1e-2).weight_decay(0.05), 6);
+  expect_same_updates<FusedAdamW, torch::optim::AdamW>(AdamWOptions(3e-3).weight_decay(0), 3);
+  // Other betas and an eps that matters (gradients of 1e-4 against eps 1e-3), gradients in one
+  // buffer at unaligned offsets.
+  GradientStyle small;
+  small.scale = 1e-4;
+  small.in_one_buffer = true;
+  expect_same_updates<FusedAdamW, torch::optim::AdamW>(
+      AdamWOptions(1e-2).betas({0.8, 0.95}).eps(1e-3).weight_decay(0.1), 5, small);
 }
 
 TEST(FusedAdamW, AmsgradTakesLibTorchsOperations) {
@@ -178,9 +208,35 @@ TEST(FusedAdamW, AmsgradTakesLibTorchsOperations) {
 
 TEST(FusedSgd, MatchesLibTorchSgd) {
   using torch::optim::SGDOptions;
+  GradientStyle in_one_buffer;
+  in_one_buffer.in_one_buffer = true;
   expect_same_updates<FusedSgd, torch::optim::SGD>(SGDOptions(0.05).momentum(0.9).nesterov(true).weight_decay(1e-3), 5);
-  expect_same_updates<FusedSgd, torch::optim::SGD>(SGDOptions(0.05).momentum(0.8).dampening(0.25), 4);
+  expect_same_updates<FusedSgd, torch::optim::SGD>(SGDOptions(0.05).momentum(0.8).dampening(0.25), 4, in_one_buffer);
   expect_same_updates<FusedSgd, torch::optim::SGD>(SGDOptions(0.05).weight_decay(1e-2), 3);
+}
+
+TEST(FusedSgd, MomentumMovesToLibTorchSgdAndBackThroughACheckpoint) {
+  const auto options = torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true).weight_decay(1e-3);
+  Parameters mine = make_parameters(9), theirs = make_parameters(9);
+  FusedSgd fused(mine.all(), options);
+  torch::optim::SGD reference(theirs.all(), options);
+  for (int step = 0; step < 2; ++step) {
+    set_gradients(mine, step);
+    set_gradients(theirs, step);
+    fused.step();
+    reference.step();
+  }
+  std::stringstream fused_state, reference_state;
+  torch::save(fused, fused_state);
+  torch::save(reference, reference_state);
+  torch::load(fused, reference_state);
+  torch::load(reference, fused_state);
+  set_gradients(mine, 2);
+  set_gradients(theirs, 2);
+  fused.step();
+  reference.step();
+  EXPECT_EQ(fused.last_step_fused(), static_cast<int64_t>(mine.fused.size()));  // not a first step again
+  for (size_t k = 0; k < mine.fused.size(); ++k) EXPECT_LT(relative_gap(mine.fused[k], theirs.fused[k]), 1e-6) << k;
 }
 
 TEST(FusedAdamW, StateMovesToLibTorchAdamWAndBackThroughACheckpoint) {
