@@ -6,6 +6,21 @@
 
 namespace cmaf::cluster {
 
+namespace {
+thread_local double waited_seconds = 0.0;  // collective_wait_seconds()
+}  // namespace
+
+void Work::wait() const {
+  if (!completed()) {
+    const auto start = std::chrono::steady_clock::now();
+    done_.wait();
+    waited_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  done_.get();
+}
+
+double collective_wait_seconds() { return waited_seconds; }
+
 std::string to_string(ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum: return "sum";

@@ -26,8 +26,9 @@ std::string to_string(ReduceOp op);
 class Work {
  public:
   explicit Work(std::shared_future<void> done) : done_(std::move(done)) {}
-  // Blocks until the collective finished; rethrows its error.
-  void wait() const { done_.get(); }
+  // Blocks until the collective finished; rethrows its error. The time blocked counts towards
+  // the calling thread's collective_wait_seconds().
+  void wait() const;
   bool completed() const {
     return done_.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
   }
@@ -36,6 +37,12 @@ class Work {
   std::shared_future<void> done_;
 };
 using WorkHandle = std::shared_ptr<Work>;
+
+// Seconds the calling thread has spent blocked in Work::wait() (any communicator) since it
+// started: where a rank waits for its peers, or for a transfer, instead of working. Per thread,
+// so ranks as threads each count their own. For host collectives only: an NCCL Work completes
+// when its stream does, so a wait for it also covers the caller's own GPU work queued before.
+double collective_wait_seconds();
 
 class Communicator {
  public:

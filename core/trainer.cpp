@@ -17,6 +17,7 @@
 #include "core/fused_optimizer.h"
 #include "core/lr_schedule.h"
 #include "core/pseudo_label_pool.h"
+#include "core/rank_pace.h"
 #include "core/step_loss.h"
 #include "core/stop_request.h"
 #include "core/training_checkpoint.h"
@@ -88,6 +89,7 @@ class Trainer {
   int64_t last_pool_refresh_ = -1;
   bool unlabeled_anywhere_ = false;  // unlabeled slices exist and --unlabeled-batch > 0
   TrainingLog log_;
+  std::unique_ptr<PaceMeter> pace_;  // several ranks: who sets the pace (core/rank_pace.h)
   int64_t steps_per_epoch_ = 1;
   std::string last_checkpoint_;
   double last_val_mean_ = -1.0;
@@ -138,6 +140,8 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const 
       pool_->load(state_.pool_version, plan_.ranks[static_cast<size_t>(world_.rank())]);
     }
   }
+  // On the CPU only: a GPU rank's waits also cover its own queued kernels (core/rank_pace.h).
+  if (world_.size() > 1 && device_.is_cpu()) pace_ = std::make_unique<PaceMeter>(world_);
 }
 
 void Trainer::refresh_pool(int64_t step) {
@@ -366,6 +370,7 @@ TrainResult Trainer::run() {
       refresh_pool(step);
       last_pool_refresh_ = step;
     }
+    if (pace_) pace_->begin_step();
     const double lr = learning_rate(config_, step);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
     std::vector<double> constraints;  // mean over the micro-batches
@@ -412,6 +417,7 @@ TrainResult Trainer::run() {
         state_.multipliers.update(constraints);
       }
     }
+    if (pace_) pace_->end_step();
     state_.step = step + 1;
     ++window_steps;
     if (state_.step % config_.log_every == 0 || state_.step == config_.steps) {
@@ -430,6 +436,11 @@ TrainResult Trainer::run() {
       report.skipped_steps = state_.skipped_steps;
       report.images_per_second = static_cast<double>(window_images) / seconds;
       report.steps_per_second = static_cast<double>(window_steps) / seconds;
+      if (pace_) {
+        const PaceReport pace = pace_->gather();
+        report.pace = pace.to_json();
+        if (pace_->should_warn(pace) && coordinator_) LOG(WARNING) << "step " << state_.step << ": " << pace.warning();
+      }
       log_.step(report);
       window_start = Clock::now();
       window_images = 0;

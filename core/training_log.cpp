@@ -30,22 +30,24 @@ void TrainingLog::step(const StepReport& r) {
     const bool active = c >= r.constraint_active.size() || r.constraint_active[c] != 0;
     constraints.push_back(active ? nlohmann::json(r.constraints[c]) : nlohmann::json(nullptr));
   }
-  append({{"step", r.step},
-          {"epoch", r.epoch},
-          {"lr", r.lr},
-          {"ramp", r.ramp},
-          {"loss",
-           {{"total", v[kTotal] / n},
-            {"supervised", v[kSupervised] / n},
-            {"cross_entropy", v[kCrossEntropy] / n},
-            {"dice", v[kDice] / n},
-            {"ldc", v[kLdc] / n},
-            {"contrastive", v[kContrastive] / n}}},
-          {"multipliers", r.multipliers},
-          {"constraints", constraints},
-          {"confident_fraction", v[kConfident] / n},
-          {"images_per_s", r.images_per_second},
-          {"skipped_steps", r.skipped_steps}});
+  nlohmann::json line = {{"step", r.step},
+                        {"epoch", r.epoch},
+                        {"lr", r.lr},
+                        {"ramp", r.ramp},
+                        {"loss",
+                         {{"total", v[kTotal] / n},
+                          {"supervised", v[kSupervised] / n},
+                          {"cross_entropy", v[kCrossEntropy] / n},
+                          {"dice", v[kDice] / n},
+                          {"ldc", v[kLdc] / n},
+                          {"contrastive", v[kContrastive] / n}}},
+                        {"multipliers", r.multipliers},
+                        {"constraints", constraints},
+                        {"confident_fraction", v[kConfident] / n},
+                        {"images_per_s", r.images_per_second},
+                        {"skipped_steps", r.skipped_steps}};
+  if (!r.pace.is_null()) line["pace"] = r.pace;
+  append(line);
   const double eta =
       r.steps_per_second > 0 ? static_cast<double>(r.total_steps - r.step) / r.steps_per_second : 0.0;
   char text[256];

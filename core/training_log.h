@@ -36,6 +36,7 @@ struct StepReport {
   int64_t skipped_steps = 0;
   double images_per_second = 0.0;
   double steps_per_second = 0.0;
+  nlohmann::json pace;  // several ranks: PaceReport::to_json() of the window; null: none
 };
 
 class TrainingLog {
