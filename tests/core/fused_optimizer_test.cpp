@@ -215,55 +215,45 @@ TEST(FusedSgd, MatchesLibTorchSgd) {
   expect_same_updates<FusedSgd, torch::optim::SGD>(SGDOptions(0.05).weight_decay(1e-2), 3);
 }
 
-TEST(FusedSgd, MomentumMovesToLibTorchSgdAndBackThroughACheckpoint) {
-  const auto options = torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true).weight_decay(1e-3);
+// Runs `before` steps of each optimizer, swaps their states through checkpoints (each continues
+// from the other's), then one more step of each: the same updates, every parameter in the
+// one-pass loop, and `check(fused)` after it.
+template <typename Fused, typename Reference, typename Options, typename Check>
+void expect_states_swap(const Options& options, int before, const Check& check) {
   Parameters mine = make_parameters(9), theirs = make_parameters(9);
-  FusedSgd fused(mine.all(), options);
-  torch::optim::SGD reference(theirs.all(), options);
-  for (int step = 0; step < 2; ++step) {
+  Fused fused(mine.all(), options);
+  Reference reference(theirs.all(), options);
+  for (int step = 0; step <= before; ++step) {
+    if (step == before) {
+      std::stringstream fused_state, reference_state;
+      torch::save(fused, fused_state);
+      torch::save(reference, reference_state);
+      torch::load(fused, reference_state);
+      torch::load(reference, fused_state);
+    }
     set_gradients(mine, step);
     set_gradients(theirs, step);
     fused.step();
     reference.step();
   }
-  std::stringstream fused_state, reference_state;
-  torch::save(fused, fused_state);
-  torch::save(reference, reference_state);
-  torch::load(fused, reference_state);
-  torch::load(reference, fused_state);
-  set_gradients(mine, 2);
-  set_gradients(theirs, 2);
-  fused.step();
-  reference.step();
-  EXPECT_EQ(fused.last_step_fused(), static_cast<int64_t>(mine.fused.size()));  // not a first step again
+  EXPECT_EQ(fused.last_step_fused(), static_cast<int64_t>(mine.fused.size()));
   for (size_t k = 0; k < mine.fused.size(); ++k) EXPECT_LT(relative_gap(mine.fused[k], theirs.fused[k]), 1e-6) << k;
+  check(fused);
+}
+
+TEST(FusedSgd, MomentumMovesToLibTorchSgdAndBackThroughACheckpoint) {
+  // The loaded momentum buffer is used (a fresh one would move the parameters differently).
+  expect_states_swap<FusedSgd, torch::optim::SGD>(
+      torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true).weight_decay(1e-3), 2, [](const FusedSgd&) {});
 }
 
 TEST(FusedAdamW, StateMovesToLibTorchAdamWAndBackThroughACheckpoint) {
-  const auto options = torch::optim::AdamWOptions(1e-2).weight_decay(0.05);
-  Parameters mine = make_parameters(9), theirs = make_parameters(9);
-  FusedAdamW fused(mine.all(), options);
-  torch::optim::AdamW reference(theirs.all(), options);
-  for (int step = 0; step < 3; ++step) {
-    set_gradients(mine, step);
-    set_gradients(theirs, step);
-    fused.step();
-    reference.step();
-  }
-  // Swap the states: each optimizer continues from the other's checkpoint.
-  std::stringstream fused_state, reference_state;
-  torch::save(fused, fused_state);
-  torch::save(reference, reference_state);
-  torch::load(fused, reference_state);
-  torch::load(reference, fused_state);
-  for (const auto& [key, state] : fused.state()) {
-    EXPECT_EQ(static_cast<const torch::optim::AdamWParamState&>(*state).step(), 3) << key;
-  }
-  set_gradients(mine, 3);
-  set_gradients(theirs, 3);
-  fused.step();
-  reference.step();
-  for (size_t k = 0; k < mine.fused.size(); ++k) EXPECT_LT(relative_gap(mine.fused[k], theirs.fused[k]), 1e-6) << k;
+  expect_states_swap<FusedAdamW, torch::optim::AdamW>(
+      torch::optim::AdamWOptions(1e-2).weight_decay(0.05), 3, [](const FusedAdamW& fused) {
+        for (const auto& [key, state] : fused.state()) {
+          EXPECT_EQ(static_cast<const torch::optim::AdamWParamState&>(*state).step(), 4) << key;
+        }
+      });
 }
 
 TEST(FusedAdamW, SameBitsOnOneThreadAndOnSeveral) {
