@@ -128,12 +128,11 @@ PaceReport PaceMeter::gather() {
 }
 
 bool PaceMeter::should_warn(const PaceReport& report) {
-  ++windows_since_warning_;
+  const int64_t window = windows_++;
   if (!report.straggler()) return false;
-  const int slowest = report.slowest_rank();
-  if (slowest == last_warned_rank_ && windows_since_warning_ < kWarnEveryWindows) return false;
-  last_warned_rank_ = slowest;
-  windows_since_warning_ = 0;
+  const auto last = last_warned_window_.find(report.slowest_rank());
+  if (last != last_warned_window_.end() && window - last->second < kWarnEveryWindows) return false;
+  last_warned_window_[report.slowest_rank()] = window;
   return true;
 }
 

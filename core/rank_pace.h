@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -63,9 +64,9 @@ class PaceMeter {
   // Collective (every rank at the same step): the window's means of every rank; starts a new
   // window. Every rank gets the same report.
   PaceReport gather();
-  // Whether rank 0 should log report.warning() now: a straggler, and either another rank than at
-  // the last warning or at least kWarnEveryWindows windows since it (a lasting straggler is
-  // named again now and then, not at every log step).
+  // Whether rank 0 should log report.warning() now: a straggler not named in the last
+  // kWarnEveryWindows windows (a lasting straggler is named again now and then, not at every log
+  // step; two ranks that take turns are each named at most as often).
   bool should_warn(const PaceReport& report);
 
  private:
@@ -77,8 +78,8 @@ class PaceMeter {
   double busy_ = 0.0;
   double waited_ = 0.0;
   int64_t steps_ = 0;
-  int last_warned_rank_ = -1;
-  int64_t windows_since_warning_ = 0;
+  int64_t windows_ = 0;                       // should_warn calls so far
+  std::map<int, int64_t> last_warned_window_;  // rank -> the window it was last named in
 };
 
 }  // namespace cmaf::core

@@ -60,6 +60,10 @@ TEST(PaceMeter, WarnsForANewStragglerAtOnceAndForALastingOneEveryTenWindows) {
   for (int window = 1; window <= 20; ++window) warned += meter.should_warn(slow1) ? 1 : 0;
   EXPECT_EQ(warned, 2);  // windows 10 and 20 after the first warning
   EXPECT_TRUE(meter.should_warn(slow0));
+  // Two ranks taking turns: each is named at most once every ten windows.
+  warned = 0;
+  for (int window = 1; window <= 20; ++window) warned += meter.should_warn(window % 2 ? slow1 : slow0) ? 1 : 0;
+  EXPECT_EQ(warned, 4);
 }
 
 TEST(PaceMeter, RanksAsThreadsSeeTheSleepyRanksWorkAsBusyAndItsPeersWaitingForIt) {
