@@ -35,14 +35,6 @@ std::vector<std::string> gather_hosts(cluster::Communicator& world) {
   return hosts;
 }
 
-}  // namespace
-
-int PaceReport::slowest_rank() const {
-  if (busy_seconds.empty()) return -1;
-  return static_cast<int>(std::max_element(busy_seconds.begin(), busy_seconds.end()) - busy_seconds.begin());
-}
-
-namespace {
 // The median of `values` without the slowest rank's.
 double median_without(const std::vector<double>& values, int slowest) {
   std::vector<double> others;
@@ -51,7 +43,13 @@ double median_without(const std::vector<double>& values, int slowest) {
   }
   return median(others);
 }
+
 }  // namespace
+
+int PaceReport::slowest_rank() const {
+  if (busy_seconds.empty()) return -1;
+  return static_cast<int>(std::max_element(busy_seconds.begin(), busy_seconds.end()) - busy_seconds.begin());
+}
 
 double PaceReport::others_median_busy() const { return median_without(busy_seconds, slowest_rank()); }
 
