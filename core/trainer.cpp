@@ -21,18 +21,15 @@
 #include "core/step_loss.h"
 #include "core/stop_request.h"
 #include "core/training_checkpoint.h"
+#include "core/training_data.h"
 #include "core/training_log.h"
 #include "core/training_state.h"
 #include "core/validation.h"
-#include "datastore/batch_loader.h"
 #include "datastore/manifest.h"
 #include "losses/boundary_contrastive.h"
 #include "losses/ramp_up.h"
 #include "model/batch_norm.h"
 #include "model/cmaformer.h"
-#include "sharding/foreground_index.h"
-#include "sharding/shard_plan.h"
-#include "sharding/step_sampler.h"
 
 namespace cmaf::core {
 namespace {
@@ -59,6 +56,30 @@ class Trainer {
   void validate(int64_t step);
   void check_agreement(int64_t step);
 
+  // The steps of run()'s loop, in order.
+  struct StepOutcome {
+    torch::Tensor sums;               // kSlotCount values, summed over the ranks
+    std::vector<double> constraints;  // mean over the micro-batches
+    std::vector<uint8_t> active;      // in any micro-batch
+    int64_t images = 0;               // over all ranks
+  };
+  struct LogWindow {  // since the last step line
+    Clock::time_point start = Clock::now();
+    int64_t images = 0;
+    int64_t steps = 0;
+  };
+  void maybe_refresh_pool(int64_t step);
+  // The A micro-batches through train_step, then the buffers' broadcast (local batch norm) and
+  // the loss terms' and flags' sum over the ranks.
+  StepOutcome forward_backward(int64_t step);
+  // Clipping, optimizer, teacher and multipliers; or, when a rank saw a non-finite value, a
+  // skipped step (--non-finite skip) or an Error (stop).
+  void apply_step(int64_t step, const StepOutcome& outcome);
+  // The step line of metrics.jsonl (with the ranks' pace), then a new window.
+  void log_window(int64_t step, double lr, const StepOutcome& outcome, LogWindow* window);
+  // Fingerprints, validation and checkpoint at their intervals; true: stop (a signal asked).
+  bool after_step(bool stop, TrainResult* result);
+
   TrainConfig config_;
   cluster::Communicator& world_;
   torch::Device device_;
@@ -80,17 +101,12 @@ class Trainer {
   TrainingState state_;
   int64_t resumed_from_ = -1;
   // Data.
-  sharding::ShardPlan plan_;
-  sharding::ForegroundIndex foreground_;
-  std::unique_ptr<sharding::StepSampler> sampler_;
-  std::unique_ptr<datastore::BatchLoader> loader_;
+  std::unique_ptr<TrainingData> data_;
   std::unique_ptr<Validator> validator_;
   std::unique_ptr<PseudoLabelPool> pool_;
   int64_t last_pool_refresh_ = -1;
-  bool unlabeled_anywhere_ = false;  // unlabeled slices exist and --unlabeled-batch > 0
   TrainingLog log_;
   std::unique_ptr<PaceMeter> pace_;  // several ranks: who sets the pace (core/rank_pace.h)
-  int64_t steps_per_epoch_ = 1;
   std::string last_checkpoint_;
   double last_val_mean_ = -1.0;
 };
@@ -122,7 +138,7 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const 
   set_up_model();
   resume_or_start();
   set_up_data();
-  if (config_.pool_refresh_every > 0 && unlabeled_anywhere_) {
+  if (config_.pool_refresh_every > 0 && data_->unlabeled_anywhere) {
     PoolOptions o;
     o.run_dir = config_.run_dir;
     o.dataset_dir = config_.data;
@@ -137,7 +153,7 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const 
     // A fresh start (or a resume from before the first version) publishes its first version at
     // the top of the step loop, at --unlabeled-start-step.
     if (resumed_from_ >= 0 && state_.pool_version > 0) {
-      pool_->load(state_.pool_version, plan_.ranks[static_cast<size_t>(world_.rank())]);
+      pool_->load(state_.pool_version, data_->shard(world_.rank()));
     }
   }
   // On the CPU only: a GPU rank's waits also cover its own queued kernels (core/rank_pace.h).
@@ -145,7 +161,7 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const 
 }
 
 void Trainer::refresh_pool(int64_t step) {
-  const nlohmann::json published = pool_->refresh(*teacher_, plan_.ranks[static_cast<size_t>(world_.rank())], step);
+  const nlohmann::json published = pool_->refresh(*teacher_, data_->shard(world_.rank()), step);
   state_.pool_version = pool_->version();
   log_.append({{"step", step}, {"pool", published}});
   if (coordinator_) {
@@ -234,59 +250,7 @@ void Trainer::resume_or_start() {
 }
 
 void Trainer::set_up_data() {
-  sharding::ShardPlanOptions plan_options;
-  plan_options.world_size = world_.size();
-  plan_options.seed = config_.seed;
-  plan_ = sharding::plan_shards(manifest_, plan_options);
-  if (coordinator_) {
-    for (const std::string& note : plan_.notes) LOG(INFO) << "shard plan: " << note;
-  }
-  bool labeled_anywhere = false;
-  for (const auto& r : plan_.ranks) {
-    labeled_anywhere |= !r.labeled.empty();
-    unlabeled_anywhere_ |= !r.unlabeled.empty();
-  }
-  // --unlabeled-batch 0 trains supervised only: no unlabeled stream, no LDC, no pool refreshes.
-  unlabeled_anywhere_ = unlabeled_anywhere_ && config_.unlabeled_batch > 0;
-  // --separate-strong-forward: each forward is a collective under sync batch norm, so every rank
-  // must hold unlabeled slices (the plan shares cases when ranks outnumber them).
-  for (const auto& r : plan_.ranks) {
-    CMAF_CHECK(!unlabeled_anywhere_ || !config_.separate_strong_forward || !r.unlabeled.empty(), "no unlabeled case");
-  }
-  if (!labeled_anywhere) {
-    throw InputError(datastore::manifest_path(config_.data), "cases", "no labeled train case: nothing to supervise");
-  }
-  const sharding::RankShard& shard = plan_.ranks[static_cast<size_t>(world_.rank())];
-  if (config_.foreground_fraction > 0.0) foreground_ = sharding::build_foreground_index(config_.data, shard);
-  sharding::SamplerOptions s;
-  s.site_weights = config_.parsed_site_weights();
-  for (const auto& [site, weight] : s.site_weights) {
-    if (manifest_.find_site(site) == nullptr) {
-      throw InputError("--site-weights", site, str("no site '", site, "' in ", datastore::manifest_path(config_.data)));
-    }
-  }
-  s.labeled_batch = config_.labeled_batch;
-  s.unlabeled_batch = unlabeled_anywhere_ ? config_.unlabeled_batch : 0;
-  s.foreground_fraction = config_.foreground_fraction;
-  s.seed = config_.seed;
-  s.unlabeled_from_step = config_.unlabeled_start_step * config_.accumulate_steps;
-  sampler_ = std::make_unique<sharding::StepSampler>(shard, s, world_.rank(),
-                                                     config_.foreground_fraction > 0.0 ? &foreground_ : nullptr);
-  steps_per_epoch_ = sharding::steps_per_epoch(plan_, config_.labeled_batch);
-  datastore::LoaderOptions o;
-  o.dataset_dir = config_.data;
-  o.input_size = model_config_.input_size;
-  o.threads = config_.loader_threads;
-  o.queue_steps = config_.loader_queue;
-  o.cache_budget_bytes = config_.cache_budget_mib << 20;
-  o.shard_files = sharding::shard_files(shard);
-  o.augment = config_.augment;
-  o.seed = config_.seed ^ 0x6c6f61646572ULL;
-  o.rank = world_.rank();
-  const sharding::StepSampler* sampler = sampler_.get();
-  loader_ = std::make_unique<datastore::BatchLoader>(
-      o, [sampler](int64_t step) { return sharding::step_request(*sampler, step); },
-      state_.step * config_.accumulate_steps);  // A loader steps (micro-batches) per optimizer step
+  data_ = open_training_data(config_, manifest_, model_config_.input_size, world_.rank(), world_.size(), state_.step);
   validator_ = std::make_unique<Validator>(config_.data, manifest_, model_config_.input_size, config_.val_max_slices,
                                            world_.rank(), world_.size());
 }
@@ -303,7 +267,7 @@ torch::Tensor Trainer::train_step(const StepTensors& t, int64_t step, int64_t mi
   }
   StepLossOptions o;
   o.classes = classes_;
-  o.ldc = unlabeled_anywhere_ && config_.use_ldc;
+  o.ldc = data_->unlabeled_anywhere && config_.use_ldc;
   o.ldc_fixed_weight = config_.ldc_fixed_weight;
   o.contrastive_weight = config_.contrastive_weight;
   o.ramp = losses::delayed_ramp_up(step, config_.unlabeled_start_step, config_.ramp_up_steps);
@@ -349,6 +313,107 @@ void Trainer::update_teacher(int64_t step) {
   for (size_t i = 0; i < teacher_buffers.size(); ++i) teacher_buffers[i].copy_(student_buffers[i]);
 }
 
+void Trainer::maybe_refresh_pool(int64_t step) {
+  // Versions at --unlabeled-start-step and every --pool-refresh-every steps after it.
+  const int64_t since_start = step - config_.unlabeled_start_step;
+  if (pool_ && since_start >= 0 && last_pool_refresh_ != step &&
+      (state_.pool_version == 0 || since_start % config_.pool_refresh_every == 0)) {
+    refresh_pool(step);
+    last_pool_refresh_ = step;
+  }
+}
+
+Trainer::StepOutcome Trainer::forward_backward(int64_t step) {
+  StepOutcome out;
+  out.sums = torch::zeros({kSlotCount}, torch::kDouble);
+  const double a = static_cast<double>(config_.accumulate_steps);
+  for (int64_t micro = 0; micro < config_.accumulate_steps; ++micro) {
+    const StepTensors t = to_device(to_tensors(data_->loader->next()), device_, config_.channels_last);
+    out.images += (t.labeled.size(0) + (t.strong.defined() ? t.strong.size(0) : 0)) * world_.size();
+    StepLoss micro_loss;
+    out.sums += train_step(t, step, micro, &micro_loss);
+    const std::vector<double>& micro_constraints = micro_loss.constraints;
+    out.constraints.resize(micro_constraints.size(), 0.0);
+    out.active.resize(micro_constraints.size(), 0);
+    for (size_t c = 0; c < micro_constraints.size(); ++c) {
+      out.constraints[c] += micro_constraints[c] / a;
+      out.active[c] |= micro_loss.constraint_active[c];
+    }
+  }
+  if (world_.size() > 1 && !config_.sync_batch_norm && !buffers_.empty()) {
+    cluster::broadcast_packed(buffers_, device_world_);
+  }
+  world_.all_reduce(out.sums, cluster::ReduceOp::kSum);
+  return out;
+}
+
+void Trainer::apply_step(int64_t step, const StepOutcome& outcome) {
+  const auto* v = outcome.sums.data_ptr<double>();
+  if (v[kBadSupervised] + v[kBadLdc] + v[kBadContrastive] + v[kBadGradient] > 0) {
+    const std::string which = str(v[kBadSupervised] > 0 ? " supervised" : "", v[kBadLdc] > 0 ? " ldc" : "",
+                                  v[kBadContrastive] > 0 ? " contrastive" : "", v[kBadGradient] > 0 ? " gradients" : "");
+    if (config_.non_finite == NonFinitePolicy::kStop) {
+      throw Error(str("non-finite values at step ", step, " in:", which,
+                      " (on some rank); no checkpoint written. Lower --lr, enable --clip-grad-norm, or use "
+                      "--non-finite skip"));
+    }
+    if (coordinator_) LOG(WARNING) << "step " << step << ": non-finite" << which << ", step skipped";
+    ++state_.skipped_steps;
+    return;
+  }
+  if (config_.clip_grad_norm > 0.0) {
+    std::vector<torch::Tensor> tensors;
+    for (const auto& p : parameters_) tensors.push_back(p.tensor);
+    torch::nn::utils::clip_grad_norm_(tensors, config_.clip_grad_norm);
+  }
+  optimizer_->step();
+  update_teacher(step);
+  if (!outcome.constraints.empty() && config_.ldc_fixed_weight == 0.0 && step >= config_.unlabeled_start_step) {
+    state_.multipliers.update(outcome.constraints);
+  }
+}
+
+void Trainer::log_window(int64_t step, double lr, const StepOutcome& outcome, LogWindow* window) {
+  const double seconds = std::chrono::duration<double>(Clock::now() - window->start).count();
+  StepReport report;
+  report.step = state_.step;
+  report.epoch = step * config_.accumulate_steps / data_->steps_per_epoch;
+  report.total_steps = config_.steps;
+  report.lr = lr;
+  report.ramp = losses::delayed_ramp_up(step, config_.unlabeled_start_step, config_.ramp_up_steps);
+  report.sums = outcome.sums.data_ptr<double>();
+  report.world_size = world_.size();
+  report.multipliers = state_.multipliers.values();
+  report.constraints = outcome.constraints;
+  report.constraint_active = outcome.active;
+  report.skipped_steps = state_.skipped_steps;
+  report.images_per_second = static_cast<double>(window->images) / seconds;
+  report.steps_per_second = static_cast<double>(window->steps) / seconds;
+  if (pace_) {
+    const PaceReport pace = pace_->gather();
+    report.pace = pace.to_json();
+    if (pace_->should_warn(pace) && coordinator_) LOG(WARNING) << "step " << state_.step << ": " << pace.warning();
+  }
+  log_.step(report);
+  *window = LogWindow{};
+}
+
+bool Trainer::after_step(bool stop, TrainResult* result) {
+  if (state_.step % config_.fingerprint_every == 0) check_agreement(state_.step);
+  const bool at_end = state_.step == config_.steps;
+  const bool checkpoint_now = state_.step % config_.checkpoint_every == 0 || at_end || stop;
+  if ((config_.val_every > 0 && state_.step % config_.val_every == 0) || (config_.val_every == 0 && checkpoint_now)) {
+    validate(state_.step);
+  }
+  if (checkpoint_now) result->last_checkpoint = save_checkpoint();
+  if (stop) {
+    result->stopped_by_signal = true;
+    log_.finish();
+    if (coordinator_) LOG(WARNING) << "stop requested (signal): checkpoint at step " << state_.step << " written";
+  }
+  return stop;
+}
+
 TrainResult Trainer::run() {
   TrainResult result;
   result.resumed_from = resumed_from_;
@@ -356,110 +421,23 @@ TrainResult Trainer::run() {
   if (coordinator_) {
     LOG(INFO) << "training " << model_config_.preset << " (" << classes_ << " classes, input "
               << model_config_.input_size << ") on " << world_.size() << " rank(s) from step " << state_.step << " to "
-              << config_.steps << ", " << steps_per_epoch_ << " steps per epoch";
+              << config_.steps << ", " << data_->steps_per_epoch << " steps per epoch";
   }
-  auto window_start = Clock::now();
-  int64_t window_images = 0;
-  int64_t window_steps = 0;
+  LogWindow window;
   while (state_.step < config_.steps) {
     const int64_t step = state_.step;
-    // Versions at --unlabeled-start-step and every --pool-refresh-every steps after it.
-    const int64_t since_start = step - config_.unlabeled_start_step;
-    if (pool_ && since_start >= 0 && last_pool_refresh_ != step &&
-        (state_.pool_version == 0 || since_start % config_.pool_refresh_every == 0)) {
-      refresh_pool(step);
-      last_pool_refresh_ = step;
-    }
+    maybe_refresh_pool(step);
     if (pace_) pace_->begin_step();
     const double lr = learning_rate(config_, step);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
-    std::vector<double> constraints;  // mean over the micro-batches
-    std::vector<uint8_t> active;      // in any micro-batch
-    torch::Tensor sums = torch::zeros({kSlotCount}, torch::kDouble);
-    for (int64_t micro = 0; micro < config_.accumulate_steps; ++micro) {
-      const StepTensors t = to_device(to_tensors(loader_->next()), device_, config_.channels_last);
-      window_images += (t.labeled.size(0) + (t.strong.defined() ? t.strong.size(0) : 0)) * world_.size();
-      StepLoss micro_loss;
-      sums += train_step(t, step, micro, &micro_loss);
-      const std::vector<double>& micro_constraints = micro_loss.constraints;
-      constraints.resize(micro_constraints.size(), 0.0);
-      active.resize(micro_constraints.size(), 0);
-      for (size_t c = 0; c < micro_constraints.size(); ++c) {
-        constraints[c] += micro_constraints[c] / static_cast<double>(config_.accumulate_steps);
-        active[c] |= micro_loss.constraint_active[c];
-      }
-    }
-    if (world_.size() > 1 && !config_.sync_batch_norm && !buffers_.empty()) {
-      cluster::broadcast_packed(buffers_, device_world_);
-    }
-    world_.all_reduce(sums, cluster::ReduceOp::kSum);
-    const auto* v = sums.data_ptr<double>();
-    const bool bad = v[kBadSupervised] + v[kBadLdc] + v[kBadContrastive] + v[kBadGradient] > 0;
-    if (bad) {
-      const std::string which = str(v[kBadSupervised] > 0 ? " supervised" : "", v[kBadLdc] > 0 ? " ldc" : "",
-                                    v[kBadContrastive] > 0 ? " contrastive" : "", v[kBadGradient] > 0 ? " gradients" : "");
-      if (config_.non_finite == NonFinitePolicy::kStop) {
-        throw Error(str("non-finite values at step ", step, " in:", which,
-                        " (on some rank); no checkpoint written. Lower --lr, enable --clip-grad-norm, or use "
-                        "--non-finite skip"));
-      }
-      if (coordinator_) LOG(WARNING) << "step " << step << ": non-finite" << which << ", step skipped";
-      ++state_.skipped_steps;
-    } else {
-      if (config_.clip_grad_norm > 0.0) {
-        std::vector<torch::Tensor> tensors;
-        for (const auto& p : parameters_) tensors.push_back(p.tensor);
-        torch::nn::utils::clip_grad_norm_(tensors, config_.clip_grad_norm);
-      }
-      optimizer_->step();
-      update_teacher(step);
-      if (!constraints.empty() && config_.ldc_fixed_weight == 0.0 && step >= config_.unlabeled_start_step) {
-        state_.multipliers.update(constraints);
-      }
-    }
+    const StepOutcome outcome = forward_backward(step);
+    apply_step(step, outcome);
     if (pace_) pace_->end_step();
     state_.step = step + 1;
-    ++window_steps;
-    if (state_.step % config_.log_every == 0 || state_.step == config_.steps) {
-      const double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
-      StepReport report;
-      report.step = state_.step;
-      report.epoch = step * config_.accumulate_steps / steps_per_epoch_;
-      report.total_steps = config_.steps;
-      report.lr = lr;
-      report.ramp = losses::delayed_ramp_up(step, config_.unlabeled_start_step, config_.ramp_up_steps);
-      report.sums = v;
-      report.world_size = world_.size();
-      report.multipliers = state_.multipliers.values();
-      report.constraints = constraints;
-      report.constraint_active = active;
-      report.skipped_steps = state_.skipped_steps;
-      report.images_per_second = static_cast<double>(window_images) / seconds;
-      report.steps_per_second = static_cast<double>(window_steps) / seconds;
-      if (pace_) {
-        const PaceReport pace = pace_->gather();
-        report.pace = pace.to_json();
-        if (pace_->should_warn(pace) && coordinator_) LOG(WARNING) << "step " << state_.step << ": " << pace.warning();
-      }
-      log_.step(report);
-      window_start = Clock::now();
-      window_images = 0;
-      window_steps = 0;
-    }
-    if (state_.step % config_.fingerprint_every == 0) check_agreement(state_.step);
-    const bool stop = v[kStop] > 0;
-    const bool at_end = state_.step == config_.steps;
-    const bool checkpoint_now = state_.step % config_.checkpoint_every == 0 || at_end || stop;
-    if ((config_.val_every > 0 && state_.step % config_.val_every == 0) || (config_.val_every == 0 && checkpoint_now)) {
-      validate(state_.step);
-    }
-    if (checkpoint_now) result.last_checkpoint = save_checkpoint();
-    if (stop) {
-      result.stopped_by_signal = true;
-      log_.finish();
-      if (coordinator_) LOG(WARNING) << "stop requested (signal): checkpoint at step " << state_.step << " written";
-      break;
-    }
+    window.images += outcome.images;
+    ++window.steps;
+    if (state_.step % config_.log_every == 0 || state_.step == config_.steps) log_window(step, lr, outcome, &window);
+    if (after_step(outcome.sums.data_ptr<double>()[kStop] > 0, &result)) break;
   }
   if (state_.step >= config_.steps && result.last_checkpoint.empty()) {
     // Nothing left to train (resumed at the end): still leave a valid final state.
