@@ -5,10 +5,17 @@
 #   launch/cmaformer-local.sh N SUBCOMMAND [options...]
 #   launch/cmaformer-local.sh 2 train --data data/phantom --run-dir runs/phantom --preset tiny
 #
-# Threads per rank = cores / N (at least 1), passed as --threads unless the options set it;
-# --bind-to none (ranks use several threads); --oversubscribe when N exceeds the cores;
-# --allow-run-as-root only when running as root. CMAF_BIN overrides the executable
-# (default: build/launch/cmaformer next to this script's repository, else cmaformer on PATH).
+# Threads per rank T = CPUs / N (at least 1), passed as --threads unless the options set it.
+# When the ranks fit (N <= CPUs) and this shell may use every CPU of the machine, each rank is
+# bound to its own T CPUs (hardware threads): --use-hwthread-cpus --map-by slot:PE=T
+# --bind-to hwthread. On a 2-core VM, a step of 2 ranks of `cmaformer train` took 12 % less
+# time bound than unbound (median of 7 alternated runs: 4-18 % less in 6, 2 % more in 1), and
+# the ranks waited less for each other (BENCHMARKS.md, 2026-12-06).
+# Otherwise the ranks are launched unbound (--bind-to none) and share the shell's CPUs: mpirun
+# maps onto the whole machine, not onto an outer taskset's or container's CPU list. So does
+# CMAF_LOCAL_BIND=none. N > CPUs adds --oversubscribe. --allow-run-as-root only as root.
+# CMAF_BIN overrides the executable (default: build/launch/cmaformer next to this script's
+# repository, else cmaformer on PATH).
 set -euo pipefail
 if [[ $# -lt 2 || ! "$1" =~ ^[1-9][0-9]*$ ]]; then
   echo "usage: $0 N SUBCOMMAND [options...]   (N ranks on this machine)" >&2
@@ -24,8 +31,21 @@ bin="${CMAF_BIN:-${here}/build/launch/cmaformer}"
 cores="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
 threads=$((cores / ranks))
 ((threads >= 1)) || threads=1
-flags=(-np "${ranks}" --bind-to none)
-((ranks <= cores)) || flags+=(--oversubscribe)
+bind="${CMAF_LOCAL_BIND:-core}"
+if [[ "${bind}" != core && "${bind}" != none ]]; then
+  echo "$0: CMAF_LOCAL_BIND is '${bind}'; expected core (each rank on its own CPUs, the default) or none" >&2
+  exit 2
+fi
+flags=(-np "${ranks}")
+if ((ranks > cores)); then
+  flags+=(--oversubscribe --bind-to none)
+elif [[ "${bind}" == none || "${cores}" != "$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc --all)" ]]; then
+  flags+=(--bind-to none)
+else
+  # PE counts hardware threads, as nproc does: T of them per rank, consecutive in hwloc's order
+  # (both threads of a core before the next core).
+  flags+=(--use-hwthread-cpus --map-by "slot:PE=${threads}" --bind-to hwthread)
+fi
 [[ "$(id -u)" != 0 ]] || flags+=(--allow-run-as-root)
 args=("$@")
 has_threads=0
