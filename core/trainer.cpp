@@ -351,7 +351,8 @@ void Trainer::apply_step(int64_t step, const StepOutcome& outcome) {
   const auto* v = outcome.sums.data_ptr<double>();
   if (v[kBadSupervised] + v[kBadLdc] + v[kBadContrastive] + v[kBadGradient] > 0) {
     const std::string which = str(v[kBadSupervised] > 0 ? " supervised" : "", v[kBadLdc] > 0 ? " ldc" : "",
-                                  v[kBadContrastive] > 0 ? " contrastive" : "", v[kBadGradient] > 0 ? " gradients" : "");
+                                  v[kBadContrastive] > 0 ? " contrastive" : "",
+                                  v[kBadGradient] > 0 ? " gradients" : "");
     if (config_.non_finite == NonFinitePolicy::kStop) {
       throw Error(str("non-finite values at step ", step, " in:", which,
                       " (on some rank); no checkpoint written. Lower --lr, enable --clip-grad-norm, or use "

@@ -16,9 +16,13 @@
 namespace cmaf::core {
 
 struct TrainingData {
+  TrainingData() = default;
+  TrainingData(const TrainingData&) = delete;  // `sampler` points at `foreground`
+  TrainingData& operator=(const TrainingData&) = delete;
+
   sharding::ShardPlan plan;
   sharding::ForegroundIndex foreground;  // empty without --foreground-fraction
-  std::unique_ptr<sharding::StepSampler> sampler;  // points at `foreground`: TrainingData does not move
+  std::unique_ptr<sharding::StepSampler> sampler;
   std::unique_ptr<datastore::BatchLoader> loader;
   bool unlabeled_anywhere = false;  // some rank holds unlabeled slices and --unlabeled-batch > 0
   int64_t steps_per_epoch = 1;
