@@ -107,7 +107,6 @@ class Trainer {
   int64_t last_pool_refresh_ = -1;
   TrainingLog log_;
   std::unique_ptr<PaceMeter> pace_;  // several ranks: who sets the pace (core/rank_pace.h)
-  std::string last_checkpoint_;
   double last_val_mean_ = -1.0;
 };
 
