@@ -55,6 +55,7 @@ void double_max_op(void* in, void* inout, int* count, MPI_Datatype* /*type*/) {
 }
 
 std::atomic<int> injected_mpi_failures{0};  // fail_mpi_calls_for_testing
+std::atomic<int> injected_mpi_passes{0};    // calls that pass before those fail
 
 // MPI counts are int: large tensors go in chunks of at most this many elements.
 constexpr int64_t kMaxChunk = INT_MAX / 2;
@@ -62,8 +63,11 @@ constexpr int64_t kMaxChunk = INT_MAX / 2;
 // Each rank's staging block for sums of tensors that are not in node shared memory.
 constexpr int64_t kStagingBytes = int64_t{4} << 20;
 
-// Each rank's control block: its NodeBarrier counter at 0, its sum descriptor on the next line.
+// Each rank's control block: its NodeBarrier counter at 0, its sum descriptor on the next line,
+// and at its end a word that a rank sets (to its world rank + 1) when its MPI call between
+// nodes failed, for the node's other ranks to see after the sum's last barrier.
 constexpr int64_t kDescriptorOffset = 64;
+constexpr int64_t kFailureOffset = 120;
 constexpr int64_t kControlBytes = 128;
 
 std::string describe_sum(int64_t bytes, int32_t type, int64_t buffer, int64_t offset) {
@@ -72,12 +76,12 @@ std::string describe_sum(int64_t bytes, int32_t type, int64_t buffer, int64_t of
                         : str(" in node shared buffer #", buffer, " at byte ", offset));
 }
 
-bool shared_memory_wanted() {
+// CMAF_NODE_SHARED_MEMORY: 1 (unset, empty or "1"), 0 ("0"), or -1: another value (reported
+// once the ranks have compared settings, so that every rank fails, not only those that have it).
+int shared_memory_setting() {
   const char* value = std::getenv("CMAF_NODE_SHARED_MEMORY");
-  if (value == nullptr || *value == '\0' || std::strcmp(value, "1") == 0) return true;
-  if (std::strcmp(value, "0") == 0) return false;
-  throw ClusterError(str("CMAF_NODE_SHARED_MEMORY=", value, ": expected 0 (float sums through MPI_Allreduce) or 1 (the "
-                         "default: through node shared memory)"));
+  if (value == nullptr || *value == '\0' || std::strcmp(value, "1") == 0) return 1;
+  return std::strcmp(value, "0") == 0 ? 0 : -1;
 }
 
 // CMAF_SIMULATED_RANKS_PER_NODE=k (tests and benchmarks of the several-node path on one
@@ -115,11 +119,23 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
   });
   if (size_ > 1) {
     watchdog.at("choosing the sum path (MPI_Allreduce, MPI_Comm_split_type, node shared memory)");
-    int wanted = node_shared_memory && shared_memory_wanted() ? 1 : 0;
-    int everyone = 0;  // one answer for all ranks, whatever each one's environment says
-    check(mpi_allreduce(&wanted, &everyone, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+    // One answer for all ranks, whatever each one's environment says (mpirun passes it to other
+    // hosts only with -x): the smallest setting, and whether any rank has an invalid one.
+    const int wanted = node_shared_memory ? shared_memory_setting() : 0;
+    const int settings[2] = {-wanted, wanted};
+    int range[2] = {0, 0};  // -(smallest setting), largest
+    check(mpi_allreduce(settings, range, 2, MPI_INT, MPI_MAX, comm_), "MPI_Allreduce");
+    if (wanted < 0) {
+      throw ClusterError(str("[rank ", rank_, " on ", host_, "] CMAF_NODE_SHARED_MEMORY=",
+                             std::getenv("CMAF_NODE_SHARED_MEMORY"), ": expected 0 (float sums through MPI_Allreduce) "
+                             "or 1 (the default: through node shared memory)"));
+    }
+    if (-range[0] < 0) {
+      throw ClusterError(str("[rank ", rank_, " on ", host_, "] CMAF_NODE_SHARED_MEMORY is neither 0 nor 1 on another "
+                             "rank (its error names the value); every rank must have 0, 1 or none"));
+    }
     const auto [smallest_node, largest_node] = find_nodes();
-    if (everyone) setup_node_shared_memory(smallest_node, largest_node);
+    if (-range[0] == 1) setup_node_shared_memory(smallest_node, largest_node);
   }
   if (size_ > 1) {
     // Its thread calls MPI beside the communication thread, or through the MPI thread's funnel.
@@ -176,9 +192,9 @@ void MpiCommunicator::setup_node_shared_memory(int smallest_node, int largest_no
     check(mpi_comm_split(comm_, node_rank_, rank_, cross_comm_.receive()), "MPI_Comm_split");
   }
   std::string why;
-  std::shared_ptr<SharedSegment> control = SharedSegment::map(node_comm_, kControlBytes, &why);
+  std::shared_ptr<SharedSegment> control = SharedSegment::map(node_comm_, kControlBytes, &why, rank_);
   std::shared_ptr<SharedSegment> staging;
-  if (control) staging = SharedSegment::map(node_comm_, kStagingBytes, &why);
+  if (control) staging = SharedSegment::map(node_comm_, kStagingBytes, &why, rank_);
   // Every node takes the same path: a node that cannot map sends all sums through MPI.
   if (!agreed_by_all_nodes(staging != nullptr, &why)) {
     LOG(WARNING) << "node shared memory unavailable, float sums go through MPI_Allreduce: " << why;
@@ -222,11 +238,15 @@ std::string mpi_error_text(int code) {
   return std::string(text, static_cast<size_t>(length));
 }
 
-void fail_mpi_calls_for_testing(int count) { injected_mpi_failures.store(count); }
+void fail_mpi_calls_for_testing(int count, int after) {
+  injected_mpi_passes.store(after);
+  injected_mpi_failures.store(count);
+}
 
 void MpiCommunicator::check(int code, const char* call) {
-  if (code == MPI_SUCCESS && injected_mpi_failures.load() > 0 && injected_mpi_failures.fetch_sub(1) > 0) {
-    code = MPI_ERR_OTHER;
+  if (code == MPI_SUCCESS && injected_mpi_failures.load() > 0) {
+    const bool passes = injected_mpi_passes.load() > 0 && injected_mpi_passes.fetch_sub(1) > 0;
+    if (!passes && injected_mpi_failures.fetch_sub(1) > 0) code = MPI_ERR_OTHER;
   }
   if (code == MPI_SUCCESS) return;
   const std::string what = str("[rank ", rank_, " on ", host_, "] ", call, " failed: ", mpi_error_text(code));
@@ -282,7 +302,7 @@ void MpiCommunicator::sum_slots(const std::vector<char*>& slots, at::ScalarType 
   node_barrier_->arrive_and_wait();
   // Every rank compares every peer with itself, so a difference is found on all of them; all
   // still pass the second barrier (no one overwrites its descriptor before everyone has read).
-  static_assert(kDescriptorOffset + sizeof(SumDescriptor) <= kControlBytes, "the control block holds a descriptor");
+  static_assert(kDescriptorOffset + sizeof(SumDescriptor) <= kFailureOffset, "the control block holds a descriptor");
   bool differ = false;
   for (int r = 0; r < node_size_ && !differ; ++r) {
     SumDescriptor peer;
@@ -290,22 +310,47 @@ void MpiCommunicator::sum_slots(const std::vector<char*>& slots, at::ScalarType 
     differ = peer.sequence != mine.sequence || peer.bytes != mine.bytes || peer.offset != mine.offset ||
              peer.buffer != mine.buffer || peer.type != mine.type;
   }
+  std::string sides;
   if (differ) {
-    std::string sides;
     for (int r = 0; r < node_size_; ++r) {
       SumDescriptor peer;
       std::memcpy(&peer, descriptor_of(r), sizeof(peer));
       sides += str(r == 0 ? "" : "; ", "rank ", peer.rank, ": collective #", peer.sequence, ", ",
                    describe_sum(peer.bytes, peer.type, peer.buffer, peer.offset));
     }
-    node_barrier_->arrive_and_wait();
-    throw ClusterError(str("[rank ", rank_, " on ", host_, "] all_reduce through node shared memory: the ranks of ",
-                           "this node passed different tensors (", sides, "). Every rank must all-reduce tensors ",
-                           "of the same dtype and size, in the same order"));
+  }
+  const bool several_nodes = cross_comm_ != MPI_COMM_NULL;
+  // Several nodes: an MPI call between nodes that fails on this rank is kept here, flagged in the
+  // control block and thrown after the last barrier, so that the node's other ranks (which have
+  // summed their slices and wait there) learn it and fail too, instead of waiting for the stall
+  // limit or returning a slice that was never summed between nodes.
+  std::string failed;
+  const auto between_nodes = [&](const auto& call) {
+    if (!failed.empty()) return;
+    try {
+      call();
+    } catch (const ClusterError& error) {
+      failed = error.what();
+    }
+  };
+  // Several nodes: whether the ranks of every node agree (node rank i with its counterparts, all
+  // of whose nodes are uniform in this), so that every rank of every node refuses together. A
+  // node that refused alone would leave the others waiting in the sum between nodes, or paired
+  // with its next sum.
+  bool refused_elsewhere = false;
+  if (several_nodes) {
+    between_nodes([&] {
+      const int agreed = differ ? 0 : 1;
+      int everywhere = 0;
+      check(mpi_allreduce(&agreed, &everywhere, 1, MPI_INT, MPI_MIN, cross_comm_), "MPI_Allreduce (between nodes)");
+      refused_elsewhere = !differ && everywhere == 0;
+    });
   }
   const int64_t element = static_cast<int64_t>(at::elementSize(type));
   const auto [begin, end] = owned_range(elements, element, node_rank_, node_size_);
-  if (cross_comm_ == MPI_COMM_NULL) {
+  if (differ || refused_elsewhere || !failed.empty()) {
+    // Nothing summed: every tensor stays as it was.
+  } else if (!several_nodes) {
     sum_into_all(slots, type, begin, end);
   } else if (begin < end) {  // the same slice is empty on every node (owned_range of the same sizes)
     // This node's sum of the slice, then the sum over nodes of the node sums (every node's rank
@@ -314,12 +359,44 @@ void MpiCommunicator::sum_slots(const std::vector<char*>& slots, at::ScalarType 
     char* own = slots[static_cast<size_t>(node_rank_)];
     for (int64_t offset = begin; offset < end; offset += kMaxChunk) {
       const int count = static_cast<int>(std::min(kMaxChunk, end - offset));
-      check(mpi_allreduce(MPI_IN_PLACE, own + offset * element, count, mpi_type(type), MPI_SUM, cross_comm_),
-            "MPI_Allreduce (between nodes)");
+      between_nodes([&] {
+        check(mpi_allreduce(MPI_IN_PLACE, own + offset * element, count, mpi_type(type), MPI_SUM, cross_comm_),
+              "MPI_Allreduce (between nodes)");
+      });
     }
-    copy_to_all(slots, element, begin, end, node_rank_);
+    if (failed.empty()) copy_to_all(slots, element, begin, end, node_rank_);
   }
+  if (!failed.empty()) failure_word(node_rank_)->store(rank_ + 1, std::memory_order_relaxed);  // the barrier orders it
   node_barrier_->arrive_and_wait();
+  if (differ) {
+    throw ClusterError(str("[rank ", rank_, " on ", host_, "] all_reduce through node shared memory: the ranks of ",
+                           "this node passed different tensors (", sides, "). Every rank must all-reduce tensors ",
+                           "of the same dtype and size, in the same order"));
+  }
+  if (!failed.empty()) throw ClusterError(failed);  // check() has marked the communicator failed
+  if (several_nodes) {
+    for (int r = 0; r < node_size_; ++r) {
+      const int32_t failed_rank = failure_word(r)->load(std::memory_order_relaxed) - 1;
+      if (failed_rank < 0) continue;
+      const std::string what = str("[rank ", rank_, " on ", host_, "] all_reduce through node shared memory: rank ",
+                                   failed_rank, " on this node failed in its MPI call between nodes (its error says ",
+                                   "which and why); this node's sum is incomplete");
+      if (failure_.empty()) failure_ = what;  // MPI's state between the nodes is undefined now
+      throw ClusterError(what);
+    }
+  }
+  if (refused_elsewhere) {
+    throw ClusterError(str("[rank ", rank_, " on ", host_, "] all_reduce through node shared memory: the ranks of ",
+                           "another node passed different tensors (their errors name them); here every rank passed ",
+                           describe_sum(mine.bytes, mine.type, mine.buffer, mine.offset), " (collective #",
+                           mine.sequence, "). Every rank must all-reduce tensors of the same dtype and size, in the ",
+                           "same order"));
+  }
+}
+
+std::atomic<int32_t>* MpiCommunicator::failure_word(int node_rank) const {
+  static_assert(std::atomic<int32_t>::is_always_lock_free && kFailureOffset + 4 <= kControlBytes);
+  return reinterpret_cast<std::atomic<int32_t>*>(node_barrier_->segment().block(node_rank) + kFailureOffset);
 }
 
 void MpiCommunicator::shared_memory_sum(at::Tensor& tensor) {
@@ -367,7 +444,13 @@ at::Tensor MpiCommunicator::new_buffer(int64_t elements, const at::TensorOptions
   std::string why;
   thread_->submit([&] {
     const CollectiveScope scope = begin_collective("shared-memory buffer", bytes);
-    segment = SharedSegment::map(node_comm_, bytes, &why);
+    try {
+      segment = SharedSegment::map(node_comm_, bytes, &why, rank_);
+    } catch (const ClusterError& error) {
+      // A failed MPI call: as check() does, later collectives fail at once naming it.
+      if (failure_.empty()) failure_ = error.what();
+      throw;
+    }
     if (!agreed_by_all_nodes(segment != nullptr, &why)) segment.reset();
     const int64_t number = buffers_made_++;  // counted whether or not it maps: the same everywhere
     if (segment) {

@@ -29,15 +29,19 @@
 // Before a node shared-memory sum reads a peer's copy, the ranks of the node compare what each
 // is summing (collective number, dtype, bytes, which buffer and where in it): a rank that passes
 // another tensor than its peers gets a ClusterError naming both sides, on every rank of the node,
-// instead of a sum that mixes unrelated memory. (Between nodes, and on the MPI_Allreduce path,
-// mismatched sizes are MPI's to report; a rank that waits for a collective its peers never
-// issue is the stall watchdog's.)
+// instead of a sum that mixes unrelated memory. On several nodes the nodes then agree (a 4-byte
+// MPI_Allreduce between the node ranks i, before the slice's): when one node refuses, the ranks
+// of every other node get a ClusterError saying so, instead of waiting in the sum between nodes.
+// (On the MPI_Allreduce path mismatched sizes are MPI's to report; a rank that waits for a
+// collective its peers never issue is the stall watchdog's.)
 //
 // After an MPI call of a collective fails, MPI's state for the communicator is undefined (peers
 // may be waiting in that collective or past it): every later collective on it fails at once with
-// an error naming the first failure, instead of calling MPI and waiting for the stall limit. (A
-// refused node shared-memory sum is not such a failure: every rank of the node stopped at the
-// same point, and the communicator stays in step.)
+// an error naming the first failure, instead of calling MPI and waiting for the stall limit. When
+// the failing call is a hierarchical sum's MPI_Allreduce between nodes, the other ranks of that
+// node (waiting in node shared memory for the slice) fail with it, naming the rank. (A refused
+// node shared-memory sum is not such a failure: every rank stopped at the same point, and the
+// communicator stays in step.)
 //
 // Max of float32/float64 goes through MPI with a NaN-propagating op (MPI_MAX keeps or drops a
 // NaN depending on which rank holds it): a NaN on any rank gives NaN, as at::maximum and the
@@ -46,6 +50,7 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -123,6 +128,9 @@ class MpiCommunicator : public Communicator {
   // The sum over ranks of `slots[*]` (rank r's copy at slots[r]) into all of them; throws
   // ClusterError on every rank of the node when their descriptors differ.
   void sum_slots(const std::vector<char*>& slots, at::ScalarType type, int64_t elements, const SumDescriptor& mine);
+  // Set (world rank + 1) in node rank `node_rank`'s control block when its MPI call between nodes
+  // failed (sum_slots); fresh pages are zero.
+  std::atomic<int32_t>* failure_word(int node_rank) const;
   void shared_memory_sum(at::Tensor& tensor);
   MPI_Op mpi_op(at::ScalarType type, ReduceOp op) const;
   // Numbers the collective and tells the watchdog; the returned guard tells it the end.
@@ -164,8 +172,9 @@ class MpiCommunicator : public Communicator {
   std::unique_ptr<CommThread> thread_;
 };
 
-// Tests: the next `count` MPI calls checked by any MpiCommunicator of this process are reported
-// as failed (MPI_ERR_OTHER) after they return, as an MPI error would be.
-void fail_mpi_calls_for_testing(int count);
+// Tests: after the next `after` MPI calls checked by any MpiCommunicator of this process, the
+// `count` following ones are reported as failed (MPI_ERR_OTHER) after they return, as an MPI
+// error would be.
+void fail_mpi_calls_for_testing(int count, int after = 0);
 
 }  // namespace cmaf::cluster

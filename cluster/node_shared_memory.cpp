@@ -121,11 +121,12 @@ uint64_t random_word() {  // communicators may be set up on several threads at o
 
 void fail_shared_memory_maps_for_testing(int count) { injected_map_failures = count; }
 
-std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, std::string* why) {
+std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, std::string* why, int world_rank) {
   int rank = 0;
   int size = 1;
-  check_mpi(mpi_call([&] { return MPI_Comm_rank(comm, &rank); }), "MPI_Comm_rank", rank);
-  check_mpi(mpi_call([&] { return MPI_Comm_size(comm, &size); }), "MPI_Comm_size", rank);
+  check_mpi(mpi_call([&] { return MPI_Comm_rank(comm, &rank); }), "MPI_Comm_rank", world_rank);
+  const int named = world_rank >= 0 ? world_rank : rank;  // the rank errors name
+  check_mpi(mpi_call([&] { return MPI_Comm_size(comm, &size); }), "MPI_Comm_size", named);
   std::shared_ptr<SharedSegment> segment(new SharedSegment());
   segment->rank_ = rank;
   segment->bytes_ = bytes;
@@ -136,7 +137,7 @@ std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, 
 
   // Every rank is here before any creates a block: a rank that died before this call (or
   // never comes) leaves nothing behind in /dev/shm; the names are unlinked a few calls below.
-  check_mpi(mpi_barrier(comm), "MPI_Barrier", rank);
+  check_mpi(mpi_barrier(comm), "MPI_Barrier", named);
   // Unique beyond this process: ranks in other PID namespaces (containers) can share /dev/shm.
   static std::atomic<int64_t> counter{0};
   std::array<char, kNameBytes> name{};
@@ -154,10 +155,10 @@ std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, 
   }
   std::vector<char> names(static_cast<size_t>(size) * kNameBytes, 0);
   check_mpi(mpi_allgather(name.data(), kNameBytes, MPI_CHAR, names.data(), kNameBytes, MPI_CHAR, comm),
-            "MPI_Allgather", rank);
+            "MPI_Allgather", named);
   int created = error.empty() ? 1 : 0;
   int all_created = 0;
-  check_mpi(mpi_allreduce(&created, &all_created, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce", rank);
+  check_mpi(mpi_allreduce(&created, &all_created, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce", named);
   if (all_created) {
     for (int r = 0; r < size && error.empty(); ++r) {
       if (r == rank) continue;
@@ -167,13 +168,13 @@ std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, 
   }
   int mapped = error.empty() ? 1 : 0;
   int all_mapped = 0;
-  check_mpi(mpi_allreduce(&mapped, &all_mapped, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce", rank);
+  check_mpi(mpi_allreduce(&mapped, &all_mapped, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce", named);
   // Every rank has opened every name (or given up): the names can go, the mappings stay.
   if (created) shm_unlink(name.data());
   if (all_mapped) return segment;
   if (why) {
     *why = error.empty() ? "another rank could not map node shared memory (its log says why)"
-                         : str("[rank ", rank, " on ", host_name(), "] ", error);
+                         : str("[rank ", named, " on ", host_name(), "] ", error);
   }
   return nullptr;  // the destructor unmaps what was mapped
 }

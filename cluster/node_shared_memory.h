@@ -34,8 +34,9 @@ class SharedSegment {
   // maps `bytes` of its own and every peer's block. Returns nullptr on every rank when any rank cannot (no /dev/shm, too small a
   // tmpfs: the space is reserved up front with posix_fallocate, so a full tmpfs is an error here,
   // not a SIGBUS later); `why` then says what failed and where. A failing MPI call throws
-  // ClusterError naming it.
-  static std::shared_ptr<SharedSegment> map(MPI_Comm comm, int64_t bytes, std::string* why);
+  // ClusterError naming it. Errors name rank `world_rank` (-1: this rank's place in `comm`),
+  // which for a node's communicator is the rank in the world, not on the node.
+  static std::shared_ptr<SharedSegment> map(MPI_Comm comm, int64_t bytes, std::string* why, int world_rank = -1);
   ~SharedSegment();
   SharedSegment(const SharedSegment&) = delete;
   SharedSegment& operator=(const SharedSegment&) = delete;

@@ -173,8 +173,7 @@ TEST(MpiNodeSharedMemory, ViewsIntoABufferAndAveragesAreReducedInPlace) {
 // A rank that passes another tensor than its peers (size, dtype, or a node shared buffer against
 // a plain tensor) gets a ClusterError naming every side, on every rank, instead of a sum that
 // mixes unrelated memory; its tensor is left as it was, and the next collective works. Every
-// node has a rank that differs (the node's first): a node whose ranks agree would go on to the
-// sum between nodes and wait there for the stall limit (mpi_communicator.h).
+// node has a rank that differs (the node's first); the next test has one node's ranks differ.
 TEST(MpiNodeSharedMemory, RanksThatPassDifferentTensorsAllGetAnError) {
   if (!world().node_shared_memory()) GTEST_SKIP() << "sums go through MPI_Allreduce here";
   const int r = world().rank();
@@ -210,6 +209,85 @@ TEST(MpiNodeSharedMemory, RanksThatPassDifferentTensorsAllGetAnError) {
   world().all_reduce(sum, ReduceOp::kSum);
   const int n = world().size();
   EXPECT_TRUE(sum.eq(n * (n + 1) / 2.0f).all().item<bool>());
+}
+
+// On several nodes, when only the last node's ranks differ, the other nodes' ranks do not go on
+// to the sum between nodes (where they would wait for the stall limit): they get an error saying
+// that another node's ranks differed, every tensor stays as it was, and the communicator is still
+// in step.
+TEST(MpiNodeSharedMemory, ANodeWhoseRanksDifferMakesEveryNodeFail) {
+  if (!world().node_shared_memory() || world().nodes() < 2) GTEST_SKIP() << "needs the hierarchical sum";
+  const Layout layout = expected_layout();
+  const bool last_node = layout.node_of_rank == static_cast<int>(layout.nodes.size()) - 1;
+  const bool odd_one = last_node && world().node_rank() == 0;
+  at::Tensor buffer = world().new_buffer(2000, at::TensorOptions().dtype(at::kFloat));
+  for (const bool in_buffer : {false, true}) {
+    at::Tensor tensor = in_buffer ? buffer : at::full({2000}, 1.0f);
+    if (odd_one) tensor = in_buffer ? buffer.narrow(0, 0, 1000) : at::full({1000}, 1.0f);  // other bytes
+    tensor.fill_(world().rank() + 1.0f);
+    const at::Tensor before = tensor.clone();
+    try {
+      world().all_reduce(tensor, ReduceOp::kSum);
+      ADD_FAILURE() << "rank " << world().rank() << ": no error";
+    } catch (const cluster::ClusterError& e) {
+      const std::string text = e.what();
+      const std::string expected = last_node ? "the ranks of this node passed different tensors"
+                                             : "the ranks of another node passed different tensors";
+      EXPECT_NE(text.find(expected), std::string::npos) << "rank " << world().rank() << ": " << text;
+    }
+    EXPECT_TRUE(at::equal(tensor, before)) << "rank " << world().rank() << ": changed";
+  }
+  at::Tensor sum = at::full({1000}, world().rank() + 1.0f);
+  world().all_reduce(sum, ReduceOp::kSum);
+  const int n = world().size();
+  EXPECT_TRUE(sum.eq(n * (n + 1) / 2.0f).all().item<bool>());
+}
+
+// On several nodes, rank 0's MPI_Allreduce between nodes fails (after its nodes' agreement, the
+// sum's first call between nodes): rank 0 gets the MPI error, and the other ranks of its node,
+// which have summed their slices and wait for its slice, fail with it, naming rank 0, instead of
+// waiting for the stall limit or returning an incomplete sum. Later collectives on the
+// communicator fail at once on that node; the other nodes' ranks (whose calls did succeed) get the
+// sum.
+TEST(MpiNodeSharedMemory, AFailedCallBetweenNodesFailsTheWholeNode) {
+  if (!world().node_shared_memory() || world().nodes() < 2) GTEST_SKIP() << "needs the hierarchical sum";
+  const Layout layout = expected_layout();
+  {
+    cluster::MpiCommunicator second(MPI_COMM_WORLD);
+    ASSERT_TRUE(second.node_shared_memory());
+    const bool node_of_rank_0 = layout.node_of_rank == 0;
+    if (second.rank() == 0) cluster::fail_mpi_calls_for_testing(1, /*after=*/1);
+    at::Tensor sum = at::full({1000}, second.rank() + 1.0f);
+    std::string error;
+    try {
+      second.all_reduce(sum, ReduceOp::kSum);
+    } catch (const cluster::ClusterError& e) {
+      error = e.what();
+    }
+    cluster::fail_mpi_calls_for_testing(0);
+    const int n = second.size();
+    if (!node_of_rank_0) {
+      EXPECT_EQ(error, "") << "rank " << second.rank();
+      EXPECT_TRUE(sum.eq(n * (n + 1) / 2.0f).all().item<bool>()) << "rank " << second.rank();
+    } else if (second.rank() == 0) {
+      EXPECT_NE(error.find("MPI_Allreduce (between nodes) failed"), std::string::npos) << error;
+    } else {
+      EXPECT_NE(error.find("rank 0 on this node failed in its MPI call between nodes"), std::string::npos)
+          << "rank " << second.rank() << ": " << error;
+    }
+    if (node_of_rank_0) {
+      try {
+        second.all_reduce(sum, ReduceOp::kSum);
+        ADD_FAILURE() << "rank " << second.rank() << ": a collective after the failure went ahead";
+      } catch (const cluster::ClusterError& e) {
+        EXPECT_NE(std::string(e.what()).find("not started: an earlier collective on this communicator failed"),
+                  std::string::npos) << e.what();
+      }
+    }
+  }
+  at::Tensor count = at::ones({4});
+  world().all_reduce(count, ReduceOp::kSum);
+  EXPECT_TRUE(count.eq(world().size()).all().item<bool>()) << count;
 }
 
 TEST(MpiNodeSharedMemory, ABufferOutlivesItsCommunicator) {
@@ -258,6 +336,20 @@ TEST(MpiNodeSharedMemory, ARankThatCannotMapMakesEveryRankFallBack) {
   } else {
     EXPECT_NE(why.find("another rank could not map"), std::string::npos) << why;
   }
+  // Over a communicator of pairs of ranks (as a node's), the second of each pair cannot map: its
+  // error names its world rank, not its place in the pair (at -np 4, rank 3, not 1).
+  MPI_Comm pairs = MPI_COMM_NULL;
+  ASSERT_EQ(cluster::mpi_comm_split(MPI_COMM_WORLD, world().rank() / 2, world().rank(), &pairs), MPI_SUCCESS);
+  const bool second = world().rank() % 2 == 1;
+  const bool alone = !second && world().rank() + 1 == world().size();  // the last rank of an odd count
+  why.clear();
+  const int64_t bytes_here = second ? (int64_t{1} << 56) : 4096;
+  const auto pair_segment = cluster::SharedSegment::map(pairs, bytes_here, &why, world().rank());
+  EXPECT_EQ(pair_segment == nullptr, !alone) << "rank " << world().rank() << ": " << why;
+  if (second) {
+    EXPECT_NE(why.find("[rank " + std::to_string(world().rank()) + " on "), std::string::npos) << why;
+  }
+  cluster::mpi_run([&] { MPI_Comm_free(&pairs); });
 }
 
 // The number MPI gives the next communicator. OpenMPI numbers communicators by the lowest free
@@ -274,23 +366,34 @@ int next_communicator_number() {
 }
 
 // CMAF_NODE_SHARED_MEMORY takes 0 or 1: "off" (which used to mean on) is an error naming it, on
-// every rank, and leaves no communicator behind.
+// every rank, and leaves no communicator behind. Set on one rank only (mpirun passes a variable
+// to other hosts only with -x), every rank fails at once: the others are not left waiting for it
+// in the set-up's next collective until the stall limit.
 TEST(MpiCommunicatorSetup, ANodeSharedMemorySettingOtherThan0Or1IsRefused) {
   const char* set = std::getenv("CMAF_NODE_SHARED_MEMORY");
   const std::string saved = set == nullptr ? "" : set;
   const int before = next_communicator_number();
-  setenv("CMAF_NODE_SHARED_MEMORY", "off", 1);
-  try {
-    cluster::MpiCommunicator refused(MPI_COMM_WORLD);
-    ADD_FAILURE() << "rank " << world().rank() << ": CMAF_NODE_SHARED_MEMORY=off accepted";
-  } catch (const cluster::ClusterError& error) {
-    EXPECT_NE(std::string(error.what()).find("CMAF_NODE_SHARED_MEMORY=off: expected 0"), std::string::npos)
-        << error.what();
-  }
-  if (set == nullptr) {
-    unsetenv("CMAF_NODE_SHARED_MEMORY");
-  } else {
-    setenv("CMAF_NODE_SHARED_MEMORY", saved.c_str(), 1);
+  const int last = world().size() - 1;
+  for (const bool everywhere : {true, false}) {
+    const bool has_it = everywhere || world().rank() == last;
+    if (has_it) setenv("CMAF_NODE_SHARED_MEMORY", "off", 1);
+    try {
+      cluster::MpiCommunicator refused(MPI_COMM_WORLD);
+      ADD_FAILURE() << "rank " << world().rank() << ": CMAF_NODE_SHARED_MEMORY=off accepted";
+    } catch (const cluster::ClusterError& error) {
+      const std::string text = error.what();
+      EXPECT_NE(text.find("[rank " + std::to_string(world().rank()) + " on "), std::string::npos) << text;
+      if (has_it) {
+        EXPECT_NE(text.find("CMAF_NODE_SHARED_MEMORY=off: expected 0"), std::string::npos) << text;
+      } else {
+        EXPECT_NE(text.find("CMAF_NODE_SHARED_MEMORY is neither 0 nor 1 on another rank"), std::string::npos) << text;
+      }
+    }
+    if (set == nullptr) {
+      unsetenv("CMAF_NODE_SHARED_MEMORY");
+    } else {
+      setenv("CMAF_NODE_SHARED_MEMORY", saved.c_str(), 1);
+    }
   }
   EXPECT_EQ(next_communicator_number(), before) << "rank " << world().rank() << ": communicators left behind";
 }
