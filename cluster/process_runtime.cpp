@@ -9,11 +9,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <fstream>
 #include <iterator>
+#include <optional>
+#include <sstream>
 #include <thread>
 
 #include "cluster/cluster_error.h"
@@ -205,6 +209,99 @@ int default_thread_count(const std::vector<std::vector<int>>& local_cpus, int lo
   return std::max(1, static_cast<int>(mine.size()) / std::max(1, sharers));
 }
 
+namespace {
+
+// The first line of the file at `path`, or nullopt where it cannot be read.
+std::optional<std::string> first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) return std::nullopt;
+  return line;
+}
+
+// Quota / period in CPUs from cgroup v2's cpu.max ("max 100000", "250000 100000"); 0: no quota.
+double cpu_max_limit(const std::string& path) {
+  const std::optional<std::string> line = first_line(path);
+  if (!line) return 0.0;
+  std::istringstream in(*line);
+  std::string quota;
+  double period = 0.0;
+  if (!(in >> quota >> period) || quota == "max" || period <= 0.0) return 0.0;
+  char* end = nullptr;
+  const double q = std::strtod(quota.c_str(), &end);
+  return end != quota.c_str() && *end == '\0' && q > 0.0 ? q / period : 0.0;
+}
+
+// cgroup v1's cpu.cfs_quota_us (-1: none) / cpu.cfs_period_us in `dir`; 0: no quota.
+double cfs_limit(const std::string& dir) {
+  const std::optional<std::string> quota = first_line(dir + "/cpu.cfs_quota_us");
+  const std::optional<std::string> period = first_line(dir + "/cpu.cfs_period_us");
+  if (!quota || !period) return 0.0;
+  const double q = std::strtod(quota->c_str(), nullptr);
+  const double p = std::strtod(period->c_str(), nullptr);
+  return q > 0.0 && p > 0.0 ? q / p : 0.0;
+}
+
+// `path` and every cgroup above it ("/a/b", "/a", "/"), `limit_at` of each; the smallest quota.
+template <typename LimitAt>
+double smallest_limit(std::string path, const LimitAt& limit_at) {
+  if (path.empty() || path.front() != '/') path = "/" + path;
+  double smallest = 0.0;
+  for (;;) {
+    const double limit = limit_at(path == "/" ? std::string() : path);
+    if (limit > 0.0 && (smallest == 0.0 || limit < smallest)) smallest = limit;
+    if (path == "/") return smallest;
+    const size_t slash = path.find_last_of('/');
+    path = slash == 0 ? "/" : path.substr(0, slash);
+  }
+}
+
+}  // namespace
+
+double cgroup_cpu_limit(const std::string& self_cgroup, const std::string& root) {
+  // Lines "hierarchy-ID:controllers:path": "0::/path" is cgroup v2; v1 has one line per hierarchy,
+  // the one whose controllers include "cpu" mounted at root/<controllers> (root/cpu a link to it).
+  // Inside a container the path may be the host's, above the container's root: the walk up to
+  // "/" then finds the container's own limit at the mount's top.
+  std::istringstream lines(self_cgroup);
+  std::string line;
+  double limit = 0.0;
+  const auto take = [&](double found) {
+    if (found > 0.0 && (limit == 0.0 || found < limit)) limit = found;
+  };
+  while (std::getline(lines, line)) {
+    const size_t first = line.find(':');
+    const size_t second = first == std::string::npos ? std::string::npos : line.find(':', first + 1);
+    if (second == std::string::npos) continue;
+    const std::string controllers = line.substr(first + 1, second - first - 1);
+    const std::string path = line.substr(second + 1);
+    if (line.compare(0, first, "0") == 0 && controllers.empty()) {
+      take(smallest_limit(path, [&](const std::string& p) { return cpu_max_limit(root + p + "/cpu.max"); }));
+      continue;
+    }
+    std::istringstream names(controllers);
+    std::string name;
+    bool cpu = false;
+    while (std::getline(names, name, ',')) cpu = cpu || name == "cpu";
+    if (!cpu) continue;
+    const std::string mount = root + "/" + controllers;
+    take(smallest_limit(path, [&](const std::string& p) { return cfs_limit(mount + p); }));
+  }
+  return limit;
+}
+
+double cgroup_cpu_limit() {
+  std::ifstream in("/proc/self/cgroup");
+  std::stringstream text;
+  text << in.rdbuf();
+  return cgroup_cpu_limit(text.str());
+}
+
+int quota_thread_count(double limit_cpus, int local_ranks) {
+  if (!(limit_cpus > 0.0)) return 0;
+  return std::max(1, static_cast<int>(std::floor(limit_cpus / std::max(1, local_ranks))));
+}
+
 std::string host_name() {
   char buffer[256] = {0};
   ::gethostname(buffer, sizeof(buffer) - 1);
@@ -335,13 +432,25 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
   }
   runtime->local_cpus_ = std::move(local_cpus);
   runtime->main_thread_cpus_ = main_thread;
-  const int share = default_thread_count(runtime->local_cpus_, runtime->local_rank_);
+  const int mask_share = default_thread_count(runtime->local_cpus_, runtime->local_rank_);
+  const double quota = cgroup_cpu_limit();
+  const int quota_share = quota_thread_count(quota, runtime->local_size_);
+  const int share = quota_share > 0 ? std::min(mask_share, quota_share) : mask_share;
+  if (share < mask_share && options.threads == 0 && runtime->local_rank_ == 0) {
+    LOG(INFO) << "on " << runtime->hostname_ << ": a CPU quota of " << quota << " CPUs (cgroup) for "
+              << runtime->local_size_ << " local rank(s): " << share << " LibTorch thread(s) a rank, not the "
+              << mask_share << " its affinity mask would give";
+  }
   runtime->threads_ = options.threads > 0 ? options.threads : share;
   if (runtime->threads_ > share) {
     LOG(WARNING) << "rank " << runtime->rank_ << " on " << runtime->hostname_ << " uses " << runtime->threads_
                  << " LibTorch threads, but its share of the CPUs it may run on is " << share << " ("
                  << runtime->allowed_cpu_count() << " CPU(s) in its affinity mask, shared with the "
-                 << "local ranks that overlap it): the threads will wait for each other. "
+                 << "local ranks that overlap it"
+                 << (share < mask_share ? str("; a cgroup CPU quota of ", quota, " CPUs for ", runtime->local_size_,
+                                              " local rank(s)")
+                                        : std::string())
+                 << "): the threads will wait for each other. "
                  << oversubscription_hint(runtime->environment_.launcher, runtime->threads_);
   }
   at::set_num_threads(runtime->threads_);

@@ -12,9 +12,10 @@
 // with the ranks of its node that may run on them too: a launcher that binds each rank to its
 // own cores (srun's task affinity, mpirun --map-by slot:PE=N) gives each rank its own CPUs'
 // worth; unbound ranks (mpirun --bind-to none) split the node's CPUs; a process confined by
-// taskset or a cpuset cgroup counts only the CPUs it has, not the machine's. (CPU quotas, such as
-// docker --cpus, do not show in the affinity mask: pass --threads there.) More threads than that
-// share logs a warning with the launcher's fix. The CPUs are the launcher's even where an OpenMP
+// taskset or a cpuset cgroup counts only the CPUs it has, not the machine's. A CPU quota (docker
+// --cpus, a Kubernetes limit: cgroup_cpu_limit()), which the affinity mask does not show, caps it
+// further at the quota's CPUs divided among the node's ranks (assumed to share the quota, as the
+// ranks of one container do). More threads than that share logs a warning with the launcher's fix. The CPUs are the launcher's even where an OpenMP
 // runtime bound the main thread to fewer before main() (launch_cpus()); where that put the main
 // threads of several ranks on the same CPUs, local rank 0 logs a warning that says how to bind
 // the ranks instead.
@@ -94,6 +95,18 @@ std::string openmp_binding_variables();
 // allowed CPUs (each list in increasing order, as allowed_cpus() returns them): its own CPUs
 // divided among the local ranks whose CPUs overlap them (itself included), at least 1.
 int default_thread_count(const std::vector<std::vector<int>>& local_cpus, int local_rank);
+
+// The CPU time this process's cgroup may use, in CPUs (docker --cpus=2.5, a Kubernetes CPU limit,
+// systemd's CPUQuota): quota / period of cgroup v2's cpu.max or v1's cpu.cfs_quota_us and
+// cpu.cfs_period_us, the smallest over the process's cgroup and those above it. 0 where none
+// sets a quota. `self_cgroup`: the text of /proc/self/cgroup; `root`: where the cgroup file
+// systems are mounted. Files that are missing or unreadable count as no quota.
+double cgroup_cpu_limit(const std::string& self_cgroup, const std::string& root = "/sys/fs/cgroup");
+// The same for this process (/proc/self/cgroup).
+double cgroup_cpu_limit();
+// A quota's share of threads for each of `local_ranks` ranks that share it (as the ranks of one
+// container do): floor(limit / local_ranks), at least 1; 0 (no cap) without a quota.
+int quota_thread_count(double limit_cpus, int local_ranks);
 
 struct RuntimeOptions {
   bool force_mpi = false;  // initialise MPI even without a launcher (singleton MPI)

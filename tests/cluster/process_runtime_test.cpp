@@ -5,6 +5,8 @@
 #include <sched.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <numeric>
 #include <string>
 #include <utility>
@@ -13,6 +15,7 @@
 
 #include "cluster/cluster_error.h"
 #include "cluster/mpi_thread.h"
+#include "tests/temp_dir.h"
 
 namespace cmaf::cluster {
 namespace {
@@ -28,6 +31,52 @@ TEST(DefaultThreadCount, UnboundRanksSplitTheNodesCores) {
   const std::vector<std::vector<int>> cpus(4, cpu_range(0, 64));
   for (int r = 0; r < 4; ++r) EXPECT_EQ(default_thread_count(cpus, r), 16);
   EXPECT_EQ(default_thread_count({cpu_range(0, 64)}, 0), 64);  // a lone process
+}
+
+// Writes `text` to `root`/`relative`, making the folders.
+void write_file(const std::string& root, const std::string& relative, const std::string& text) {
+  const std::filesystem::path path = std::filesystem::path(root) / relative;
+  std::filesystem::create_directories(path.parent_path());
+  std::ofstream(path) << text << "\n";
+}
+
+TEST(CgroupCpuLimit, Version2TakesTheSmallestQuotaOnThePathUp) {
+  test::TempDir root;
+  EXPECT_EQ(cgroup_cpu_limit("0::/a/b\n", root.path()), 0.0);  // no files: no quota
+  write_file(root.path(), "a/b/cpu.max", "max 100000");             // no quota here
+  write_file(root.path(), "a/cpu.max", "250000 100000");            // 2.5 CPUs above it
+  EXPECT_DOUBLE_EQ(cgroup_cpu_limit("0::/a/b\n", root.path()), 2.5);
+  write_file(root.path(), "cpu.max", "400000 100000");              // the top: looser
+  EXPECT_DOUBLE_EQ(cgroup_cpu_limit("0::/a/b\n", root.path()), 2.5);
+  write_file(root.path(), "a/b/cpu.max", "50000 100000");           // tighter below
+  EXPECT_DOUBLE_EQ(cgroup_cpu_limit("0::/a/b\n", root.path()), 0.5);
+  // A container: its cgroup's path is the host's, above the namespace's root; the top's counts.
+  EXPECT_DOUBLE_EQ(cgroup_cpu_limit("0::/system.slice/docker-1.scope\n", root.path()), 4.0);
+  write_file(root.path(), "c/cpu.max", "garbage");                    // unreadable: no quota
+  EXPECT_DOUBLE_EQ(cgroup_cpu_limit("0::/c\n", root.path()), 4.0);
+}
+
+TEST(CgroupCpuLimit, Version1ReadsTheCpuHierarchy) {
+  test::TempDir root;
+  const std::string self = "9:name=systemd:/job\n4:memory:/job\n2:cpu,cpuacct:/job\n0::/\n";
+  write_file(root.path(), "cpu,cpuacct/job/cpu.cfs_quota_us", "-1");
+  write_file(root.path(), "cpu,cpuacct/job/cpu.cfs_period_us", "100000");
+  EXPECT_EQ(cgroup_cpu_limit(self, root.path()), 0.0);
+  write_file(root.path(), "cpu,cpuacct/cpu.cfs_quota_us", "150000");
+  write_file(root.path(), "cpu,cpuacct/cpu.cfs_period_us", "100000");
+  EXPECT_DOUBLE_EQ(cgroup_cpu_limit(self, root.path()), 1.5);
+  write_file(root.path(), "cpu,cpuacct/job/cpu.cfs_quota_us", "300000");  // looser below: the top's holds
+  EXPECT_DOUBLE_EQ(cgroup_cpu_limit(self, root.path()), 1.5);
+  // The memory hierarchy's quota-like files are not the CPU's.
+  EXPECT_EQ(cgroup_cpu_limit("4:memory:/job\n", root.path()), 0.0);
+}
+
+TEST(CgroupCpuLimit, AQuotaIsSharedByTheNodesRanks) {
+  EXPECT_EQ(quota_thread_count(0.0, 2), 0);  // no quota: no cap
+  EXPECT_EQ(quota_thread_count(4.0, 2), 2);  // docker --cpus=4, 2 ranks
+  EXPECT_EQ(quota_thread_count(2.5, 2), 1);
+  EXPECT_EQ(quota_thread_count(1.5, 4), 1);  // at least one
+  EXPECT_EQ(quota_thread_count(16.0, 1), 16);
 }
 
 TEST(DefaultThreadCount, BoundRanksUseTheirOwnCores) {
