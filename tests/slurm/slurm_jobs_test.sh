@@ -3,7 +3,7 @@
 # with two nodes on this machine (CMAF_SLURM_NODES=2).
 #
 #   slurm_jobs_test.sh start|stop SLURM_DIR
-#   slurm_jobs_test.sh train|twonodes|preempt|preempt2nodes|gpu|rankerror|nopmix SLURM_DIR CMAFORMER
+#   slurm_jobs_test.sh train|twonodes|preempt|preempt2nodes|gpu|rankerror|nopmix|killrank SLURM_DIR CMAFORMER
 #   slurm_jobs_test.sh preparray SLURM_DIR CMAFORMER MAKE_NNUNET_FOLDER
 #   slurm_jobs_test.sh freeze SLURM_DIR CMAFORMER STALL_PROBE
 #     train    2-rank CPU training job completes with its checkpoint; then the eval job on that
@@ -36,6 +36,10 @@
 #              error and exit code 1 (MPI_Abort through Slurm's PMIx), not at the stall limit
 #     nopmix   srun --mpi=none with 2 tasks: each task stops at start-up with an error naming
 #              srun --mpi=pmix, instead of training alone as a world of one
+#     killrank the training template on 2 tasks, with the default 300 s stall limit; once it
+#              trains, task 1 is killed (SIGKILL, as the kernel's OOM killer does): the job fails
+#              within a minute (the template's srun --kill-on-bad-exit=1 ends the step), not when
+#              the surviving rank's stall limit runs out
 # Exit 77 (ctest: skipped) when not root or Slurm is not installed.
 #
 # A mode that fails while one of its job outputs holds OpenMPI's report of a rank killed by a
@@ -222,6 +226,41 @@ case "${mode}" in
     [[ "$(grep -c "^error: \[rank [01]\] ${damaged}: dataset 'image'" "${out}")" == 1 ]] \
       || fail "expected one rank's error naming ${damaged}"
     echo "rankerror: one rank's damaged case failed the 2-task eval job in ${elapsed} s with its error, exit code 1"
+    ;;
+  killrank)
+    job="$(SBATCH_EXTRA="--time=10" submit train_cpu.sbatch cmaf-test-killrank CMAF_DATA="${work}/ds" \
+      CMAF_RUN_DIR="${work}/run" CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 100000 --log-every 1")"
+    # Task 1 of the job: its process environment names the job and the task.
+    task_pid() {
+      local p
+      for p in /proc/[0-9]*; do
+        [[ "$(cat "${p}/comm" 2> /dev/null)" == cmaformer ]] || continue
+        if tr '\0' '\n' < "${p}/environ" 2> /dev/null | grep -qx "SLURM_JOB_ID=${job}" &&
+           tr '\0' '\n' < "${p}/environ" 2> /dev/null | grep -qx "SLURM_PROCID=$1"; then
+          echo "${p#/proc/}"; return 0
+        fi
+      done
+      return 1
+    }
+    victim=""
+    for ((i = 0; i < 180; i++)); do  # until both ranks train (a step in the metrics)
+      if grep -qs '"step"' "${work}/run/metrics.jsonl" && victim="$(task_pid 1)"; then break; fi
+      victim=""
+      [[ "$(job_state "${job}")" =~ ^(PENDING|RUNNING|CONFIGURING)$ ]] || break
+      sleep 1
+    done
+    [[ -n "${victim}" ]] || { cat "${work}"/*"-${job}.out"; fail "job ${job} did not train ($(job_state "${job}"))"; }
+    kill -9 "${victim}"
+    start=$(date +%s)
+    state="$(wait_done "${job}" 240)"
+    elapsed=$(( $(date +%s) - start ))
+    out="${work}/cmaf-test-killrank-${job}.out"
+    grep -v '^[IW]2' "${out}" | tail -15 || true
+    echo "job ${job}: ${state} $(job_field "${job}" ExitCode), ${elapsed} s after task 1 (pid ${victim}) was killed"
+    [[ "${state}" == FAILED ]] || fail "job ${job} with a killed task: ${state}, expected FAILED"
+    ((elapsed < 60)) || fail "the job took ${elapsed} s to end after a task was killed (the stall limit is 300 s)"
+    if task_pid 0 > /dev/null; then fail "task 0 of job ${job} still runs"; fi
+    echo "killrank: the 2-task training job failed ${elapsed} s after task 1 was killed"
     ;;
   nopmix)
     # srun without an MPI plugin: each task would be a world of one. Both must refuse to start.
