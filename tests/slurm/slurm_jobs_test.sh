@@ -38,8 +38,10 @@
 #              srun --mpi=pmix, instead of training alone as a world of one
 #     killrank the training template on 2 tasks, with the default 300 s stall limit; once it
 #              trains, task 1 is killed (SIGKILL, as the kernel's OOM killer does): the job fails
-#              within a minute (the template's srun --kill-on-bad-exit=1 ends the step), not when
-#              the surviving rank's stall limit runs out
+#              within a minute, not when the surviving rank's stall limit runs out (Slurm's PMIx
+#              plugin cancels the step when a task dies; measured: 1 s. srun --kill-on-bad-exit=1
+#              made it 31 s: srun sends SIGTERM first, which the trainer takes as a request to
+#              checkpoint, so the survivor is killed only after KillWait)
 # Exit 77 (ctest: skipped) when not root or Slurm is not installed.
 #
 # A mode that fails while one of its job outputs holds OpenMPI's report of a rank killed by a
