@@ -19,8 +19,9 @@ constexpr int kSilentPeriods = 6;  // no heartbeat for this many periods: silent
 }  // namespace
 
 HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds period,
-                                   std::chrono::milliseconds limit, std::string host)
-    : period_(period), limit_(limit), host_(std::move(host)) {
+                                   std::chrono::milliseconds limit, std::chrono::milliseconds busy_limit,
+                                   std::string host)
+    : period_(period), limit_(limit), busy_limit_(std::max(limit, busy_limit)), host_(std::move(host)) {
   auto check = [&](int code, const char* call) {
     if (code != MPI_SUCCESS) {
       throw ClusterError(str(call, " (heartbeat channel) failed on rank ", rank_, " on ", host_, ": ",
@@ -36,6 +37,7 @@ HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds pe
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   });
   last_sequence_.assign(static_cast<size_t>(size_), 0);
+  peer_busy_.assign(static_cast<size_t>(size_), 0);
   last_heard_.assign(static_cast<size_t>(size_), Clock::now());
   thread_ = std::thread([this] { loop(); });
 }
@@ -83,7 +85,9 @@ void HeartbeatMonitor::exchange() {
   // Every heartbeat that has arrived.
   while (receive(kHeartbeatTag, "MPI_Recv", &source, &sequence)) {
     std::lock_guard<std::mutex> lock(mutex_);
-    last_sequence_[static_cast<size_t>(source)] = sequence;
+    // A heartbeat is the last collective entered, times 2, plus 1 while in local work.
+    last_sequence_[static_cast<size_t>(source)] = sequence / 2;
+    peer_busy_[static_cast<size_t>(source)] = static_cast<char>(sequence % 2);
     last_heard_[static_cast<size_t>(source)] = Clock::now();
   }
   // Forget completed sends.
@@ -112,25 +116,67 @@ void HeartbeatMonitor::left() {
   in_collective_ = false;
 }
 
+void HeartbeatMonitor::begin_local_work(const std::string& what) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  busy_what_ = what;
+  busy_since_ = Clock::now();
+  busy_.store(true);
+}
+
+void HeartbeatMonitor::end_local_work() { busy_.store(false); }
+
+bool HeartbeatMonitor::missing_only_busy_ranks(int64_t sequence) const {
+  const auto now = Clock::now();
+  int busy = 0;
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    const auto k = static_cast<size_t>(r);
+    if (now - last_heard_[k] > kSilentPeriods * period_) return false;  // silent
+    if (last_sequence_[k] >= sequence) continue;                         // arrived
+    if (!peer_busy_[k]) return false;                                    // behind, not busy
+    ++busy;
+  }
+  return busy > 0;
+}
+
 void HeartbeatMonitor::abort_if_stalled() {
   int64_t sequence = 0;
   const char* call = "";
   int64_t bytes = 0;
   double waited = 0.0;
+  bool busy_peers = false;  // waiting on, within the busy limit
+  bool only_busy = false;   // every missing rank is alive and busy with work of its own
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!in_collective_ || Clock::now() - started_ <= limit_) return;
+    const auto waiting = Clock::now() - started_;
+    if (!in_collective_ || waiting <= limit_) return;
     sequence = entered_.load();
     call = call_;
     bytes = bytes_;
-    waited = std::chrono::duration<double>(Clock::now() - started_).count();
+    waited = std::chrono::duration<double>(waiting).count();
+    only_busy = missing_only_busy_ranks(sequence);
+    busy_peers = only_busy && waiting <= busy_limit_;
+    if (busy_peers) {
+      if (busy_wait_logged_ == sequence) return;
+      busy_wait_logged_ = sequence;
+    }
+  }
+  if (busy_peers) {  // logged once per collective, outside the lock (logging may block)
+    LOG(WARNING) << "[rank " << rank_ << " on " << host_ << "] collective #" << sequence << " (" << call
+                 << ") has waited " << waited << " s, past the stall limit of "
+                 << std::chrono::duration<double>(limit_).count() << " s, for ranks busy with work of their own "
+                 << "(their logs say what); waiting for them up to " << std::chrono::duration<double>(busy_limit_).count()
+                 << " s. " << missing_ranks(sequence);
+    return;
   }
   // Logging may block (glog's file on a hung file system): the job ends after the grace anyway.
   const auto grace = std::max(std::chrono::milliseconds(1000), 2 * period_);
   exit_after(grace + kAbortDeadline, kStallExitCode);
   LOG(ERROR) << "[rank " << rank_ << " on " << host_ << "] stall: collective #" << sequence << " (" << call
-             << ", " << bytes << " bytes) has waited " << waited << " s, more than the stall limit of "
-             << std::chrono::duration<double>(limit_).count() << " s; " << missing_ranks(sequence)
+             << ", " << bytes << " bytes) has waited " << waited << " s, more than the "
+             << (only_busy ? "limit for ranks busy with work of their own, " : "stall limit of ")
+             << std::chrono::duration<double>(only_busy ? busy_limit_ : limit_).count() << " s; "
+             << missing_ranks(sequence)
              << "aborting the job (exit status " << kStallExitCode << ")";
   google::FlushLogFiles(google::GLOG_ERROR);
   // Tell the others, so that every live rank logs what it sees (the stalled rank included: its
@@ -172,6 +218,9 @@ void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
                  std::chrono::duration<double>(Clock::now() - started_).count(), " s; ");
     } else if (behind) {
       here = str("this rank has not reached it (last entered #", mine, in_collective_ ? ", and is still in it" : "",
+                 busy_.load() ? str("; busy ", std::chrono::duration<double>(Clock::now() - busy_since_).count(),
+                                    " s with work of its own: ", busy_what_)
+                              : std::string(),
                  "): the others are waiting for it; ");
     } else {
       here = str("this rank has passed it (at collective #", mine, "); ");
@@ -186,6 +235,7 @@ void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
 void HeartbeatMonitor::loop() {
   while (!stopping_.load()) {
     const int64_t sequence = entered_.load();
+    const bool busy = busy_.load();
     mpi_run([&] {  // one block on the MPI thread where calls are funnelled
       std::vector<int> unsent(static_cast<size_t>(size_), 0);
       for (const PendingSend& send : pending_) ++unsent[static_cast<size_t>(send.peer)];
@@ -194,7 +244,7 @@ void HeartbeatMonitor::loop() {
         // A peer that takes nothing (dead, stopped) is not sent more: its unsent messages would
         // pile up. The others still hear from this rank.
         if (unsent[static_cast<size_t>(r)] >= 4) continue;
-        PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t>(sequence), r};
+        PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t>(2 * sequence + (busy ? 1 : 0)), r};
         const int code = MPI_Isend(send.value.get(), 1, MPI_INT64_T, r, kHeartbeatTag, comm_, &send.request);
         if (code == MPI_SUCCESS) {
           pending_.push_back(std::move(send));
@@ -240,7 +290,8 @@ std::string HeartbeatMonitor::missing_ranks(int64_t sequence) const {
       ++missing;
     } else if (last_sequence_[static_cast<size_t>(r)] < sequence) {
       out << "  rank " << r << ": alive but has not reached collective #" << sequence
-          << " (last entered #" << last_sequence_[static_cast<size_t>(r)] << ")\n";
+          << " (last entered #" << last_sequence_[static_cast<size_t>(r)]
+          << (peer_busy_[static_cast<size_t>(r)] ? "; busy with work of its own" : "") << ")\n";
       ++missing;
     }
   }

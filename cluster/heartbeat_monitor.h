@@ -15,6 +15,12 @@
 // collective too (and whom it misses), or not there yet, so that it is the one the others wait
 // for. So every live rank logs the diagnosis, the stalled one included (its heartbeat thread
 // runs while its main thread is stuck), even when another rank's abort comes first.
+//
+// Rank-local work (begin_local_work: rank 0 writing a checkpoint alone, each rank's share of a
+// pseudo-label refresh) makes a rank's heartbeats say "busy". Peers that wait for it in a
+// collective past the stall limit, and whose missing ranks are all alive and busy, log a warning
+// once and wait on, up to `busy_limit`: a slow file system is not a hang. Beyond it, or with any
+// missing rank silent or idle, they abort as above.
 #pragma once
 
 #include <mpi.h>
@@ -38,7 +44,7 @@ inline constexpr std::chrono::milliseconds kDefaultHeartbeatPeriod{500};
 class HeartbeatMonitor {
  public:
   HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds period, std::chrono::milliseconds limit,
-                   std::string host);
+                   std::chrono::milliseconds busy_limit, std::string host);
   ~HeartbeatMonitor();
   HeartbeatMonitor(const HeartbeatMonitor&) = delete;
   HeartbeatMonitor& operator=(const HeartbeatMonitor&) = delete;
@@ -46,6 +52,11 @@ class HeartbeatMonitor {
   // Called by the communication thread around each collective.
   void entered(int64_t sequence, const char* call, int64_t bytes);
   void left();
+
+  // Work of this rank alone, outside any collective (what: "writing checkpoint step-00000100"),
+  // until end_local_work(); not nested.
+  void begin_local_work(const std::string& what);
+  void end_local_work();
 
   // Which ranks have not reached collective `sequence`, and why (one line per rank).
   std::string missing_ranks(int64_t sequence) const;
@@ -55,6 +66,9 @@ class HeartbeatMonitor {
   void loop();
   void exchange();
   void abort_if_stalled();
+  // Whether every rank missing from collective `sequence` is alive and busy (at least one is);
+  // under mutex_.
+  bool missing_only_busy_ranks(int64_t sequence) const;
   // Moves the stall clocks on by `overslept` when the heartbeat thread's sleep overran by seconds.
   void forgive_pause(Clock::duration overslept);
   // Logs a failed side-channel call (peer -1: none) once per call and peer; never throws.
@@ -70,7 +84,12 @@ class HeartbeatMonitor {
   int size_ = 1;
   std::chrono::milliseconds period_;
   std::chrono::milliseconds limit_;
+  std::chrono::milliseconds busy_limit_;
   std::string host_;
+  std::atomic<bool> busy_{false};    // in local work (begin_local_work); the rest under mutex_
+  std::string busy_what_;
+  Clock::time_point busy_since_;
+  int64_t busy_wait_logged_ = -1;    // the collective whose wait for busy ranks was logged
   std::atomic<int64_t> entered_{0};
   bool in_collective_ = false;  // the rest of the current collective's record: under mutex_
   const char* call_ = "";
@@ -79,6 +98,7 @@ class HeartbeatMonitor {
   std::atomic<bool> stopping_{false};
   mutable std::mutex mutex_;
   std::vector<int64_t> last_sequence_;
+  std::vector<char> peer_busy_;  // from the peer's last heartbeat
   std::vector<Clock::time_point> last_heard_;
   struct PendingSend {
     MPI_Request request;

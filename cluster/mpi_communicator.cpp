@@ -140,7 +140,8 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
   if (size_ > 1) {
     // Its thread calls MPI beside the communication thread, or through the MPI thread's funnel.
     watchdog.at("the heartbeat channel (MPI_Comm_dup)");
-    monitor_ = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, stall_.limit, host_);
+    const auto busy_limit = stall_.busy_limit.count() > 0 ? stall_.busy_limit : kBusyLimitFactor * stall_.limit;
+    monitor_ = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, stall_.limit, busy_limit, host_);
   }
   thread_ = std::make_unique<CommThread>();
 }
@@ -468,6 +469,14 @@ at::Tensor MpiCommunicator::new_buffer(int64_t elements, const at::TensorOptions
   // The tensor owns the mapping: it unmaps when the last view of it goes (fresh pages are zero).
   char* block = segment->mine();
   return at::from_blob(block, {elements}, [segment](void*) {}, options);
+}
+
+void MpiCommunicator::begin_local_work(const std::string& what) {
+  if (monitor_) monitor_->begin_local_work(what);
+}
+
+void MpiCommunicator::end_local_work() {
+  if (monitor_) monitor_->end_local_work();
 }
 
 bool MpiCommunicator::in_node_shared_memory(const at::Tensor& tensor) {

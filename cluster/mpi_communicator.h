@@ -66,7 +66,11 @@ namespace cmaf::cluster {
 struct StallOptions {
   std::chrono::milliseconds limit = kDefaultStallLimit;
   std::chrono::milliseconds heartbeat_period = kDefaultHeartbeatPeriod;
+  // How long peers wait past `limit` for ranks busy with work of their own (begin_local_work);
+  // 0: kBusyLimitFactor x limit.
+  std::chrono::milliseconds busy_limit{0};
 };
+inline constexpr int kBusyLimitFactor = 10;
 
 // MPI's text for an error code (MPI_Error_string).
 std::string mpi_error_text(int code);
@@ -89,6 +93,8 @@ class MpiCommunicator : public Communicator {
   // Collective (same order and size on every rank): a zeroed buffer in node shared memory when
   // sums go there, so that all-reducing it copies nothing; else at::zeros.
   at::Tensor new_buffer(int64_t elements, const at::TensorOptions& options) override;
+  void begin_local_work(const std::string& what) override;
+  void end_local_work() override;
   // Whether float sums go through node shared memory (the same answer on every rank).
   bool node_shared_memory() const { return staging_ != nullptr; }
   // Whether `tensor` lies in one of the buffers from new_buffer() that are in node shared memory.

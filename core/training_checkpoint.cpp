@@ -64,6 +64,8 @@ std::string save_training_checkpoint(const TrainingParts& parts, const TrainConf
   world.barrier();
   std::string published;
   if (world.rank() == 0) {
+    // The others wait in the barrier below: on a slow file system that is not a stall.
+    const cluster::LocalWork busy(world, str("writing checkpoint step ", step));
     save_weights(parts.student, (staging / "model.pt").string());
     test_delay();
     save_weights(parts.teacher, (staging / "teacher.pt").string());

@@ -9,6 +9,10 @@
 //                                    for SECONDS, longer than the stall limit, as a suspended
 //                                    Slurm job; a child process it forked resumes them (SIGCONT).
 //                                    Expected: the job finishes (exit 0), the pause forgiven
+//   stall_probe busy RANK SECONDS    rank RANK sleeps before the third all-reduce as work of its
+//                                    own (LocalWork): the others wait past the 3 s stall limit
+//                                    up to the 10 s busy limit. Expected: for SECONDS below it
+//                                    the job finishes (exit 0); above it, a stall (exit 75)
 //   stall_probe late-start RANK SECONDS         rank RANK sleeps before MPI_Init
 //   stall_probe late-communicator RANK SECONDS  ... before the communicator's set-up
 //   stall_probe late-finish RANK SECONDS        ... before MPI_Finalize
@@ -57,6 +61,7 @@ int main(int argc, char** argv) {
   cmaf::cluster::StallOptions stall;
   stall.limit = std::chrono::seconds(3);
   stall.heartbeat_period = std::chrono::milliseconds(200);
+  stall.busy_limit = std::chrono::seconds(10);
   pause("late-communicator");
   {
     cmaf::cluster::MpiCommunicator world(MPI_COMM_WORLD, stall);
@@ -78,6 +83,11 @@ int main(int argc, char** argv) {
     for (int step = 0; step < 5; ++step) {
       if (step == 2 && world.rank() == victim && mode.rfind("late-", 0) != 0) {
         if (mode == "kill") ::kill(::getpid(), SIGKILL);
+        if (mode == "busy") {
+          const cmaf::cluster::LocalWork busy(world, "a long job of its own (stall_probe busy)");
+          std::this_thread::sleep_for(std::chrono::seconds(seconds));
+          continue_after_pause = true;
+        }
         if (mode == "suspend") {
           std::vector<pid_t> job;
           for (const Peer& peer : peers) job.push_back(static_cast<pid_t>(peer.pid));

@@ -5,12 +5,16 @@
 # MPI start-up, to the communicator's set-up or to MPI_Finalize must be reported by the others
 # with the phase and the call they waited in, and end the job with status 75.
 # A job suspended (every rank stopped) for longer than the stall limit must go on when resumed.
+# A rank busy with work of its own (LocalWork) past the stall limit but within the busy limit
+# (10 s) is waited for; past the busy limit it is a stall like any other.
 #   stall_test.sh MPIEXEC STALL_PROBE sleep|kill|late-start|late-communicator|late-finish|suspend RANKS
+#   stall_test.sh MPIEXEC STALL_PROBE busy RANKS SECONDS
 set -uo pipefail
 mpiexec="$1"; probe="$2"; mode="$3"; ranks="$4"
 victim=1
 seconds=20
 [[ "${mode}" != suspend ]] || seconds=6  # twice the 3 s stall limit
+[[ "${mode}" != busy ]] || seconds="$5"
 start=$(date +%s)
 output="$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 \
   "${mpiexec}" -np "${ranks}" --oversubscribe --bind-to none "${probe}" "${mode}" "${victim}" "${seconds}" 2>&1)"
@@ -23,6 +27,16 @@ if [[ "${mode}" == suspend ]]; then
   grep -q "this process was paused for" <<<"${output}" || { echo "FAIL: no rank noticed the pause"; exit 1; }
   if grep -qE "stall: |stall reported|has not finished after|has not completed after" <<<"${output}"; then echo "FAIL: the pause was reported as a stall"; exit 1; fi
   if grep -q "MPI audit:" <<<"${output}"; then echo "FAIL: an MPI call off the MPI thread"; exit 1; fi
+  echo "PASS"
+  exit 0
+fi
+if [[ "${mode}" == busy ]] && ((seconds < 10)); then
+  [[ ${status} -eq 0 ]] || { echo "FAIL: the job with a rank busy ${seconds} s exited ${status}"; exit 1; }
+  grep -q "past the stall limit of 3 s, for ranks busy with work of their own" <<<"${output}" \
+    || { echo "FAIL: no rank said it waited for a busy rank"; exit 1; }
+  grep -q "rank ${victim}: alive but has not reached collective #3 (last entered #2; busy with work of its own)" \
+    <<<"${output}" || { echo "FAIL: the wait does not name busy rank ${victim}"; exit 1; }
+  if grep -qE "stall: |stall reported" <<<"${output}"; then echo "FAIL: a busy rank was reported as a stall"; exit 1; fi
   echo "PASS"
   exit 0
 fi
@@ -53,6 +67,14 @@ late_report() {  # late_report PHASE CALL: a live rank named the phase and the c
   [[ ${status} -eq 75 ]] || { echo "FAIL: exit status ${status}, expected 75"; exit 1; }
 }
 case "${mode}" in
+  busy)
+    [[ ${status} -eq 75 ]] || { echo "FAIL: exit status ${status}, expected 75"; exit 1; }
+    ((elapsed >= 10)) || { echo "FAIL: aborted after ${elapsed} s, before the 10 s busy limit"; exit 1; }
+    grep -q "stall: collective #3 .* more than the limit for ranks busy with work of their own, 10 s" <<<"${output}" \
+      || { echo "FAIL: no stall report naming the busy limit"; exit 1; }
+    grep -qE "\[rank ${victim} on [^]]*\] stall reported by rank [0-9]+ at collective #3: this rank has not reached it \(last entered #2; busy [0-9.]+ s with work of its own: a long job of its own" <<<"${output}" \
+      || { echo "FAIL: the busy rank did not say what it was busy with"; exit 1; }
+    ;;
   late-start) late_report "MPI start-up" "MPI_Init_thread" ;;
   late-communicator) late_report "the communicator's set-up" "MPI_Comm_dup" ;;
   late-finish) late_report "MPI shut-down" "MPI_Ibarrier before MPI_Finalize" ;;
