@@ -70,8 +70,9 @@ class Communicator {
 
   // This rank is about to work alone while its peers may wait for it in a collective (rank 0
   // writing a checkpoint, a rank's share of inference), until end_local_work(). A backend with
-  // stall detection (mpi) then gives it a longer limit than a rank that is stuck: see
-  // heartbeat_monitor.h. Not nested; use LocalWork.
+  // stall detection (mpi) then gives it a longer limit than a rank that is stuck, until it
+  // enters its next collective: see heartbeat_monitor.h. Not nested, and no collective inside;
+  // use LocalWork.
   virtual void begin_local_work(const std::string& /*what*/) {}
   virtual void end_local_work() {}
 

@@ -105,6 +105,7 @@ void HeartbeatMonitor::exchange() {
 void HeartbeatMonitor::entered(int64_t sequence, const char* call, int64_t bytes) {
   std::lock_guard<std::mutex> lock(mutex_);
   entered_.store(sequence);
+  heartbeat_.store(2 * sequence);  // no longer busy
   in_collective_ = true;
   call_ = call;
   bytes_ = bytes;
@@ -120,10 +121,8 @@ void HeartbeatMonitor::begin_local_work(const std::string& what) {
   std::lock_guard<std::mutex> lock(mutex_);
   busy_what_ = what;
   busy_since_ = Clock::now();
-  busy_.store(true);
+  heartbeat_.fetch_or(1);
 }
-
-void HeartbeatMonitor::end_local_work() { busy_.store(false); }
 
 bool HeartbeatMonitor::missing_only_busy_ranks(int64_t sequence) const {
   const auto now = Clock::now();
@@ -218,7 +217,7 @@ void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
                  std::chrono::duration<double>(Clock::now() - started_).count(), " s; ");
     } else if (behind) {
       here = str("this rank has not reached it (last entered #", mine, in_collective_ ? ", and is still in it" : "",
-                 busy_.load() ? str("; busy ", std::chrono::duration<double>(Clock::now() - busy_since_).count(),
+                 heartbeat_.load() % 2 ? str("; busy ", std::chrono::duration<double>(Clock::now() - busy_since_).count(),
                                     " s with work of its own: ", busy_what_)
                               : std::string(),
                  "): the others are waiting for it; ");
@@ -234,8 +233,7 @@ void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
 
 void HeartbeatMonitor::loop() {
   while (!stopping_.load()) {
-    const int64_t sequence = entered_.load();
-    const bool busy = busy_.load();
+    const int64_t heartbeat = heartbeat_.load();
     mpi_run([&] {  // one block on the MPI thread where calls are funnelled
       std::vector<int> unsent(static_cast<size_t>(size_), 0);
       for (const PendingSend& send : pending_) ++unsent[static_cast<size_t>(send.peer)];
@@ -244,7 +242,7 @@ void HeartbeatMonitor::loop() {
         // A peer that takes nothing (dead, stopped) is not sent more: its unsent messages would
         // pile up. The others still hear from this rank.
         if (unsent[static_cast<size_t>(r)] >= 4) continue;
-        PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t>(2 * sequence + (busy ? 1 : 0)), r};
+        PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t>(heartbeat), r};
         const int code = MPI_Isend(send.value.get(), 1, MPI_INT64_T, r, kHeartbeatTag, comm_, &send.request);
         if (code == MPI_SUCCESS) {
           pending_.push_back(std::move(send));

@@ -53,10 +53,12 @@ class HeartbeatMonitor {
   void entered(int64_t sequence, const char* call, int64_t bytes);
   void left();
 
-  // Work of this rank alone, outside any collective (what: "writing checkpoint step-00000100"),
-  // until end_local_work(); not nested.
+  // Work of this rank alone, outside any collective (what: "writing checkpoint step-00000100").
+  // Its heartbeats say "busy" until it enters its next collective, not only until
+  // end_local_work(): a heartbeat between the two would say "behind, idle" to peers that have
+  // waited past the stall limit. Not nested.
   void begin_local_work(const std::string& what);
-  void end_local_work();
+  void end_local_work() {}
 
   // Which ranks have not reached collective `sequence`, and why (one line per rank).
   std::string missing_ranks(int64_t sequence) const;
@@ -86,8 +88,10 @@ class HeartbeatMonitor {
   std::chrono::milliseconds limit_;
   std::chrono::milliseconds busy_limit_;
   std::string host_;
-  std::atomic<bool> busy_{false};    // in local work (begin_local_work); the rest under mutex_
-  std::string busy_what_;
+  // What the heartbeats send, read and written whole: the last collective entered times 2, plus
+  // 1 from begin_local_work() until the next entered().
+  std::atomic<int64_t> heartbeat_{0};
+  std::string busy_what_;  // the last local work and its start, under mutex_
   Clock::time_point busy_since_;
   int64_t busy_wait_logged_ = -1;    // the collective whose wait for busy ranks was logged
   std::atomic<int64_t> entered_{0};

@@ -334,17 +334,36 @@ void MpiCommunicator::sum_slots(const std::vector<char*>& slots, at::ScalarType 
       failed = error.what();
     }
   };
-  // Several nodes: whether the ranks of every node agree (node rank i with its counterparts, all
-  // of whose nodes are uniform in this), so that every rank of every node refuses together. A
-  // node that refused alone would leave the others waiting in the sum between nodes, or paired
-  // with its next sum.
+  // Several nodes: whether the ranks of every node agree, and the nodes with each other (node
+  // rank i with its counterparts; a node's ranks all agree or all refuse), so that every rank of
+  // every node refuses together. A node that refused alone would leave the others waiting in the
+  // sum between nodes, or paired with its next sum; nodes that each agree but sum different
+  // tensors would cut them into different slices.
   bool refused_elsewhere = false;
+  std::string elsewhere;
   if (several_nodes) {
     between_nodes([&] {
-      const int agreed = differ ? 0 : 1;
-      int everywhere = 0;
-      check(mpi_allreduce(&agreed, &everywhere, 1, MPI_INT, MPI_MIN, cross_comm_), "MPI_Allreduce (between nodes)");
-      refused_elsewhere = !differ && everywhere == 0;
+      const int64_t fields[] = {differ ? 1 : 0, mine.sequence, mine.bytes, mine.offset, mine.buffer, mine.type};
+      constexpr int kFields = static_cast<int>(sizeof(fields) / sizeof(fields[0]));
+      int64_t pairs[2 * kFields];  // (v, -v): MPI_MAX gives each field's largest and smallest value
+      for (int f = 0; f < kFields; ++f) {
+        pairs[2 * f] = fields[f];
+        pairs[2 * f + 1] = -fields[f];
+      }
+      int64_t range[2 * kFields];
+      check(mpi_allreduce(pairs, range, 2 * kFields, MPI_INT64_T, MPI_MAX, cross_comm_),
+            "MPI_Allreduce (between nodes)");
+      bool nodes_differ = false;
+      for (int f = 1; f < kFields; ++f) nodes_differ = nodes_differ || range[2 * f] != -range[2 * f + 1];
+      refused_elsewhere = !differ && (range[0] == 1 || nodes_differ);
+      if (range[0] == 1) {
+        elsewhere = "the ranks of another node passed different tensors (their errors name them)";
+      } else if (nodes_differ) {
+        elsewhere = str("the nodes passed different tensors (collectives #", -range[3], " to #", range[2], ", ",
+                        -range[5], " to ", range[4], " bytes, dtypes ",
+                        at::toString(static_cast<at::ScalarType>(-range[11])), " to ",
+                        at::toString(static_cast<at::ScalarType>(range[10])), ")");
+      }
     });
   }
   const int64_t element = static_cast<int64_t>(at::elementSize(type));
@@ -387,8 +406,8 @@ void MpiCommunicator::sum_slots(const std::vector<char*>& slots, at::ScalarType 
     }
   }
   if (refused_elsewhere) {
-    throw ClusterError(str("[rank ", rank_, " on ", host_, "] all_reduce through node shared memory: the ranks of ",
-                           "another node passed different tensors (their errors name them); here every rank passed ",
+    throw ClusterError(str("[rank ", rank_, " on ", host_, "] all_reduce through node shared memory: ", elsewhere,
+                           "; here every rank passed ",
                            describe_sum(mine.bytes, mine.type, mine.buffer, mine.offset), " (collective #",
                            mine.sequence, "). Every rank must all-reduce tensors of the same dtype and size, in the ",
                            "same order"));

@@ -29,11 +29,12 @@
 // Before a node shared-memory sum reads a peer's copy, the ranks of the node compare what each
 // is summing (collective number, dtype, bytes, which buffer and where in it): a rank that passes
 // another tensor than its peers gets a ClusterError naming both sides, on every rank of the node,
-// instead of a sum that mixes unrelated memory. On several nodes the nodes then agree (a 4-byte
-// MPI_Allreduce between the node ranks i, before the slice's): when one node refuses, the ranks
-// of every other node get a ClusterError saying so, instead of waiting in the sum between nodes.
-// (On the MPI_Allreduce path mismatched sizes are MPI's to report; a rank that waits for a
-// collective its peers never issue is the stall watchdog's.)
+// instead of a sum that mixes unrelated memory. On several nodes the nodes then compare the same
+// (a 96-byte MPI_Allreduce between the node ranks i, before the slice's): when one node refuses,
+// or the nodes pass different tensors, every rank of every node gets a ClusterError saying so,
+// instead of waiting in the sum between nodes. (On the MPI_Allreduce path mismatched sizes are
+// MPI's to report; a rank that waits for a collective its peers never issue is the stall
+// watchdog's.)
 //
 // After an MPI call of a collective fails, MPI's state for the communicator is undefined (peers
 // may be waiting in that collective or past it): every later collective on it fails at once with
@@ -66,8 +67,8 @@ namespace cmaf::cluster {
 struct StallOptions {
   std::chrono::milliseconds limit = kDefaultStallLimit;
   std::chrono::milliseconds heartbeat_period = kDefaultHeartbeatPeriod;
-  // How long peers wait past `limit` for ranks busy with work of their own (begin_local_work);
-  // 0: kBusyLimitFactor x limit.
+  // How long a collective waits, from its start, for ranks busy with work of their own
+  // (begin_local_work) before it is a stall; 0: kBusyLimitFactor x limit.
   std::chrono::milliseconds busy_limit{0};
 };
 inline constexpr int kBusyLimitFactor = 10;
@@ -132,7 +133,7 @@ class MpiCommunicator : public Communicator {
     int32_t rank = 0;      // the world rank that wrote it (for the error)
   };
   // The sum over ranks of `slots[*]` (rank r's copy at slots[r]) into all of them; throws
-  // ClusterError on every rank of the node when their descriptors differ.
+  // ClusterError on every rank of every node when descriptors differ (on a node, or between nodes).
   void sum_slots(const std::vector<char*>& slots, at::ScalarType type, int64_t elements, const SumDescriptor& mine);
   // Set (world rank + 1) in node rank `node_rank`'s control block when its MPI call between nodes
   // failed (sum_slots); fresh pages are zero.

@@ -124,8 +124,9 @@ void fail_shared_memory_maps_for_testing(int count) { injected_map_failures = co
 std::shared_ptr<SharedSegment> SharedSegment::map(MPI_Comm comm, int64_t bytes, std::string* why, int world_rank) {
   int rank = 0;
   int size = 1;
-  check_mpi(mpi_call([&] { return MPI_Comm_rank(comm, &rank); }), "MPI_Comm_rank", world_rank);
+  const int rank_code = mpi_call([&] { return MPI_Comm_rank(comm, &rank); });
   const int named = world_rank >= 0 ? world_rank : rank;  // the rank errors name
+  check_mpi(rank_code, "MPI_Comm_rank", named);
   check_mpi(mpi_call([&] { return MPI_Comm_size(comm, &size); }), "MPI_Comm_size", named);
   std::shared_ptr<SharedSegment> segment(new SharedSegment());
   segment->rank_ = rank;

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <optional>
@@ -260,7 +261,7 @@ double smallest_limit(std::string path, const LimitAt& limit_at) {
 
 double cgroup_cpu_limit(const std::string& self_cgroup, const std::string& root) {
   // Lines "hierarchy-ID:controllers:path": "0::/path" is cgroup v2; v1 has one line per hierarchy,
-  // the one whose controllers include "cpu" mounted at root/<controllers> (root/cpu a link to it).
+  // the one whose controllers include "cpu" mounted at root/<controllers> or root/cpu.
   // Inside a container the path may be the host's, above the container's root: the walk up to
   // "/" then finds the container's own limit at the mount's top.
   std::istringstream lines(self_cgroup);
@@ -284,7 +285,9 @@ double cgroup_cpu_limit(const std::string& self_cgroup, const std::string& root)
     bool cpu = false;
     while (std::getline(names, name, ',')) cpu = cpu || name == "cpu";
     if (!cpu) continue;
-    const std::string mount = root + "/" + controllers;
+    // Mounted as root/<controllers> ("cpu,cpuacct"), or only as root/cpu.
+    std::string mount = root + "/" + controllers;
+    if (!std::filesystem::is_directory(mount)) mount = root + "/cpu";
     take(smallest_limit(path, [&](const std::string& p) { return cfs_limit(mount + p); }));
   }
   return limit;

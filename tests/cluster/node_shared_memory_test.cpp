@@ -214,7 +214,7 @@ TEST(MpiNodeSharedMemory, RanksThatPassDifferentTensorsAllGetAnError) {
 // On several nodes, when only the last node's ranks differ, the other nodes' ranks do not go on
 // to the sum between nodes (where they would wait for the stall limit): they get an error saying
 // that another node's ranks differed, every tensor stays as it was, and the communicator is still
-// in step.
+// in step. Likewise when each node agrees within itself but the nodes pass different sizes.
 TEST(MpiNodeSharedMemory, ANodeWhoseRanksDifferMakesEveryNodeFail) {
   if (!world().node_shared_memory() || world().nodes() < 2) GTEST_SKIP() << "needs the hierarchical sum";
   const Layout layout = expected_layout();
@@ -237,6 +237,19 @@ TEST(MpiNodeSharedMemory, ANodeWhoseRanksDifferMakesEveryNodeFail) {
     }
     EXPECT_TRUE(at::equal(tensor, before)) << "rank " << world().rank() << ": changed";
   }
+  // Every rank of the last node passes 1000 floats, every other rank 2000: each node agrees
+  // within itself, but the nodes would cut their sums into different slices.
+  at::Tensor tensor = at::full({last_node ? 1000 : 2000}, world().rank() + 1.0f);
+  const at::Tensor before = tensor.clone();
+  try {
+    world().all_reduce(tensor, ReduceOp::kSum);
+    ADD_FAILURE() << "rank " << world().rank() << ": no error when the nodes differ";
+  } catch (const cluster::ClusterError& e) {
+    const std::string text = e.what();
+    EXPECT_NE(text.find("the nodes passed different tensors"), std::string::npos) << text;
+    EXPECT_NE(text.find("4000 to 8000 bytes"), std::string::npos) << text;
+  }
+  EXPECT_TRUE(at::equal(tensor, before)) << "rank " << world().rank() << ": changed";
   at::Tensor sum = at::full({1000}, world().rank() + 1.0f);
   world().all_reduce(sum, ReduceOp::kSum);
   const int n = world().size();

@@ -68,7 +68,14 @@ TEST(CgroupCpuLimit, Version1ReadsTheCpuHierarchy) {
   write_file(root.path(), "cpu,cpuacct/job/cpu.cfs_quota_us", "300000");  // looser below: the top's holds
   EXPECT_DOUBLE_EQ(cgroup_cpu_limit(self, root.path()), 1.5);
   // The memory hierarchy's quota-like files are not the CPU's.
+  write_file(root.path(), "memory/job/cpu.cfs_quota_us", "50000");
+  write_file(root.path(), "memory/job/cpu.cfs_period_us", "100000");
   EXPECT_EQ(cgroup_cpu_limit("4:memory:/job\n", root.path()), 0.0);
+  // Only a root/cpu mount: found there.
+  test::TempDir only_cpu;
+  write_file(only_cpu.path(), "cpu/cpu.cfs_quota_us", "200000");
+  write_file(only_cpu.path(), "cpu/cpu.cfs_period_us", "100000");
+  EXPECT_DOUBLE_EQ(cgroup_cpu_limit("2:cpuacct,cpu:/\n", only_cpu.path()), 2.0);
 }
 
 TEST(CgroupCpuLimit, AQuotaIsSharedByTheNodesRanks) {
