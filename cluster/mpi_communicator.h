@@ -52,6 +52,7 @@
 #include <mpi.h>
 
 #include <atomic>
+#include <climits>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -140,6 +141,9 @@ class MpiCommunicator : public Communicator {
   std::atomic<int32_t>* failure_word(int node_rank) const;
   void shared_memory_sum(at::Tensor& tensor);
   MPI_Op mpi_op(at::ScalarType type, ReduceOp op) const;
+  static MPI_Datatype mpi_type(at::ScalarType type);  // bf16: its bit patterns (MPI_UINT16_T)
+  // MPI counts are int: large tensors go in chunks of at most this many elements.
+  static constexpr int64_t kMaxChunk = INT_MAX / 2;
   // Numbers the collective and tells the watchdog; the returned guard tells it the end.
   struct CollectiveScope {
     HeartbeatMonitor* monitor;

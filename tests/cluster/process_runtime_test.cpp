@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cluster/cluster_error.h"
+#include "cluster/cpu_quota.h"
 #include "cluster/mpi_thread.h"
 #include "tests/temp_dir.h"
 
