@@ -68,33 +68,17 @@ class Communicator {
     return at::zeros({elements}, options);
   }
 
-  // This rank is about to work alone while its peers may wait for it in a collective (rank 0
-  // writing a checkpoint, a rank's share of inference), until end_local_work(). A backend with
-  // stall detection (mpi) then gives it a longer limit than a rank that is stuck, until it
-  // enters its next collective: see heartbeat_monitor.h. Not nested, and no collective inside;
-  // use LocalWork.
+  // This rank is about to work alone, until its next collective, while its peers may wait for it
+  // in a collective (rank 0 writing a checkpoint, a rank's share of inference). A backend with
+  // stall detection (mpi) then gives it a longer limit than a rank that is stuck: see
+  // heartbeat_monitor.h.
   virtual void begin_local_work(const std::string& /*what*/) {}
-  virtual void end_local_work() {}
 
   void all_reduce(const at::Tensor& tensor, ReduceOp op) { all_reduce_async(tensor, op)->wait(); }
   void broadcast(const at::Tensor& tensor, int root) { broadcast_async(tensor, root)->wait(); }
   // Returns [size, *tensor.sizes()] with rank r's tensor at index r.
   at::Tensor all_gather(const at::Tensor& tensor);
   void barrier() { barrier_async()->wait(); }
-};
-
-// Communicator::begin_local_work for a scope.
-class LocalWork {
- public:
-  LocalWork(Communicator& communicator, const std::string& what) : communicator_(communicator) {
-    communicator_.begin_local_work(what);
-  }
-  ~LocalWork() { communicator_.end_local_work(); }
-  LocalWork(const LocalWork&) = delete;
-  LocalWork& operator=(const LocalWork&) = delete;
-
- private:
-  Communicator& communicator_;
 };
 
 // Checks shared by the backends: dense, on the CPU for host backends, a supported dtype for the

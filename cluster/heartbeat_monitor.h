@@ -54,11 +54,10 @@ class HeartbeatMonitor {
   void left();
 
   // Work of this rank alone, outside any collective (what: "writing checkpoint step-00000100").
-  // Its heartbeats say "busy" until it enters its next collective, not only until
-  // end_local_work(): a heartbeat between the two would say "behind, idle" to peers that have
-  // waited past the stall limit. Not nested.
+  // Its heartbeats say "busy" until it enters its next collective: ending the mark any earlier
+  // would let a heartbeat between the two say "behind, idle" to peers that have waited past the
+  // stall limit.
   void begin_local_work(const std::string& what);
-  void end_local_work() {}
 
   // Which ranks have not reached collective `sequence`, and why (one line per rank).
   std::string missing_ranks(int64_t sequence) const;

@@ -236,10 +236,6 @@ void MpiCommunicator::begin_local_work(const std::string& what) {
   if (monitor_) monitor_->begin_local_work(what);
 }
 
-void MpiCommunicator::end_local_work() {
-  if (monitor_) monitor_->end_local_work();
-}
-
 WorkHandle MpiCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {
   check_collective_tensor(*this, tensor, "all_reduce", op);
   return std::make_shared<Work>(thread_->submit([this, tensor, op]() mutable { run_all_reduce(tensor, op); }));

@@ -96,7 +96,6 @@ class MpiCommunicator : public Communicator {
   // sums go there, so that all-reducing it copies nothing; else at::zeros.
   at::Tensor new_buffer(int64_t elements, const at::TensorOptions& options) override;
   void begin_local_work(const std::string& what) override;
-  void end_local_work() override;
   // Whether float sums go through node shared memory (the same answer on every rank).
   bool node_shared_memory() const { return staging_ != nullptr; }
   // Whether `tensor` lies in one of the buffers from new_buffer() that are in node shared memory.

@@ -142,7 +142,7 @@ nlohmann::json PseudoLabelPool::refresh(model::CmaformerImpl& teacher, const sha
   }
   {
     // Shards differ in size: ranks done first wait for the others in the all-reduce below.
-    const cluster::LocalWork busy(world_, str("pseudo-label inference on this rank's unlabeled cases, step ", step));
+    world_.begin_local_work(str("pseudo-label inference on this rank's unlabeled cases, step ", step));
     AtomicFile out((folder / rank_file(world_.rank())).string());
     datastore::h5::guarded(out.temp_path(), "/", "writing the pseudo-label pool", [&] {
       H5::H5File h5(out.temp_path(), H5F_ACC_TRUNC);

@@ -65,7 +65,7 @@ std::string save_training_checkpoint(const TrainingParts& parts, const TrainConf
   std::string published;
   if (world.rank() == 0) {
     // The others wait in the barrier below: on a slow file system that is not a stall.
-    const cluster::LocalWork busy(world, str("writing checkpoint step ", step));
+    world.begin_local_work(str("writing checkpoint step ", step));
     save_weights(parts.student, (staging / "model.pt").string());
     test_delay();
     save_weights(parts.teacher, (staging / "teacher.pt").string());

@@ -10,7 +10,7 @@
 //                                    Slurm job; a child process it forked resumes them (SIGCONT).
 //                                    Expected: the job finishes (exit 0), the pause forgiven
 //   stall_probe busy RANK SECONDS    rank RANK sleeps before the third all-reduce as work of its
-//                                    own (LocalWork): the others wait past the 3 s stall limit
+//                                    own (begin_local_work): the others wait past the 3 s stall limit
 //                                    up to the 10 s busy limit. Expected: for SECONDS below it
 //                                    the job finishes (exit 0); above it, a stall (exit 75)
 //   stall_probe late-start RANK SECONDS         rank RANK sleeps before MPI_Init
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
       if (step == 2 && world.rank() == victim && mode.rfind("late-", 0) != 0) {
         if (mode == "kill") ::kill(::getpid(), SIGKILL);
         if (mode == "busy") {
-          const cmaf::cluster::LocalWork busy(world, "a long job of its own (stall_probe busy)");
+          world.begin_local_work("a long job of its own (stall_probe busy)");
           std::this_thread::sleep_for(std::chrono::seconds(seconds));
           continue_after_pause = true;
         }

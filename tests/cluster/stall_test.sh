@@ -5,7 +5,7 @@
 # MPI start-up, to the communicator's set-up or to MPI_Finalize must be reported by the others
 # with the phase and the call they waited in, and end the job with status 75.
 # A job suspended (every rank stopped) for longer than the stall limit must go on when resumed.
-# A rank busy with work of its own (LocalWork) past the stall limit but within the busy limit
+# A rank busy with work of its own (begin_local_work) past the stall limit but within the busy limit
 # (10 s) is waited for; past the busy limit it is a stall like any other.
 #   stall_test.sh MPIEXEC STALL_PROBE sleep|kill|late-start|late-communicator|late-finish|suspend RANKS
 #   stall_test.sh MPIEXEC STALL_PROBE busy RANKS SECONDS
