@@ -293,7 +293,7 @@ std::string HeartbeatMonitor::missing_ranks(int64_t sequence) const {
       ++missing;
     }
   }
-  if (missing == 0) out << "  every rank has reached it (a slow network, or the limit is too short)\n";
+  if (missing == 0) out << "  every rank has reached it (a slow network or device, or the limit is too short)\n";
   return str("ranks not arrived: ", missing, "\n", out.str());
 }
 

@@ -1,5 +1,6 @@
-// Stall detection for the MPI backend: a watchdog with a side channel that tells who has not
-// arrived.
+// Stall detection for the MPI backend, and for the NCCL backend's collectives over an MPI
+// bootstrap (MpiCommunicator::new_heartbeat_monitor): a watchdog with a side channel that tells
+// who has not arrived.
 //
 // Each rank runs a heartbeat thread on its own duplicate communicator (its calls beside the
 // communication thread's, or below MPI_THREAD_MULTIPLE through the MPI thread's funnel,

@@ -111,8 +111,8 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
   if (size_ > 1) {
     // Its thread calls MPI beside the communication thread, or through the MPI thread's funnel.
     watchdog.at("the heartbeat channel (MPI_Comm_dup)");
-    const auto busy_limit = stall_.busy_limit.count() > 0 ? stall_.busy_limit : kBusyLimitFactor * stall_.limit;
-    monitor_ = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, stall_.limit, busy_limit, host_);
+    monitor_ = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, stall_.limit,
+                                                  busy_limit(stall_.limit), host_);
   }
   thread_ = std::make_unique<CommThread>();
 }
@@ -234,6 +234,22 @@ void MpiCommunicator::run_all_reduce(at::Tensor& tensor, ReduceOp op) {
 
 void MpiCommunicator::begin_local_work(const std::string& what) {
   if (monitor_) monitor_->begin_local_work(what);
+}
+
+std::chrono::milliseconds MpiCommunicator::busy_limit(std::chrono::milliseconds limit) const {
+  return stall_.busy_limit.count() > 0 ? stall_.busy_limit : kBusyLimitFactor * limit;
+}
+
+std::unique_ptr<HeartbeatMonitor> MpiCommunicator::new_heartbeat_monitor(std::chrono::milliseconds limit) {
+  if (size_ == 1) return nullptr;
+  std::unique_ptr<HeartbeatMonitor> monitor;
+  // Its MPI_Comm_dup is a collective on comm_: in order with the ones queued before, and watched
+  // by this communicator's own heartbeat like them.
+  Work(thread_->submit([&] {
+    const CollectiveScope scope = begin_collective("MPI_Comm_dup (a heartbeat channel)", 0);
+    monitor = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, limit, busy_limit(limit), host_);
+  })).wait();
+  return monitor;
 }
 
 WorkHandle MpiCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {

@@ -96,6 +96,12 @@ class MpiCommunicator : public Communicator {
   // sums go there, so that all-reducing it copies nothing; else at::zeros.
   at::Tensor new_buffer(int64_t elements, const at::TensorOptions& options) override;
   void begin_local_work(const std::string& what) override;
+  // A heartbeat channel of its own over these ranks, for another communicator's collectives (the
+  // NCCL backend's): driven by that communicator's entered()/left(), it names the ranks a stalled
+  // collective waits for, with this communicator's heartbeat period and busy limit (StallOptions;
+  // a busy limit of 0 is kBusyLimitFactor x `limit`). Collective, in this communicator's order
+  // (its MPI_Comm_dup runs on the communication thread); nullptr on one rank.
+  std::unique_ptr<HeartbeatMonitor> new_heartbeat_monitor(std::chrono::milliseconds limit);
   // Whether float sums go through node shared memory (the same answer on every rank).
   bool node_shared_memory() const { return staging_ != nullptr; }
   // Whether `tensor` lies in one of the buffers from new_buffer() that are in node shared memory.
@@ -110,6 +116,8 @@ class MpiCommunicator : public Communicator {
   // Throws ClusterError for a failed MPI call, and marks the communicator failed (failure_).
   // Called by the constructor and, after it, only on the communication thread.
   void check(int code, const char* call);
+  // How long a collective waits for busy ranks (StallOptions::busy_limit) under stall limit `limit`.
+  std::chrono::milliseconds busy_limit(std::chrono::milliseconds limit) const;
   void run_all_reduce(at::Tensor& tensor, ReduceOp op);
   // Sets the node communicator, rank and size and the node count; returns the ranks on the
   // node with fewest and on the one with most.

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "cluster/cluster_error.h"
+#include "cluster/mpi_communicator.h"
 #include "cluster/process_runtime.h"
 #include "cmaf/config.h"
 #if CMAF_WITH_CUDA
@@ -83,7 +84,16 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device, std::chr
     CMAF_NCCL_CHECK(ncclCommInitRank(&state_->comm, size_, id, rank_));
   }
   CMAF_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
-  watchdog_ = std::make_unique<CallWatchdog>(stall_limit_, str("rank ", rank_, " on ", host_), WatchdogEnd::kAbortJob);
+  // The collectives' stall watch, last (its destructor waits for every rank): a heartbeat channel
+  // that names missing ranks where the bootstrap is MPI (so on every rank: one binary, one
+  // launcher), else a watchdog that names the call.
+  if (auto* mpi = dynamic_cast<MpiCommunicator*>(&bootstrap_); mpi != nullptr) {
+    monitor_ = mpi->new_heartbeat_monitor(stall_limit_);
+  }
+  if (!monitor_) {
+    watchdog_ = std::make_unique<CallWatchdog>(stall_limit_, str("rank ", rank_, " on ", host_),
+                                               WatchdogEnd::kAbortJob);
+  }
   thread_ = std::make_unique<CommThread>();
 }
 
@@ -93,6 +103,8 @@ NcclCommunicator::~NcclCommunicator() {
   watchdog.at("the collectives still queued");
   thread_.reset();
   watchdog_.reset();
+  watchdog.at("the heartbeat channel's last MPI_Barrier");
+  monitor_.reset();
   watchdog.at("ncclCommDestroy");
   // A destructor cannot throw: failures are logged with the rank and host.
   if (state_->stream != nullptr) {
@@ -110,17 +122,32 @@ NcclCommunicator::~NcclCommunicator() {
 }
 
 namespace {
-// Arms the watchdog for one collective, from its enqueueing (which may itself wait for peers:
-// NCCL connects lazily, at a communicator's first collective) to the end of its stream.
-class Armed {
+// Watches one collective, from its enqueueing (which may itself wait for peers: NCCL connects
+// lazily, at a communicator's first collective) to the end of its stream: the heartbeat
+// channel, or else the call watchdog.
+class Watched {
  public:
-  Armed(CallWatchdog& watchdog, const char* collective) : watchdog_(watchdog) { watchdog_.arm(collective); }
-  ~Armed() { watchdog_.disarm(); }
-  Armed(const Armed&) = delete;
-  Armed& operator=(const Armed&) = delete;
+  Watched(HeartbeatMonitor* monitor, CallWatchdog* watchdog, int64_t sequence, const char* call, int64_t bytes)
+      : monitor_(monitor), watchdog_(watchdog) {
+    if (monitor_ != nullptr) {
+      monitor_->entered(sequence, call, bytes);
+    } else if (watchdog_ != nullptr) {
+      watchdog_->arm(call);
+    }
+  }
+  ~Watched() {
+    if (monitor_ != nullptr) {
+      monitor_->left();
+    } else if (watchdog_ != nullptr) {
+      watchdog_->disarm();
+    }
+  }
+  Watched(const Watched&) = delete;
+  Watched& operator=(const Watched&) = delete;
 
  private:
-  CallWatchdog& watchdog_;
+  HeartbeatMonitor* monitor_;
+  CallWatchdog* watchdog_;
 };
 
 // Makes `device` current on this thread for a scope, and restores the caller's device.
@@ -174,7 +201,12 @@ void NcclCommunicator::check_nccl(ncclResult_t status, const char* call) const {
                          detail != nullptr && *detail != '\0' ? str(" (", detail, ")") : std::string()));
 }
 
-WorkHandle NcclCommunicator::enqueue(const char* call, std::function<ncclResult_t(ncclComm_t, cudaStream_t)> launch) {
+void NcclCommunicator::begin_local_work(const std::string& what) {
+  if (monitor_) monitor_->begin_local_work(what);
+}
+
+WorkHandle NcclCommunicator::enqueue(const char* call, int64_t bytes,
+                                     std::function<ncclResult_t(ncclComm_t, cudaStream_t)> launch) {
   // What the caller has queued on its stream so far (the gradients, the tensor's values) must be
   // done before NCCL reads: an event recorded now, on the caller's current stream; the
   // communicator's stream waits for it on the GPU, and later compute is not waited for.
@@ -186,14 +218,16 @@ WorkHandle NcclCommunicator::enqueue(const char* call, std::function<ncclResult_
     event.reset(ready, [](cudaEvent_t e) { cudaEventDestroy(e); });  // owned, also when the record fails
     CMAF_CUDA_CHECK(cudaEventRecord(ready, current_stream(state_->device)));
   }
-  return std::make_shared<Work>(thread_->submit([this, call, launch = std::move(launch), event] {
+  return std::make_shared<Work>(thread_->submit([this, call, bytes, launch = std::move(launch), event] {
     if (!state_->failed.empty()) {
       throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", call, ": the NCCL communicator was aborted after an "
                              "earlier error: ", state_->failed));
     }
     CMAF_CUDA_CHECK(cudaSetDevice(state_->device));
     CMAF_CUDA_CHECK(cudaStreamWaitEvent(state_->stream, event.get(), 0));
-    const Armed armed(*watchdog_, call);
+    // Numbered only once it is sure to be enqueued: a rank whose communicator failed above
+    // does not count collectives it never started.
+    const Watched watched(monitor_.get(), watchdog_.get(), ++sequence_, call, bytes);
     check_nccl(launch(state_->comm, state_->stream), call);
     wait_for_stream(call);
   }));
@@ -232,7 +266,8 @@ void NcclCommunicator::wait_for_stream(const char* call) {
 
 WorkHandle NcclCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {
   check_device_tensor(tensor, "all_reduce", op);
-  return enqueue("ncclAllReduce", [tensor, op](ncclComm_t comm, cudaStream_t stream) {
+  const auto bytes = static_cast<int64_t>(tensor.nbytes());
+  return enqueue("ncclAllReduce", bytes, [tensor, op](ncclComm_t comm, cudaStream_t stream) {
     return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
                          nccl_type(tensor.scalar_type()), nccl_op(op), comm, stream);
   });
@@ -241,7 +276,8 @@ WorkHandle NcclCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {
 WorkHandle NcclCommunicator::broadcast_async(at::Tensor tensor, int root) {
   check_device_tensor(tensor, "broadcast");
   CMAF_CHECK(root >= 0 && root < size_, "broadcast root ", root, " of ", size_, " ranks");
-  return enqueue("ncclBroadcast", [tensor, root](ncclComm_t comm, cudaStream_t stream) {
+  const auto bytes = static_cast<int64_t>(tensor.nbytes());
+  return enqueue("ncclBroadcast", bytes, [tensor, root](ncclComm_t comm, cudaStream_t stream) {
     return ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
                          nccl_type(tensor.scalar_type()), root, comm, stream);
   });
@@ -252,9 +288,10 @@ WorkHandle NcclCommunicator::all_gather_async(at::Tensor dense, at::Tensor outpu
   check_gather_output(*this, dense, output);
   // The output is contiguous: gather in that order (a copy for a channels-last tensor, made on
   // the caller's stream before the event).
-  return enqueue("ncclAllGather", [tensor = dense.contiguous(), output](ncclComm_t comm, cudaStream_t stream) {
+  const auto bytes = static_cast<int64_t>(dense.nbytes());
+  return enqueue("ncclAllGather", bytes, [tensor = dense.contiguous(), output](ncclComm_t comm, cudaStream_t s) {
     return ncclAllGather(tensor.data_ptr(), output.data_ptr(), static_cast<size_t>(tensor.numel()),
-                         nccl_type(tensor.scalar_type()), comm, stream);
+                         nccl_type(tensor.scalar_type()), comm, s);
   });
 }
 
@@ -263,7 +300,7 @@ WorkHandle NcclCommunicator::barrier_async() {
   // enter it, and it stays in this communicator's order (the bootstrap communicator, which the
   // caller may be using meanwhile, is not touched from the communication thread).
   at::Tensor token = at::zeros({1}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, state_->device));
-  return enqueue("ncclAllReduce (barrier)", [token](ncclComm_t comm, cudaStream_t stream) {
+  return enqueue("ncclAllReduce (barrier)", 4, [token](ncclComm_t comm, cudaStream_t stream) {
     return ncclAllReduce(token.data_ptr(), token.data_ptr(), 1, ncclFloat32, ncclSum, comm, stream);
   });
 }

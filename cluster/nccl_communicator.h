@@ -12,12 +12,14 @@
 // (ncclCommAbort) and fails that collective and every later one with NCCL's error.
 //
 // Stall limit: NCCL never times out, so a collective that a peer does not join would keep the
-// communication thread in cudaStreamSynchronize forever. A CallWatchdog (phase_watchdog.h) is
-// armed around each collective, from its enqueueing to the end of its stream; past the limit it
-// logs the call and ends the job (MPI_Abort,
-// status 75). ncclCommInitRank and ncclCommDestroy, which also wait for every rank, run under a
-// PhaseWatchdog. Written against the NCCL 2.28 headers; like the rest of this backend it has
-// not run on a GPU yet (none in development or CI).
+// communication thread waiting for the stream forever. Each collective is watched from its
+// enqueueing to the end of its stream. With an MPI bootstrap (the trainer's world), by a
+// heartbeat channel of its own over the bootstrap's ranks (heartbeat_monitor.h): past the limit
+// every live rank logs which ranks have not reached the collective (behind, busy, or silent) and
+// the job ends with status 75, as on the MPI backend. With any other bootstrap, by a CallWatchdog
+// (phase_watchdog.h) that names only the call. ncclCommInitRank and ncclCommDestroy, which also
+// wait for every rank, run under a PhaseWatchdog. Written against the NCCL 2.28 headers; like the
+// rest of this backend it has not run on a GPU yet (none in development or CI).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -28,6 +30,7 @@
 
 #include "cluster/comm_thread.h"
 #include "cluster/communicator.h"
+#include "cluster/heartbeat_monitor.h"
 #include "cluster/phase_watchdog.h"
 
 namespace cmaf::cluster {
@@ -47,6 +50,8 @@ class NcclCommunicator : public Communicator {
   WorkHandle broadcast_async(at::Tensor tensor, int root) override;
   WorkHandle all_gather_async(at::Tensor tensor, at::Tensor output) override;
   WorkHandle barrier_async() override;
+  // Marks this rank busy on the collectives' heartbeat channel (none: nothing to mark).
+  void begin_local_work(const std::string& what) override;
 
  private:
   struct State;  // the NCCL communicator, its stream and its failure
@@ -55,7 +60,7 @@ class NcclCommunicator : public Communicator {
   void check_nccl(ncclResult_t status, const char* call) const;
   // Records the caller's stream's event now; on the communication thread, `launch` enqueues the
   // collective on the communicator's stream after it, and the Work ends with the stream.
-  WorkHandle enqueue(const char* call, std::function<ncclResult_t(ncclComm_t, cudaStream_t)> launch);
+  WorkHandle enqueue(const char* call, int64_t bytes, std::function<ncclResult_t(ncclComm_t, cudaStream_t)> launch);
   void wait_for_stream(const char* call);  // communication thread only
 
   Communicator& bootstrap_;
@@ -64,7 +69,9 @@ class NcclCommunicator : public Communicator {
   std::string host_;
   std::chrono::milliseconds stall_limit_;
   std::unique_ptr<State> state_;
-  std::unique_ptr<CallWatchdog> watchdog_;
+  int64_t sequence_ = 0;                      // collectives enqueued: the communication thread's
+  std::unique_ptr<HeartbeatMonitor> monitor_;  // with an MPI bootstrap of several ranks
+  std::unique_ptr<CallWatchdog> watchdog_;     // otherwise
   std::unique_ptr<CommThread> thread_;
 };
 

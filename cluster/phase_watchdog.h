@@ -18,7 +18,8 @@
 // rank's own exit status instead.
 //
 // CallWatchdog is the same limit for a sequence of calls on one thread, armed around each: the
-// NCCL communicator's collectives, whose host thread waits for the GPU stream, and a stream
+// NCCL communicator's collectives where its bootstrap is not MPI (with an MPI one, a heartbeat
+// channel names the missing ranks too), whose host thread waits for the GPU stream, and a stream
 // waits forever for a peer that never joins (NCCL has no timeout of its own).
 #pragma once
 

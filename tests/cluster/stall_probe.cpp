@@ -13,6 +13,12 @@
 //                                    own (begin_local_work): the others wait past the 3 s stall limit
 //                                    up to the 10 s busy limit. Expected: for SECONDS below it
 //                                    the job finishes (exit 0); above it, a stall (exit 75)
+//   stall_probe channel RANK SECONDS rank RANK sleeps before the third collective on a second
+//                                    heartbeat channel (MpiCommunicator::new_heartbeat_monitor),
+//                                    driven as the NCCL backend drives it: entered() and left()
+//                                    around a wait the channel knows nothing of (a raw
+//                                    MPI_Barrier here, the CUDA stream there); its stall limit
+//                                    4 s. Expected as `sleep`
 //   stall_probe late-start RANK SECONDS         rank RANK sleeps before MPI_Init
 //   stall_probe late-communicator RANK SECONDS  ... before the communicator's set-up
 //   stall_probe late-finish RANK SECONDS        ... before MPI_Finalize
@@ -29,6 +35,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,8 +86,19 @@ int main(int argc, char** argv) {
       LOG(ERROR) << "freeze: rank " << victim << " shares rank 0's node; run under local_nodes.sh with them apart";
       return 2;  // its parent would be mpirun or rank 0's daemon
     }
+    if (mode == "channel") {
+      // A limit of its own (4 s), as the NCCL backend passes the trainer's --stall-seconds.
+      const std::unique_ptr<cmaf::cluster::HeartbeatMonitor> channel =
+          world.new_heartbeat_monitor(stall.limit + std::chrono::seconds(1));
+      for (int64_t collective = 1; collective <= 5; ++collective) {
+        if (collective == 3 && world.rank() == victim) std::this_thread::sleep_for(std::chrono::seconds(seconds));
+        channel->entered(collective, "ncclAllReduce (stall_probe channel)", 4096);
+        cmaf::cluster::mpi_barrier(MPI_COMM_WORLD);
+        channel->left();
+      }
+    }
     bool continue_after_pause = false;
-    for (int step = 0; step < 5; ++step) {
+    for (int step = 0; step < 5 && mode != "channel"; ++step) {
       if (step == 2 && world.rank() == victim && mode.rfind("late-", 0) != 0) {
         if (mode == "kill") ::kill(::getpid(), SIGKILL);
         if (mode == "busy") {

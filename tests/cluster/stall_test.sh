@@ -7,7 +7,8 @@
 # A job suspended (every rank stopped) for longer than the stall limit must go on when resumed.
 # A rank busy with work of its own (begin_local_work) past the stall limit but within the busy limit
 # (10 s) is waited for; past the busy limit it is a stall like any other.
-#   stall_test.sh MPIEXEC STALL_PROBE sleep|kill|late-start|late-communicator|late-finish|suspend RANKS
+# A second heartbeat channel (the NCCL backend's) reports a sleeping rank the same way.
+#   stall_test.sh MPIEXEC STALL_PROBE sleep|channel|kill|late-start|late-communicator|late-finish|suspend RANKS
 #   stall_test.sh MPIEXEC STALL_PROBE busy RANKS SECONDS
 set -uo pipefail
 mpiexec="$1"; probe="$2"; mode="$3"; ranks="$4"
@@ -47,7 +48,12 @@ bound=20  # the stall limit is 3 s; with a busy rank, the busy limit of 10 s
 [[ ${elapsed} -lt ${bound} ]] || { echo "FAIL: took ${elapsed} s (the stall limit is 3 s)"; exit 1; }
 # Under CMAF_MPI_THREAD_LEVEL=funneled the probe's MPI audit names any call off the MPI thread.
 if grep -q "MPI audit:" <<<"${output}"; then grep "MPI audit:" <<<"${output}"; echo "FAIL: an MPI call off the MPI thread"; exit 1; fi
-if [[ "${mode}" == sleep ]]; then
+if [[ "${mode}" == channel ]]; then
+  grep -qE "stall: collective #3 \(ncclAllReduce \(stall_probe channel\), 4096 bytes\) has waited [0-9.]+ s, more than the stall limit of 4 s" \
+    <<<"${output}" || { echo "FAIL: the second channel's report does not name its call and its own 4 s limit"; exit 1; }
+  [[ ${status} -eq 75 ]] || { echo "FAIL: exit status ${status}, expected 75"; exit 1; }
+fi
+if [[ "${mode}" == sleep || "${mode}" == channel ]]; then
   grep -q "stall: collective #3" <<<"${output}" || { echo "FAIL: no stall report"; exit 1; }
   grep -q "rank ${victim}: alive but has not reached collective #3" <<<"${output}" \
     || { echo "FAIL: the report does not name rank ${victim}"; exit 1; }
