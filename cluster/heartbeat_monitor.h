@@ -18,7 +18,7 @@
 // runs while its main thread is stuck), even when another rank's abort comes first.
 //
 // Rank-local work (begin_local_work: rank 0 writing a checkpoint alone, each rank's share of a
-// pseudo-label refresh) makes a rank's heartbeats say "busy". Peers that wait for it in a
+// pseudo-label refresh, of validation or of evaluation) makes a rank's heartbeats say "busy". Peers that wait for it in a
 // collective past the stall limit, and whose missing ranks are all alive and busy, log a warning
 // once and wait on, up to `busy_limit`: a slow file system is not a hang. Beyond it, or with any
 // missing rank silent or idle, they abort as above.

@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "common/error.h"
+#include "common/test_delay.h"
 #include "core/batch_norm_calibration.h"
 #include "core/checkpoint_store.h"
 #include "core/model_weights.h"
@@ -135,11 +136,15 @@ int64_t evaluate(const EvalOptions& o, cluster::Communicator& world) {
   std::vector<CaseResult> mine;
   std::vector<int> labels;
   for (int c = 1; c < static_cast<int>(manifest.classes.size()); ++c) labels.push_back(c);
+  // Work of this rank alone until the gather below: the ranks with less to do wait there for the
+  // one with the slowest cases (up to 10 x --stall-seconds, heartbeat_monitor.h).
+  world.begin_local_work("whole-volume inference and metrics on this rank's cases");
   for (const auto* c : cases) {
     const auto rank = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
     load[static_cast<size_t>(rank)] += c->shape[0] * c->shape[1] * c->shape[2];
     if (rank != world.rank()) continue;
     const auto start = std::chrono::steady_clock::now();
+    test_delay("CMAF_EVAL_CASE_DELAY_MS");
     const datastore::CaseFile file((fs::path(o.data) / c->file).string());
     std::vector<uint8_t> prediction =
         predict_volume(*model, file.read_image(), file.metadata().geometry.shape, o.batch, o.flip_tta);

@@ -3,14 +3,12 @@
 #include <glog/logging.h>
 #include <torch/torch.h>
 
-#include <chrono>
-#include <cstdlib>
 #include <filesystem>
-#include <thread>
 #include <fstream>
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/test_delay.h"
 #include "core/model_weights.h"
 
 namespace cmaf::core {
@@ -24,14 +22,6 @@ void save_module(const torch::nn::Module& module, const std::string& path) {
   torch::serialize::OutputArchive archive;
   module.save(archive);
   archive.save_to(path);
-}
-
-// Fault injection for the tests: CMAF_CHECKPOINT_SAVE_DELAY_MS pauses rank 0 between the files
-// of a save, so a test can kill or signal a rank while a checkpoint is half written.
-void test_delay() {
-  if (const char* ms = std::getenv("CMAF_CHECKPOINT_SAVE_DELAY_MS")) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(ms)));
-  }
 }
 
 void load_module(torch::nn::Module& module, const std::string& path) {
@@ -67,7 +57,7 @@ std::string save_training_checkpoint(const TrainingParts& parts, const TrainConf
     // The others wait in the barrier below: on a slow file system that is not a stall.
     world.begin_local_work(str("writing checkpoint step ", step));
     save_weights(parts.student, (staging / "model.pt").string());
-    test_delay();
+    test_delay("CMAF_CHECKPOINT_SAVE_DELAY_MS");  // the tests' fault injection: a half-written save
     save_weights(parts.teacher, (staging / "teacher.pt").string());
     if (parts.head != nullptr) save_module(*parts.head, (staging / "projection_head.pt").string());
     torch::save(parts.optimizer, (staging / "optimizer.pt").string());

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <limits>
 
+#include "common/error.h"
+#include "common/test_delay.h"
 #include "datastore/case_file.h"
 #include "datastore/slice_augment.h"
 
@@ -81,6 +83,9 @@ void Validator::load() {
 }
 
 ValidationResult Validator::run(model::CmaformerImpl& model, cluster::Communicator& world, int64_t batch) {
+  // Work of this rank alone until the all-reduce below (eval-mode batch norm makes no collective):
+  // a rank on a slower node, or the one with a slice more, keeps the others waiting there.
+  world.begin_local_work(str("validation on this rank's ", mine_.size(), " slices"));
   if (!loaded_) load();
   const int64_t k = classes_ - 1;
   const auto site_count = static_cast<int64_t>(sites_.size());
@@ -94,6 +99,7 @@ ValidationResult Validator::run(model::CmaformerImpl& model, cluster::Communicat
     const torch::Device device = model::module_device(model);
     for (int64_t start = 0; start < n; start += batch) {
       const int64_t count = std::min(batch, n - start);
+      test_delay("CMAF_VALIDATION_SLICE_DELAY_MS", count);
       const at::Tensor prediction = model.forward(images_.narrow(0, start, count).to(device)).argmax(1).cpu();
       const at::Tensor truth = labels_.narrow(0, start, count);
       for (int64_t j = 0; j < count; ++j) {

@@ -38,7 +38,7 @@ int run_eval(int argc, char** argv) {
       ("largest-component", po::bool_switch(&o.largest_component), "keep each organ's largest 3-D connected component (26-connectivity) of the prediction, the rest background, before scoring and saving")
       ("batch", po::value(&o.batch)->default_value(o.batch), "slices per forward")
       ("threads", po::value(&threads)->default_value(threads), "LibTorch threads per rank, 0 = allowed CPUs / local ranks sharing them")
-      ("stall-seconds", po::value(&stall_seconds)->default_value(stall_seconds), "a collective waiting longer aborts the job (status 75): ranks wait at the end for the one with the slowest cases, so raise it for large volumes with --flip-tta on few ranks");
+      ("stall-seconds", po::value(&stall_seconds)->default_value(stall_seconds), "a collective waiting longer aborts the job (status 75); the ranks wait at the end for the one with the slowest cases up to 10 times this, so raise it for large volumes with --flip-tta on few ranks");
   po::variables_map values;
   if (!parse_command_line(info, argc, argv, options, {}, values)) return 0;
   for (const char* required : {"checkpoint", "data", "out"}) require(values, required, info);

@@ -2,7 +2,7 @@
 # `cmaformer eval` and `cmaformer metrics` as users run them, on a small synthetic dataset:
 #   - a short training run gives a checkpoint;
 #   - eval alone and eval under a 2-rank mpirun score the same cases with the same numbers, also
-#     with --recalibrate-bn (whose sums the ranks add);
+#     with --recalibrate-bn (whose sums the ranks add), and with a rank busy past the stall limit;
 #   - --largest-component is recorded and only removes predicted voxels;
 #   - metrics on eval's saved NIfTI predictions against the dataset reproduces eval's table;
 #   - a missing prediction is an error (exit 1) naming the case;
@@ -31,6 +31,15 @@ ckpt="${work}/run/checkpoints/step-00000006"
 [[ "$(tail -n +2 "${work}/one/metrics.csv" | wc -l)" == 9 ]] || fail "expected 3 cases x 3 classes in metrics.csv"
 cmp "${work}/one/metrics.csv" "${work}/two/metrics.csv" || fail "1-rank and 2-rank eval disagree"
 cmp "${work}/one/metrics.md" "${work}/two/metrics.md" || fail "1-rank and 2-rank tables disagree"
+# The rank with more to do marks its cases busy: with a 5 s test pause a case, rank 0 (2 of the 3
+# equal test cases) keeps rank 1 waiting about 5 s at the gather, past a 3 s stall limit, and the
+# others wait for it (up to 10 x the limit) instead of aborting the job.
+CMAF_EVAL_CASE_DELAY_MS=5000 "${mpiexec}" -np 2 --oversubscribe --bind-to none "${bin}" eval --checkpoint "${ckpt}" \
+  --data "${work}/ds" --out "${work}/slow" --threads 1 --stall-seconds 3 > "${work}/slow.out" 2>&1 \
+  || { cat "${work}/slow.out"; fail "eval on 2 ranks, one busy past the stall limit"; }
+grep -q "past the stall limit of 3 s, for ranks busy with work of their own" "${work}/slow.out" \
+  || { cat "${work}/slow.out"; fail "rank 1 did not wait past the stall limit: the test tested nothing"; }
+cmp "${work}/one/metrics.csv" "${work}/slow/metrics.csv" || fail "the slowed 2-rank eval scored differently"
 # --recalibrate-bn: batch-norm statistics from the training slices. 2 ranks each forward their
 # share and add the sums; the same 50 slices, but in other batches, whose statistics the layers
 # normalise with meanwhile, so deeper layers' sums differ a little: predicted volumes agree to
