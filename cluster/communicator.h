@@ -69,9 +69,9 @@ class Communicator {
   }
 
   // This rank is about to work alone, until its next collective, while its peers may wait for it
-  // in a collective (rank 0 writing a checkpoint, a rank's share of inference). A backend with
-  // stall detection (mpi) then gives it a longer limit than a rank that is stuck: see
-  // heartbeat_monitor.h.
+  // in a collective (rank 0 writing a checkpoint, a rank's share of inference). The mpi backend's
+  // stall detection then gives it a longer limit than a rank that is stuck: see
+  // heartbeat_monitor.h. (The nccl backend has none: such work ends in an mpi collective.)
   virtual void begin_local_work(const std::string& /*what*/) {}
 
   void all_reduce(const at::Tensor& tensor, ReduceOp op) { all_reduce_async(tensor, op)->wait(); }

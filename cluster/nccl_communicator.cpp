@@ -25,6 +25,15 @@ struct NcclCommunicator::State {
   ncclComm_t comm = nullptr;  // null after ncclCommAbort
   cudaStream_t stream = nullptr;
   std::string failed;         // the asynchronous error that aborted the communicator
+  State() = default;
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
+  // Where the constructor threw after creating them (~NcclCommunicator frees them itself and
+  // leaves nulls): aborted, not destroyed, as the peers may never get that far.
+  ~State() {
+    if (stream != nullptr) cudaStreamDestroy(stream);
+    if (comm != nullptr) ncclCommAbort(comm);
+  }
 };
 
 namespace {
@@ -84,6 +93,7 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device, std::chr
     CMAF_NCCL_CHECK(ncclCommInitRank(&state_->comm, size_, id, rank_));
   }
   CMAF_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
+  thread_ = std::make_unique<CommThread>();
   // The collectives' stall watch, last (its destructor waits for every rank): a heartbeat channel
   // that names missing ranks where the bootstrap is MPI (so on every rank: one binary, one
   // launcher), else a watchdog that names the call.
@@ -94,7 +104,6 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device, std::chr
     watchdog_ = std::make_unique<CallWatchdog>(stall_limit_, str("rank ", rank_, " on ", host_),
                                                WatchdogEnd::kAbortJob);
   }
-  thread_ = std::make_unique<CommThread>();
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -109,12 +118,14 @@ NcclCommunicator::~NcclCommunicator() {
   // A destructor cannot throw: failures are logged with the rank and host.
   if (state_->stream != nullptr) {
     const cudaError_t status = cudaStreamDestroy(state_->stream);
+    state_->stream = nullptr;
     if (status != cudaSuccess) {
       LOG(WARNING) << "[rank " << rank_ << " on " << host_ << "] cudaStreamDestroy failed: " << cudaGetErrorString(status);
     }
   }
   if (state_->comm != nullptr) {
     const ncclResult_t status = ncclCommDestroy(state_->comm);
+    state_->comm = nullptr;
     if (status != ncclSuccess) {
       LOG(WARNING) << "[rank " << rank_ << " on " << host_ << "] ncclCommDestroy failed: " << ncclGetErrorString(status);
     }
@@ -199,10 +210,6 @@ void NcclCommunicator::check_nccl(ncclResult_t status, const char* call) const {
   const char* detail = state_->comm != nullptr ? ncclGetLastError(state_->comm) : nullptr;
   throw ClusterError(str("[rank ", rank_, " on ", host_, "] ", call, " failed: ", ncclGetErrorString(status),
                          detail != nullptr && *detail != '\0' ? str(" (", detail, ")") : std::string()));
-}
-
-void NcclCommunicator::begin_local_work(const std::string& what) {
-  if (monitor_) monitor_->begin_local_work(what);
 }
 
 WorkHandle NcclCommunicator::enqueue(const char* call, int64_t bytes,

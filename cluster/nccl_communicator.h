@@ -15,8 +15,10 @@
 // communication thread waiting for the stream forever. Each collective is watched from its
 // enqueueing to the end of its stream. With an MPI bootstrap (the trainer's world), by a
 // heartbeat channel of its own over the bootstrap's ranks (heartbeat_monitor.h): past the limit
-// every live rank logs which ranks have not reached the collective (behind, busy, or silent) and
-// the job ends with status 75, as on the MPI backend. With any other bootstrap, by a CallWatchdog
+// every live rank logs which ranks have not reached the collective (alive but behind, or silent)
+// and the job ends with status 75, as on the MPI backend. It has no busy mark (begin_local_work):
+// a rank's work of its own ends in a collective of the bootstrap, which marks it there. Each rank
+// then runs two heartbeat threads, each sending to every other rank every period. With any other bootstrap, by a CallWatchdog
 // (phase_watchdog.h) that names only the call. ncclCommInitRank and ncclCommDestroy, which also
 // wait for every rank, run under a PhaseWatchdog. Written against the NCCL 2.28 headers; like the
 // rest of this backend it has not run on a GPU yet (none in development or CI).
@@ -50,8 +52,6 @@ class NcclCommunicator : public Communicator {
   WorkHandle broadcast_async(at::Tensor tensor, int root) override;
   WorkHandle all_gather_async(at::Tensor tensor, at::Tensor output) override;
   WorkHandle barrier_async() override;
-  // Marks this rank busy on the collectives' heartbeat channel (none: nothing to mark).
-  void begin_local_work(const std::string& what) override;
 
  private:
   struct State;  // the NCCL communicator, its stream and its failure

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/error.h"
 #include "common/random.h"
 #include "datastore/case_file.h"
 #include "datastore/slice_augment.h"
@@ -24,6 +25,8 @@ void calibrate_on_slices(model::CmaformerImpl& model, model::RunningStatisticsCa
   auto rng = DeterministicRng::derive(seed, static_cast<uint64_t>(world.rank()));
   for (size_t i = slices.size(); i > 1; --i) std::swap(slices[i - 1], slices[rng.below(i)]);
   if (static_cast<int64_t>(slices.size()) > cap) slices.resize(static_cast<size_t>(cap));
+  // Work of this rank alone until the all-reduce below (a calibrating forward makes no collective).
+  world.begin_local_work(str("batch-norm recalibration on this rank's ", slices.size(), " slices"));
   torch::Tensor x = torch::empty({static_cast<int64_t>(slices.size()), 1, s, s});
   for (size_t c = 0; c < cases.size(); ++c) {
     if (std::none_of(slices.begin(), slices.end(), [&](const auto& p) { return p.first == c; })) continue;

@@ -22,8 +22,8 @@
 #             parameters and batch-norm buffers) pass and the checkpoint is every rank's state
 #     rankerror  an error on rank 0 alone (--resume names no checkpoint) ends the job within
 #             seconds with its message and status 1; an error on every rank ends it cleanly
-#     busywork  rank 0 writes the checkpoint (a 7 s test pause) and validates 2 slices to rank 1's
-#             one (5 s a slice): rank 1 waits for it past the 3 s stall limit, warned as busy work
+#     busywork  rank 0 writes the checkpoint (a 9 s test pause) and validates 2 slices to rank 1's
+#             one (8 s a slice): rank 1 waits for it past the 5 s stall limit, warned as busy work
 #             (not a stall), and the job finishes
 #     straggler  rank 1 is stopped two thirds of the time by its wrapper (SIGSTOP / SIGCONT):
 #             the step lines name rank 1 as the slowest and rank 0 warns about it
@@ -111,13 +111,14 @@ case "${mode}" in
     echo "resume: step-12 checkpoints of the uninterrupted and the resumed ${TRAIN_MPI_RANKS:-2}-rank runs are identical"
     ;;
   busywork)
-    CMAF_CHECKPOINT_SAVE_DELAY_MS=7000 CMAF_VALIDATION_SLICE_DELAY_MS=5000 train "${work}/w" 4 4 --stall-seconds 3 \
+    # A 5 s limit: elsewhere the ranks of a loaded 2-core machine may drift a few seconds apart.
+    CMAF_CHECKPOINT_SAVE_DELAY_MS=9000 CMAF_VALIDATION_SLICE_DELAY_MS=8000 train "${work}/w" 2 2 --stall-seconds 5 \
       --val-every 2 --val-max-slices 3 > "${work}/w.out" 2>&1 || { cat "${work}/w.out"; fail "training with busy ranks"; }
-    grep -q "finished at step 4" "${work}/w.out" || { cat "${work}/w.out"; fail "did not finish at step 4"; }
+    grep -q "finished at step 2" "${work}/w.out" || { cat "${work}/w.out"; fail "did not finish at step 2"; }
     # Rank 1's log (only rank 0's goes to stderr): one warning per collective it waited in.
-    waits="$(cat "${work}"/w/logs/rank-1.log.* | grep "past the stall limit of 3 s, for ranks busy")"
+    waits="$(cat "${work}"/w/logs/rank-1.log.* | grep "past the stall limit of 5 s, for ranks busy")"
     echo "${waits}"
-    [[ "$(grep -c . <<<"${waits}")" -ge 3 ]] || fail "expected rank 1 to wait for busy work 3 times (validation at steps 2 and 4, the checkpoint)"
+    [[ "$(grep -c . <<<"${waits}")" -ge 2 ]] || fail "expected rank 1 to wait for busy work twice (validation, the checkpoint)"
     echo "busywork: rank 1 waited for rank 0's validation and checkpoint past the stall limit; the job finished"
     ;;
   usr1)

@@ -31,13 +31,13 @@ ckpt="${work}/run/checkpoints/step-00000006"
 [[ "$(tail -n +2 "${work}/one/metrics.csv" | wc -l)" == 9 ]] || fail "expected 3 cases x 3 classes in metrics.csv"
 cmp "${work}/one/metrics.csv" "${work}/two/metrics.csv" || fail "1-rank and 2-rank eval disagree"
 cmp "${work}/one/metrics.md" "${work}/two/metrics.md" || fail "1-rank and 2-rank tables disagree"
-# The rank with more to do marks its cases busy: with a 5 s test pause a case, rank 0 (2 of the 3
-# equal test cases) keeps rank 1 waiting about 5 s at the gather, past a 3 s stall limit, and the
+# The rank with more to do marks its cases busy: with an 8 s test pause a case, rank 0 (2 of the 3
+# equal test cases) keeps rank 1 waiting about 8 s at the gather, past a 5 s stall limit, and the
 # others wait for it (up to 10 x the limit) instead of aborting the job.
-CMAF_EVAL_CASE_DELAY_MS=5000 "${mpiexec}" -np 2 --oversubscribe --bind-to none "${bin}" eval --checkpoint "${ckpt}" \
-  --data "${work}/ds" --out "${work}/slow" --threads 1 --stall-seconds 3 > "${work}/slow.out" 2>&1 \
+CMAF_EVAL_CASE_DELAY_MS=8000 "${mpiexec}" -np 2 --oversubscribe --bind-to none "${bin}" eval --checkpoint "${ckpt}" \
+  --data "${work}/ds" --out "${work}/slow" --threads 1 --stall-seconds 5 > "${work}/slow.out" 2>&1 \
   || { cat "${work}/slow.out"; fail "eval on 2 ranks, one busy past the stall limit"; }
-grep -q "past the stall limit of 3 s, for ranks busy with work of their own" "${work}/slow.out" \
+grep -q "past the stall limit of 5 s, for ranks busy with work of their own" "${work}/slow.out" \
   || { cat "${work}/slow.out"; fail "rank 1 did not wait past the stall limit: the test tested nothing"; }
 cmp "${work}/one/metrics.csv" "${work}/slow/metrics.csv" || fail "the slowed 2-rank eval scored differently"
 # --recalibrate-bn: batch-norm statistics from the training slices. 2 ranks each forward their
