@@ -15,12 +15,14 @@ namespace cmaf::cluster {
 namespace {
 constexpr int kHeartbeatTag = 7001;
 constexpr int kStallTag = 7002;  // "I found a stall at collective #N": every live rank then logs its view
+constexpr int kQueryTag = 7003;  // gathered: a heartbeat that also asks rank 0 for its table
+constexpr int kTableTag = 7004;  // gathered: rank 0's table, every rank's heartbeat then its age in ms
 constexpr int kSilentPeriods = 6;  // no heartbeat for this many periods: silent
 }  // namespace
 
 HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds period,
                                    std::chrono::milliseconds limit, std::chrono::milliseconds busy_limit,
-                                   std::string host)
+                                   std::string host, int all_to_all_ranks)
     : period_(period), limit_(limit), busy_limit_(std::max(limit, busy_limit)), host_(std::move(host)) {
   auto check = [&](int code, const char* call) {
     if (code != MPI_SUCCESS) {
@@ -36,6 +38,7 @@ HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds pe
     check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   });
+  gathered_ = size_ > all_to_all_ranks;
   last_sequence_.assign(static_cast<size_t>(size_), 0);
   peer_busy_.assign(static_cast<size_t>(size_), 0);
   last_heard_.assign(static_cast<size_t>(size_), Clock::now());
@@ -83,13 +86,14 @@ void HeartbeatMonitor::exchange() {
   // A peer that found a stall: log this rank's view once (its MPI_Abort ends the job).
   while (receive(kStallTag, "MPI_Recv(stall)", &source, &sequence)) report_peer_stall(source, sequence);
   // Every heartbeat that has arrived.
-  while (receive(kHeartbeatTag, "MPI_Recv", &source, &sequence)) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    // A heartbeat is the last collective entered, times 2, plus 1 while in local work.
-    last_sequence_[static_cast<size_t>(source)] = sequence / 2;
-    peer_busy_[static_cast<size_t>(source)] = static_cast<char>(sequence % 2);
-    last_heard_[static_cast<size_t>(source)] = Clock::now();
+  while (receive(kHeartbeatTag, "MPI_Recv", &source, &sequence)) record_heartbeat(source, sequence);
+  // Gathered: rank 0 answers every question with its table (not once shutting down); the others
+  // take in what it sent.
+  while (receive(kQueryTag, "MPI_Recv(table request)", &source, &sequence)) {
+    record_heartbeat(source, sequence);
+    if (!stopping_.load()) send_table(source);
   }
+  if (gathered_ && rank_ != 0) receive_tables();
   // Forget completed sends.
   std::vector<PendingSend> still_pending;
   for (PendingSend& send : pending_) {
@@ -100,6 +104,79 @@ void HeartbeatMonitor::exchange() {
     if (code != MPI_SUCCESS || !done) still_pending.push_back(std::move(send));
   }
   pending_.swap(still_pending);
+}
+
+void HeartbeatMonitor::record_heartbeat(int source, int64_t heartbeat) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  // A heartbeat is the last collective entered, times 2, plus 1 while in local work.
+  last_sequence_[static_cast<size_t>(source)] = heartbeat / 2;
+  peer_busy_[static_cast<size_t>(source)] = static_cast<char>(heartbeat % 2);
+  last_heard_[static_cast<size_t>(source)] = Clock::now();
+}
+
+bool HeartbeatMonitor::start_send(int peer, int tag, const int64_t* values, int count, const char* call) {
+  int unsent = 0;
+  for (const PendingSend& send : pending_) unsent += send.peer == peer ? 1 : 0;
+  // A peer that takes nothing (dead, stopped) is not sent more: its unsent messages would pile
+  // up. The others still hear from this rank.
+  if (unsent >= 4) return false;
+  PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t[]>(static_cast<size_t>(count)), peer};
+  std::copy(values, values + count, send.value.get());
+  const int code = MPI_Isend(send.value.get(), count, MPI_INT64_T, peer, tag, comm_, &send.request);
+  if (code != MPI_SUCCESS) {
+    note_failure(call, peer, code);
+    return false;
+  }
+  pending_.push_back(std::move(send));
+  return true;
+}
+
+void HeartbeatMonitor::send_table(int peer) {
+  std::vector<int64_t> table(2 * static_cast<size_t>(size_));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto now = Clock::now();
+    for (int r = 0; r < size_; ++r) {
+      const auto k = static_cast<size_t>(r);
+      table[k] = r == rank_ ? heartbeat_.load() : 2 * last_sequence_[k] + peer_busy_[k];
+      table[static_cast<size_t>(size_) + k] =
+          r == rank_ ? 0 : std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_[k]).count();
+    }
+  }
+  start_send(peer, kTableTag, table.data(), 2 * size_, "MPI_Isend(table)");
+}
+
+void HeartbeatMonitor::receive_tables() {
+  std::vector<int64_t> table(2 * static_cast<size_t>(size_));
+  for (;;) {
+    int flag = 0;
+    MPI_Status status;
+    if (MPI_Iprobe(0, kTableTag, comm_, &flag, &status) != MPI_SUCCESS || !flag) return;
+    const int code = MPI_Recv(table.data(), 2 * size_, MPI_INT64_T, 0, kTableTag, comm_, MPI_STATUS_IGNORE);
+    if (code != MPI_SUCCESS) {
+      note_failure("MPI_Recv(table)", 0, code);
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto now = Clock::now();
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      const auto k = static_cast<size_t>(r);
+      last_sequence_[k] = table[k] / 2;
+      peer_busy_[k] = static_cast<char>(table[k] % 2);
+      last_heard_[k] = now - std::chrono::milliseconds(table[static_cast<size_t>(size_) + k]);
+    }
+    table_time_ = now;
+    have_table_ = true;
+  }
+}
+
+bool HeartbeatMonitor::wants_table() const {
+  return gathered_ && rank_ != 0 && in_collective_ && Clock::now() - started_ >= limit_ / 2;
+}
+
+bool HeartbeatMonitor::table_stale() const {
+  return gathered_ && rank_ != 0 && (!have_table_ || Clock::now() - table_time_ > kSilentPeriods * period_);
 }
 
 void HeartbeatMonitor::entered(int64_t sequence, const char* call, int64_t bytes) {
@@ -125,6 +202,7 @@ void HeartbeatMonitor::begin_local_work(const std::string& what) {
 }
 
 bool HeartbeatMonitor::missing_only_busy_ranks(int64_t sequence) const {
+  if (table_stale()) return false;  // the others' state is unknown here
   const auto now = Clock::now();
   int busy = 0;
   for (int r = 0; r < size_; ++r) {
@@ -208,10 +286,12 @@ void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
   peer_stall_reported_ = true;
   std::string here;
   bool behind = false;
+  bool unknown = false;  // gathered, and no recent table from rank 0: the reporter's list says it
   {
     std::lock_guard<std::mutex> lock(mutex_);
     const int64_t mine = entered_.load();
     behind = mine < sequence;
+    unknown = table_stale();
     if (in_collective_ && mine == sequence) {
       here = str("this rank is in it too (", call_, ", ", bytes_, " bytes) since ",
                  std::chrono::duration<double>(Clock::now() - started_).count(), " s; ");
@@ -226,7 +306,10 @@ void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
     }
   }
   LOG(ERROR) << "[rank " << rank_ << " on " << host_ << "] stall reported by rank " << reporter << " at collective #"
-             << sequence << ": " << here << (behind ? std::string() : missing_ranks(sequence))
+             << sequence << ": " << here
+             << (behind    ? std::string()
+                 : unknown ? std::string("(its log names the missing ranks) ")
+                           : missing_ranks(sequence))
              << "the job is being aborted (exit status " << kStallExitCode << ")";
   google::FlushLogFiles(google::GLOG_ERROR);
 }
@@ -234,21 +317,19 @@ void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
 void HeartbeatMonitor::loop() {
   while (!stopping_.load()) {
     const int64_t heartbeat = heartbeat_.load();
+    bool ask = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ask = wants_table();
+    }
     mpi_run([&] {  // one block on the MPI thread where calls are funnelled
-      std::vector<int> unsent(static_cast<size_t>(size_), 0);
-      for (const PendingSend& send : pending_) ++unsent[static_cast<size_t>(send.peer)];
-      for (int r = 0; r < size_; ++r) {
-        if (r == rank_) continue;
-        // A peer that takes nothing (dead, stopped) is not sent more: its unsent messages would
-        // pile up. The others still hear from this rank.
-        if (unsent[static_cast<size_t>(r)] >= 4) continue;
-        PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t>(heartbeat), r};
-        const int code = MPI_Isend(send.value.get(), 1, MPI_INT64_T, r, kHeartbeatTag, comm_, &send.request);
-        if (code == MPI_SUCCESS) {
-          pending_.push_back(std::move(send));
-        } else {
-          note_failure("MPI_Isend", r, code);
+      if (!gathered_) {
+        for (int r = 0; r < size_; ++r) {
+          if (r != rank_) start_send(r, kHeartbeatTag, &heartbeat, 1, "MPI_Isend");
         }
+      } else if (rank_ != 0) {  // rank 0 hears everyone, and answers questions in exchange()
+        start_send(0, ask ? kQueryTag : kHeartbeatTag, &heartbeat, 1,
+                   ask ? "MPI_Isend(table request)" : "MPI_Isend");
       }
       exchange();
     });
@@ -267,6 +348,7 @@ void HeartbeatMonitor::forgive_pause(Clock::duration overslept) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     started_ += overslept;
+    table_time_ += overslept;
     for (Clock::time_point& heard : last_heard_) heard += overslept;
   }
   LOG(WARNING) << "[rank " << rank_ << " on " << host_ << "] this process was paused for "
@@ -278,6 +360,13 @@ std::string HeartbeatMonitor::missing_ranks(int64_t sequence) const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::ostringstream out;
   const auto now = Clock::now();
+  if (table_stale()) {  // gathered: what this rank knows of the others comes from rank 0
+    const std::string last =
+        have_table_ ? str("its last table is ", std::chrono::duration<double>(now - table_time_).count(), " s old")
+                    : std::string("no table yet");
+    return str("ranks not arrived: unknown here\n  rank 0, which gathers every rank's heartbeats, has not answered ",
+               "this rank's questions (", last, "): dead, or stuck without progressing MPI\n");
+  }
   int missing = 0;
   for (int r = 0; r < size_; ++r) {
     if (r == rank_) continue;

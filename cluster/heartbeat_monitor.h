@@ -5,7 +5,7 @@
 // Each rank runs a heartbeat thread on its own duplicate communicator (its calls beside the
 // communication thread's, or below MPI_THREAD_MULTIPLE through the MPI thread's funnel,
 // mpi_thread.h) that sends, every `period`, the number of the last collective it entered
-// to every other rank and records what it hears. The communication thread makes blocking MPI
+// to every other rank (or gathered, below, to rank 0) and records what it hears. The communication thread makes blocking MPI
 // calls (2-3x faster here than the non-blocking ones; funnelled, non-blocking ones completed on
 // the MPI thread, so the heartbeat is not shut out) and tells the monitor when it enters and
 // leaves each. When one has lasted longer than the stall limit, the heartbeat thread logs which
@@ -17,11 +17,19 @@
 // for. So every live rank logs the diagnosis, the stalled one included (its heartbeat thread
 // runs while its main thread is stuck), even when another rank's abort comes first.
 //
+// Above `all_to_all_ranks` ranks (StallOptions, 64 by default) the heartbeats are gathered
+// instead: every rank sends its own to rank 0 alone, and a rank that has waited in a collective
+// for half the stall limit asks rank 0, every period, for its table of every rank's last
+// heartbeat and how long ago rank 0 heard it. So a period costs N-1 messages instead of N(N-1),
+// and a rank talks to rank 0 only (until a stall is announced to all). A rank whose questions
+// rank 0 has not answered for several periods reports rank 0 as silent, and the others as
+// unknown to it.
+//
 // Rank-local work (begin_local_work: rank 0 writing a checkpoint alone, each rank's share of a
-// pseudo-label refresh, of validation or of evaluation) makes a rank's heartbeats say "busy". Peers that wait for it in a
-// collective past the stall limit, and whose missing ranks are all alive and busy, log a warning
-// once and wait on, up to `busy_limit`: a slow file system is not a hang. Beyond it, or with any
-// missing rank silent or idle, they abort as above.
+// pseudo-label refresh, of validation or of evaluation) makes a rank's heartbeats say "busy".
+// Peers that wait for it in a collective past the stall limit, and whose missing ranks are all
+// alive and busy, log a warning once and wait on, up to `busy_limit`: a slow file system is not a
+// hang. Beyond it, or with any missing rank silent or idle, they abort as above.
 #pragma once
 
 #include <mpi.h>
@@ -41,11 +49,13 @@
 namespace cmaf::cluster {
 
 inline constexpr std::chrono::milliseconds kDefaultHeartbeatPeriod{500};
+inline constexpr int kDefaultAllToAllRanks = 64;
 
 class HeartbeatMonitor {
  public:
   HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds period, std::chrono::milliseconds limit,
-                   std::chrono::milliseconds busy_limit, std::string host);
+                   std::chrono::milliseconds busy_limit, std::string host,
+                   int all_to_all_ranks = kDefaultAllToAllRanks);
   ~HeartbeatMonitor();
   HeartbeatMonitor(const HeartbeatMonitor&) = delete;
   HeartbeatMonitor& operator=(const HeartbeatMonitor&) = delete;
@@ -78,6 +88,17 @@ class HeartbeatMonitor {
   // One message of `tag` that has arrived, into *source and *sequence; false when none has (or
   // its receive failed, which is noted as `call`).
   bool receive(int tag, const char* call, int* source, int64_t* sequence);
+  // Gathered heartbeats: rank 0 records a heartbeat; sends `peer` its table; a rank takes one in.
+  void record_heartbeat(int source, int64_t heartbeat);
+  void send_table(int peer);
+  void receive_tables();
+  // Whether this rank, not rank 0, should ask rank 0 for its table now (waiting in a collective
+  // for half the stall limit or more); under mutex_.
+  bool wants_table() const;
+  // Whether rank 0's table is too old for this rank to know the others (gathered only); under mutex_.
+  bool table_stale() const;
+  // Starts a send of `count` values to `peer` (kept until MPI completes it); false when not sent.
+  bool start_send(int peer, int tag, const int64_t* values, int count, const char* call);
   // Logs, once, this rank's view of the stall a peer announced before aborting the job.
   void report_peer_stall(int reporter, int64_t sequence);
 
@@ -104,9 +125,12 @@ class HeartbeatMonitor {
   std::vector<int64_t> last_sequence_;
   std::vector<char> peer_busy_;  // from the peer's last heartbeat
   std::vector<Clock::time_point> last_heard_;
+  bool gathered_ = false;  // heartbeats through rank 0 (above all_to_all_ranks)
+  Clock::time_point table_time_;  // when rank 0's last table arrived (gathered, not rank 0)
+  bool have_table_ = false;
   struct PendingSend {
     MPI_Request request;
-    std::unique_ptr<int64_t> value;  // the send buffer lives until the send completes
+    std::unique_ptr<int64_t[]> value;  // the send buffer lives until the send completes
     int peer = 0;
   };
   std::vector<PendingSend> pending_;

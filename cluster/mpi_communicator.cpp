@@ -112,7 +112,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
     // Its thread calls MPI beside the communication thread, or through the MPI thread's funnel.
     watchdog.at("the heartbeat channel (MPI_Comm_dup)");
     monitor_ = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, stall_.limit,
-                                                  busy_limit(stall_.limit), host_);
+                                                  busy_limit(stall_.limit), host_, stall_.all_to_all_ranks);
   }
   thread_ = std::make_unique<CommThread>();
 }
@@ -247,7 +247,8 @@ std::unique_ptr<HeartbeatMonitor> MpiCommunicator::new_heartbeat_monitor(std::ch
   // by this communicator's own heartbeat like them.
   Work(thread_->submit([&] {
     const CollectiveScope scope = begin_collective("MPI_Comm_dup (a heartbeat channel)", 0);
-    monitor = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, limit, busy_limit(limit), host_);
+    monitor = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, limit, busy_limit(limit), host_,
+                                                 stall_.all_to_all_ranks);
   })).wait();
   return monitor;
 }

@@ -71,6 +71,9 @@ struct StallOptions {
   // How long a collective waits, from its start, for ranks busy with work of their own
   // (begin_local_work) before it is a stall; 0: kBusyLimitFactor x limit.
   std::chrono::milliseconds busy_limit{0};
+  // Above this many ranks the heartbeats go through rank 0 instead of all to all
+  // (heartbeat_monitor.h).
+  int all_to_all_ranks = kDefaultAllToAllRanks;
 };
 inline constexpr int kBusyLimitFactor = 10;
 

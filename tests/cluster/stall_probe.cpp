@@ -19,6 +19,10 @@
 //                                    around a wait the channel knows nothing of (a raw
 //                                    MPI_Barrier here, the CUDA stream there); its stall limit
 //                                    4 s. Expected as `sleep`
+//   stall_probe stop RANK            rank RANK stops itself (SIGSTOP) before the third
+//                                    all-reduce: its heartbeats stop too. Expected: the others
+//                                    report it silent (or, heartbeats gathered and RANK 0, that
+//                                    rank 0 does not answer) and end the job with status 75
 //   stall_probe late-start RANK SECONDS         rank RANK sleeps before MPI_Init
 //   stall_probe late-communicator RANK SECONDS  ... before the communicator's set-up
 //   stall_probe late-finish RANK SECONDS        ... before MPI_Finalize
@@ -69,6 +73,9 @@ int main(int argc, char** argv) {
   stall.limit = std::chrono::seconds(3);
   stall.heartbeat_period = std::chrono::milliseconds(200);
   stall.busy_limit = std::chrono::seconds(10);
+  // STALL_PROBE_GATHERED=1: the heartbeats through rank 0, as above 64 ranks.
+  const char* gathered = std::getenv("STALL_PROBE_GATHERED");
+  if (gathered != nullptr && std::string(gathered) == "1") stall.all_to_all_ranks = 1;
   pause("late-communicator");
   {
     cmaf::cluster::MpiCommunicator world(MPI_COMM_WORLD, stall);
@@ -120,6 +127,7 @@ int main(int argc, char** argv) {
           ::raise(SIGSTOP);
           continue_after_pause = true;
         }
+        if (mode == "stop") ::raise(SIGSTOP);  // heartbeat thread and all, until the job is killed
         if (mode == "freeze") {
           for (const Peer& peer : peers) {
             if (peer.pid != mine.pid && std::strcmp(peer.host.data(), mine.host.data()) == 0) {

@@ -8,11 +8,14 @@
 # A rank busy with work of its own (begin_local_work) past the stall limit but within the busy limit
 # (10 s) is waited for; past the busy limit it is a stall like any other.
 # A second heartbeat channel (the NCCL backend's) reports a sleeping rank the same way.
-#   stall_test.sh MPIEXEC STALL_PROBE sleep|channel|kill|late-start|late-communicator|late-finish|suspend RANKS
+# A stopped rank (SIGSTOP, heartbeats and all) is reported silent.
+#   stall_test.sh MPIEXEC STALL_PROBE sleep|channel|kill|stop|late-start|late-communicator|late-finish|suspend RANKS
 #   stall_test.sh MPIEXEC STALL_PROBE busy RANKS SECONDS
+# STALL_PROBE_GATHERED=1: the heartbeats go through rank 0 (as above 64 ranks); STALL_VICTIM=R:
+# rank R is the one that sleeps (1 by default).
 set -uo pipefail
 mpiexec="$1"; probe="$2"; mode="$3"; ranks="$4"
-victim=1
+victim="${STALL_VICTIM:-1}"  # the rank that sleeps, is killed or is busy
 seconds=20
 [[ "${mode}" != suspend ]] || seconds=6  # twice the 3 s stall limit
 [[ "${mode}" != busy ]] || seconds="$5"
@@ -48,6 +51,21 @@ bound=20  # the stall limit is 3 s; with a busy rank, the busy limit of 10 s
 [[ ${elapsed} -lt ${bound} ]] || { echo "FAIL: took ${elapsed} s (the stall limit is 3 s)"; exit 1; }
 # Under CMAF_MPI_THREAD_LEVEL=funneled the probe's MPI audit names any call off the MPI thread.
 if grep -q "MPI audit:" <<<"${output}"; then grep "MPI audit:" <<<"${output}"; echo "FAIL: an MPI call off the MPI thread"; exit 1; fi
+# Rank 0 gathers the heartbeats only with STALL_PROBE_GATHERED=1; it answers unless it is stopped.
+if [[ "${mode}" != stop || "${victim}" != 0 ]] && grep -q "ranks not arrived: unknown here" <<<"${output}"; then
+  echo "FAIL: a rank did not get rank 0's table of heartbeats"; exit 1
+fi
+if [[ "${mode}" == stop ]]; then
+  [[ ${status} -eq 75 ]] || { echo "FAIL: exit status ${status}, expected 75"; exit 1; }
+  if [[ "${STALL_PROBE_GATHERED:-0}" == 1 && "${victim}" == 0 ]]; then
+    grep -q "ranks not arrived: unknown here" <<<"${output}" && \
+      grep -q "rank 0, which gathers every rank's heartbeats, has not answered this rank's questions" <<<"${output}" \
+      || { echo "FAIL: the stopped rank 0 was not reported as not answering"; exit 1; }
+  else
+    grep -qE "rank ${victim}: no heartbeat for [0-9.]+ s \(dead, or stuck without progressing MPI\)" <<<"${output}" \
+      || { echo "FAIL: the stopped rank ${victim} was not reported silent"; exit 1; }
+  fi
+fi
 if [[ "${mode}" == channel ]]; then
   grep -qE "stall: collective #3 \(ncclAllReduce \(stall_probe channel\), 4096 bytes\) has waited [0-9.]+ s, more than the stall limit of 4 s" \
     <<<"${output}" || { echo "FAIL: the second channel's report does not name its call and its own 4 s limit"; exit 1; }
