@@ -16,7 +16,9 @@ namespace {
 constexpr int kHeartbeatTag = 7001;
 constexpr int kStallTag = 7002;  // "I found a stall at collective #N": every live rank then logs its view
 constexpr int kQueryTag = 7003;  // gathered: a heartbeat that also asks rank 0 for its table
-constexpr int kTableTag = 7004;  // gathered: rank 0's table, every rank's heartbeat then its age in ms
+// gathered: rank 0's table for collective C: C, then (rank, heartbeat, age in ms) for rank 0 and
+// for each rank behind C or not heard from for 2 periods
+constexpr int kTableTag = 7004;
 constexpr int kSilentPeriods = 6;  // no heartbeat for this many periods: silent
 }  // namespace
 
@@ -39,6 +41,8 @@ HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds pe
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   });
   gathered_ = size_ > all_to_all_ranks;
+  if (gathered_ && rank_ != 0) table_buffer_.resize(1 + 3 * static_cast<size_t>(size_));
+  unsent_.assign(static_cast<size_t>(size_), 0);
   last_sequence_.assign(static_cast<size_t>(size_), 0);
   peer_busy_.assign(static_cast<size_t>(size_), 0);
   last_heard_.assign(static_cast<size_t>(size_), Clock::now());
@@ -48,14 +52,21 @@ HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds pe
 HeartbeatMonitor::~HeartbeatMonitor() {
   stopping_.store(true);
   thread_.join();
-  // Every rank stops sending before anyone frees the channel; then drain what is left.
-  const int code = mpi_barrier(comm_);
-  if (code != MPI_SUCCESS) note_failure("MPI_Barrier", -1, code);
+  // Every rank stops sending before anyone frees the channel; then drain what is left, twice
+  // (a table may still be on its way after the first round).
+  for (int round = 0; round < 2; ++round) {
+    const int code = mpi_barrier(comm_);
+    if (code != MPI_SUCCESS) note_failure("MPI_Barrier", -1, code);
+    mpi_run([this] { exchange(); });
+  }
   mpi_run([this] {
-    exchange();
     for (PendingSend& send : pending_) {
       MPI_Cancel(&send.request);
       MPI_Request_free(&send.request);
+    }
+    if (table_request_ != MPI_REQUEST_NULL) {
+      MPI_Cancel(&table_request_);
+      MPI_Wait(&table_request_, MPI_STATUS_IGNORE);
     }
   });
 }  // comm_ frees itself
@@ -87,11 +98,12 @@ void HeartbeatMonitor::exchange() {
   while (receive(kStallTag, "MPI_Recv(stall)", &source, &sequence)) report_peer_stall(source, sequence);
   // Every heartbeat that has arrived.
   while (receive(kHeartbeatTag, "MPI_Recv", &source, &sequence)) record_heartbeat(source, sequence);
-  // Gathered: rank 0 answers every question with its table (not once shutting down); the others
-  // take in what it sent.
+  // Gathered: rank 0 answers every question with its table for the asker's collective (not once
+  // shutting down); the others take in what it sent.
+  std::map<int64_t, std::vector<int64_t>> tables;  // built this round, by collective
   while (receive(kQueryTag, "MPI_Recv(table request)", &source, &sequence)) {
     record_heartbeat(source, sequence);
-    if (!stopping_.load()) send_table(source);
+    if (!stopping_.load()) send_table(source, sequence / 2, &tables);
   }
   if (gathered_ && rank_ != 0) receive_tables();
   // Forget completed sends.
@@ -101,7 +113,11 @@ void HeartbeatMonitor::exchange() {
     const int code = MPI_Test(&send.request, &done, MPI_STATUS_IGNORE);
     if (code != MPI_SUCCESS) note_failure("MPI_Test(MPI_Isend)", -1, code);
     // Kept until MPI reports it done: MPI may still read the buffer of a failed test.
-    if (code != MPI_SUCCESS || !done) still_pending.push_back(std::move(send));
+    if (code != MPI_SUCCESS || !done) {
+      still_pending.push_back(std::move(send));
+    } else {
+      --unsent_[static_cast<size_t>(send.peer)];
+    }
   }
   pending_.swap(still_pending);
 }
@@ -115,11 +131,9 @@ void HeartbeatMonitor::record_heartbeat(int source, int64_t heartbeat) {
 }
 
 bool HeartbeatMonitor::start_send(int peer, int tag, const int64_t* values, int count, const char* call) {
-  int unsent = 0;
-  for (const PendingSend& send : pending_) unsent += send.peer == peer ? 1 : 0;
   // A peer that takes nothing (dead, stopped) is not sent more: its unsent messages would pile
   // up. The others still hear from this rank.
-  if (unsent >= 4) return false;
+  if (unsent_[static_cast<size_t>(peer)] >= 4) return false;
   PendingSend send{MPI_REQUEST_NULL, std::make_unique<int64_t[]>(static_cast<size_t>(count)), peer};
   std::copy(values, values + count, send.value.get());
   const int code = MPI_Isend(send.value.get(), count, MPI_INT64_T, peer, tag, comm_, &send.request);
@@ -128,55 +142,92 @@ bool HeartbeatMonitor::start_send(int peer, int tag, const int64_t* values, int 
     return false;
   }
   pending_.push_back(std::move(send));
+  ++unsent_[static_cast<size_t>(peer)];
   return true;
 }
 
-void HeartbeatMonitor::send_table(int peer) {
-  std::vector<int64_t> table(2 * static_cast<size_t>(size_));
-  {
+void HeartbeatMonitor::send_table(int peer, int64_t collective, std::map<int64_t, std::vector<int64_t>>* tables) {
+  auto [entry, fresh] = tables->try_emplace(collective);
+  std::vector<int64_t>& table = entry->second;
+  if (fresh) {  // only the ranks the asker could be waiting for: the table stays small while all goes well
     std::lock_guard<std::mutex> lock(mutex_);
     const auto now = Clock::now();
+    table.push_back(collective);
     for (int r = 0; r < size_; ++r) {
       const auto k = static_cast<size_t>(r);
-      table[k] = r == rank_ ? heartbeat_.load() : 2 * last_sequence_[k] + peer_busy_[k];
-      table[static_cast<size_t>(size_) + k] =
+      const int64_t age =
           r == rank_ ? 0 : std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_[k]).count();
+      if (r != rank_ && last_sequence_[k] >= collective && age <= 2 * period_.count()) continue;
+      table.insert(table.end(), {r, r == rank_ ? heartbeat_.load() : 2 * last_sequence_[k] + peer_busy_[k], age});
     }
   }
-  start_send(peer, kTableTag, table.data(), 2 * size_, "MPI_Isend(table)");
+  start_send(peer, kTableTag, table.data(), static_cast<int>(table.size()), "MPI_Isend(table)");
 }
 
 void HeartbeatMonitor::receive_tables() {
-  std::vector<int64_t> table(2 * static_cast<size_t>(size_));
+  // A receive stays posted and is tested, never waited for: a table that rank 0 stops sending
+  // half-way (a large one goes in several pieces) must not hold this thread.
   for (;;) {
-    int flag = 0;
+    if (table_request_ == MPI_REQUEST_NULL) {
+      const int code = MPI_Irecv(table_buffer_.data(), static_cast<int>(table_buffer_.size()), MPI_INT64_T, 0,
+                                 kTableTag, comm_, &table_request_);
+      if (code != MPI_SUCCESS) {
+        note_failure("MPI_Irecv(table)", 0, code);
+        table_request_ = MPI_REQUEST_NULL;
+        return;
+      }
+    }
+    int done = 0;
     MPI_Status status;
-    if (MPI_Iprobe(0, kTableTag, comm_, &flag, &status) != MPI_SUCCESS || !flag) return;
-    const int code = MPI_Recv(table.data(), 2 * size_, MPI_INT64_T, 0, kTableTag, comm_, MPI_STATUS_IGNORE);
+    const int code = MPI_Test(&table_request_, &done, &status);
     if (code != MPI_SUCCESS) {
-      note_failure("MPI_Recv(table)", 0, code);
+      note_failure("MPI_Test(table)", 0, code);
       return;
     }
+    if (!done) return;
+    int count = 0;
+    MPI_Get_count(&status, MPI_INT64_T, &count);
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto now = Clock::now();
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      const auto k = static_cast<size_t>(r);
-      last_sequence_[k] = table[k] / 2;
-      peer_busy_[k] = static_cast<char>(table[k] % 2);
-      last_heard_[k] = now - std::chrono::milliseconds(table[static_cast<size_t>(size_) + k]);
-    }
-    table_time_ = now;
-    have_table_ = true;
+    take_table(table_buffer_.data(), count);
   }
 }
 
+void HeartbeatMonitor::take_table(const int64_t* table, int count) {
+  if (count < 1 || (count - 1) % 3 != 0) return;
+  const auto now = Clock::now();
+  const int64_t collective = table[0];
+  std::vector<char> listed(static_cast<size_t>(size_), 0);
+  for (int i = 1; i + 2 < count; i += 3) {
+    const int64_t r = table[i];
+    if (r < 0 || r >= size_ || r == rank_) continue;
+    const auto k = static_cast<size_t>(r);
+    listed[k] = 1;
+    last_sequence_[k] = table[i + 1] / 2;
+    peer_busy_[k] = static_cast<char>(table[i + 1] % 2);
+    last_heard_[k] = now - std::chrono::milliseconds(std::max<int64_t>(0, table[i + 2]));
+  }
+  // Those not listed have reached the collective and were heard from lately.
+  for (int r = 0; r < size_; ++r) {
+    const auto k = static_cast<size_t>(r);
+    if (r == rank_ || listed[k]) continue;
+    last_sequence_[k] = std::max(last_sequence_[k], collective);
+    peer_busy_[k] = 0;
+    last_heard_[k] = now;
+  }
+  table_time_ = now;
+  table_collective_ = collective;
+}
+
 bool HeartbeatMonitor::wants_table() const {
-  return gathered_ && rank_ != 0 && in_collective_ && Clock::now() - started_ >= limit_ / 2;
+  // Early enough for an answer or two before the limit, also with a limit of a few periods.
+  const auto after = std::max<Clock::duration>(Clock::duration::zero(), std::min<Clock::duration>(
+                                                                            limit_ / 2, limit_ - 4 * period_));
+  return gathered_ && rank_ != 0 && in_collective_ && Clock::now() - started_ >= after;
 }
 
 bool HeartbeatMonitor::table_stale() const {
-  return gathered_ && rank_ != 0 && (!have_table_ || Clock::now() - table_time_ > kSilentPeriods * period_);
+  return gathered_ && rank_ != 0 &&
+         (table_collective_ != entered_.load() || Clock::now() - table_time_ > kSilentPeriods * period_);
 }
 
 void HeartbeatMonitor::entered(int64_t sequence, const char* call, int64_t bytes) {
@@ -362,8 +413,9 @@ std::string HeartbeatMonitor::missing_ranks(int64_t sequence) const {
   const auto now = Clock::now();
   if (table_stale()) {  // gathered: what this rank knows of the others comes from rank 0
     const std::string last =
-        have_table_ ? str("its last table is ", std::chrono::duration<double>(now - table_time_).count(), " s old")
-                    : std::string("no table yet");
+        table_collective_ == entered_.load()
+            ? str("its last table is ", std::chrono::duration<double>(now - table_time_).count(), " s old")
+            : str("no table for collective #", entered_.load(), " yet");
     return str("ranks not arrived: unknown here\n  rank 0, which gathers every rank's heartbeats, has not answered ",
                "this rank's questions (", last, "): dead, or stuck without progressing MPI\n");
   }

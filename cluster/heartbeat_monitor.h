@@ -19,11 +19,12 @@
 //
 // Above `all_to_all_ranks` ranks (StallOptions, 64 by default) the heartbeats are gathered
 // instead: every rank sends its own to rank 0 alone, and a rank that has waited in a collective
-// for half the stall limit asks rank 0, every period, for its table of every rank's last
-// heartbeat and how long ago rank 0 heard it. So a period costs N-1 messages instead of N(N-1),
-// and a rank talks to rank 0 only (until a stall is announced to all). A rank whose questions
-// rank 0 has not answered for several periods reports rank 0 as silent, and the others as
-// unknown to it.
+// for half the stall limit (at most the limit less 4 periods) asks rank 0, every period, which
+// ranks have not reached that collective or have not been heard from for 2 periods: rank 0's
+// table lists those ranks with their last heartbeat and its age (the others have arrived). So a
+// period costs N-1 messages instead of N(N-1), and a rank talks to rank 0 only (until a stall is
+// announced to all). A rank without an answer from rank 0 for its current collective says that
+// the others' state is unknown to it and that rank 0 has not answered.
 //
 // Rank-local work (begin_local_work: rank 0 writing a checkpoint alone, each rank's share of a
 // pseudo-label refresh, of validation or of evaluation) makes a rank's heartbeats say "busy".
@@ -36,6 +37,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -88,14 +90,16 @@ class HeartbeatMonitor {
   // One message of `tag` that has arrived, into *source and *sequence; false when none has (or
   // its receive failed, which is noted as `call`).
   bool receive(int tag, const char* call, int* source, int64_t* sequence);
-  // Gathered heartbeats: rank 0 records a heartbeat; sends `peer` its table; a rank takes one in.
+  // Gathered heartbeats: rank 0 records a heartbeat; sends `peer`, waiting in `collective`, its
+  // table for that collective (`tables`: those built this round); a rank takes tables in.
   void record_heartbeat(int source, int64_t heartbeat);
-  void send_table(int peer);
+  void send_table(int peer, int64_t collective, std::map<int64_t, std::vector<int64_t>>* tables);
   void receive_tables();
-  // Whether this rank, not rank 0, should ask rank 0 for its table now (waiting in a collective
-  // for half the stall limit or more); under mutex_.
+  void take_table(const int64_t* table, int count);  // under mutex_
+  // Whether this rank, not rank 0, should ask rank 0 for its table now; under mutex_.
   bool wants_table() const;
-  // Whether rank 0's table is too old for this rank to know the others (gathered only); under mutex_.
+  // Whether this rank lacks a recent table of rank 0's for its current collective (gathered,
+  // not rank 0), and so does not know the others; under mutex_.
   bool table_stale() const;
   // Starts a send of `count` values to `peer` (kept until MPI completes it); false when not sent.
   bool start_send(int peer, int tag, const int64_t* values, int count, const char* call);
@@ -127,13 +131,16 @@ class HeartbeatMonitor {
   std::vector<Clock::time_point> last_heard_;
   bool gathered_ = false;  // heartbeats through rank 0 (above all_to_all_ranks)
   Clock::time_point table_time_;  // when rank 0's last table arrived (gathered, not rank 0)
-  bool have_table_ = false;
+  int64_t table_collective_ = -1;  // the collective it was for; -1: none yet
+  std::vector<int64_t> table_buffer_;  // a receive of rank 0's tables, posted while running
+  MPI_Request table_request_ = MPI_REQUEST_NULL;
   struct PendingSend {
     MPI_Request request;
     std::unique_ptr<int64_t[]> value;  // the send buffer lives until the send completes
     int peer = 0;
   };
   std::vector<PendingSend> pending_;
+  std::vector<int> unsent_;  // pending sends per peer
   std::set<std::string> logged_failures_;  // the heartbeat thread's, then the destructor's
   bool peer_stall_reported_ = false;       // likewise
   int64_t stall_sequence_ = 0;             // the stall announcement's send buffer

@@ -87,6 +87,14 @@ if [[ "${mode}" == sleep || "${mode}" == channel ]]; then
     fi
   done
 fi
+# Gathered, rank 0 always sees the stall first-hand; rank 2 knows of rank 1 only from rank 0's
+# table, so its line (its own report, or its view of rank 0's) must name rank 1 too.
+if [[ "${STALL_PROBE_GATHERED:-0}" == 1 && "${victim}" == 1 && ( "${mode}" == sleep || "${mode}" == stop ) ]]; then
+  expected="rank 1: alive but has not reached collective #3"
+  [[ "${mode}" == sleep ]] || expected="rank 1: no heartbeat for"
+  grep -A1 -E "\[rank 2 on [^]]*\] stall" <<<"${output}" | grep -q "${expected}" \
+    || { echo "FAIL: rank 2's report does not name rank 1 from rank 0's table"; exit 1; }
+fi
 late_report() {  # late_report PHASE CALL: a live rank named the phase and the call it waited in
   grep -qF "$1 has not finished after 3 s, the stall limit (still in $2)" <<<"${output}" \
     || { echo "FAIL: no rank reported '$1' waiting in $2"; exit 1; }
