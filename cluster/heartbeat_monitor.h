@@ -5,8 +5,8 @@
 // Each rank runs a heartbeat thread on its own duplicate communicator (its calls beside the
 // communication thread's, or below MPI_THREAD_MULTIPLE through the MPI thread's funnel,
 // mpi_thread.h) that sends, every `period`, the number of the last collective it entered
-// to every other rank (or gathered, below, to rank 0) and records what it hears. The communication thread makes blocking MPI
-// calls (2-3x faster here than the non-blocking ones; funnelled, non-blocking ones completed on
+// to every other rank (or gathered, below, to rank 0) and records what it hears. The
+// communication thread makes blocking MPI calls (2-3x faster here than the non-blocking ones; funnelled, non-blocking ones completed on
 // the MPI thread, so the heartbeat is not shut out) and tells the monitor when it enters and
 // leaves each. When one has lasted longer than the stall limit, the heartbeat thread logs which
 // ranks are missing: alive but behind (they never reached this collective: a hang elsewhere, or
