@@ -6,8 +6,9 @@
 // communication thread's, or below MPI_THREAD_MULTIPLE through the MPI thread's funnel,
 // mpi_thread.h) that sends, every `period`, the number of the last collective it entered
 // to every other rank (or gathered, below, to rank 0) and records what it hears. The
-// communication thread makes blocking MPI calls (2-3x faster here than the non-blocking ones; funnelled, non-blocking ones completed on
-// the MPI thread, so the heartbeat is not shut out) and tells the monitor when it enters and
+// communication thread makes blocking MPI calls (2-3x faster here than the non-blocking ones;
+// funnelled, non-blocking ones completed on the MPI thread, so the heartbeat is not shut out)
+// and tells the monitor when it enters and
 // leaves each. When one has lasted longer than the stall limit, the heartbeat thread logs which
 // ranks are missing: alive but behind (they never reached this collective: a hang elsewhere, or
 // another code path), or silent (no heartbeat for several periods: dead, or stuck with MPI
