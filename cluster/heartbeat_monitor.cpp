@@ -3,6 +3,7 @@
 #include <glog/logging.h>
 
 #include <algorithm>
+#include <csignal>
 #include <sstream>
 #include <thread>
 
@@ -20,6 +21,14 @@ constexpr int kQueryTag = 7003;  // gathered: a heartbeat that also asks rank 0 
 // for each rank behind C or not heard from for 2 periods
 constexpr int kTableTag = 7004;
 constexpr int kSilentPeriods = 6;  // no heartbeat for this many periods: silent
+// Once the process is asked to end: a rank silent for this many periods is not waited for.
+constexpr int kHurrySilentPeriods = 12;
+
+std::string signal_name(int signal) {
+  if (signal == SIGTERM) return "SIGTERM";
+  if (signal == SIGUSR1) return "SIGUSR1";
+  return str("signal ", signal);
+}
 }  // namespace
 
 HeartbeatMonitor::HeartbeatMonitor(MPI_Comm parent, std::chrono::milliseconds period,
@@ -220,8 +229,10 @@ void HeartbeatMonitor::take_table(const int64_t* table, int count) {
 
 bool HeartbeatMonitor::wants_table() const {
   // Early enough for an answer or two before the limit, also with a limit of a few periods.
-  const auto after = std::max<Clock::duration>(Clock::duration::zero(), std::min<Clock::duration>(
-                                                                            limit_ / 2, limit_ - 4 * period_));
+  // Once the process is asked to end, from the start: a silent rank 0 must be known in time.
+  const auto after = ending_ ? Clock::duration::zero()
+                             : std::max<Clock::duration>(Clock::duration::zero(),
+                                                         std::min<Clock::duration>(limit_ / 2, limit_ - 4 * period_));
   return gathered_ && rank_ != 0 && in_collective_ && Clock::now() - started_ >= after;
 }
 
@@ -267,6 +278,19 @@ bool HeartbeatMonitor::missing_only_busy_ranks(int64_t sequence) const {
   return busy > 0;
 }
 
+bool HeartbeatMonitor::waits_for_silent_rank() const {
+  const auto now = Clock::now();
+  const auto silent = kHurrySilentPeriods * period_;
+  if (gathered_ && rank_ != 0) {  // the others as rank 0's tables, asked for every period, say
+    if (table_collective_ != entered_.load()) return now - std::max(started_, ending_since_) > silent;
+    if (now - table_time_ > silent) return true;  // rank 0 has stopped answering
+  }
+  for (int r = 0; r < size_; ++r) {
+    if (r != rank_ && now - last_heard_[static_cast<size_t>(r)] > silent) return true;
+  }
+  return false;
+}
+
 void HeartbeatMonitor::abort_if_stalled() {
   int64_t sequence = 0;
   const char* call = "";
@@ -274,15 +298,18 @@ void HeartbeatMonitor::abort_if_stalled() {
   double waited = 0.0;
   bool busy_peers = false;  // waiting on, within the busy limit
   bool only_busy = false;   // every missing rank is alive and busy with work of its own
+  bool ending = false;      // within the limit, but the process is asked to end and a rank is silent
   {
     std::lock_guard<std::mutex> lock(mutex_);
     const auto waiting = Clock::now() - started_;
-    if (!in_collective_ || waiting <= limit_) return;
+    if (!in_collective_) return;
+    ending = waiting <= limit_ && ending_ && waits_for_silent_rank();
+    if (waiting <= limit_ && !ending) return;
     sequence = entered_.load();
     call = call_;
     bytes = bytes_;
     waited = std::chrono::duration<double>(waiting).count();
-    only_busy = missing_only_busy_ranks(sequence);
+    only_busy = !ending && missing_only_busy_ranks(sequence);
     busy_peers = only_busy && waiting <= busy_limit_;
     if (busy_peers) {
       if (busy_wait_logged_ == sequence) return;
@@ -300,10 +327,13 @@ void HeartbeatMonitor::abort_if_stalled() {
   // Logging may block (glog's file on a hung file system): the job ends after the grace anyway.
   const auto grace = std::max(std::chrono::milliseconds(1000), 2 * period_);
   exit_after(grace + kAbortDeadline, kStallExitCode);
+  const double limit = std::chrono::duration<double>(only_busy ? busy_limit_ : limit_).count();
   LOG(ERROR) << "[rank " << rank_ << " on " << host_ << "] stall: collective #" << sequence << " (" << call
-             << ", " << bytes << " bytes) has waited " << waited << " s, more than the "
-             << (only_busy ? "limit for ranks busy with work of their own, " : "stall limit of ")
-             << std::chrono::duration<double>(only_busy ? busy_limit_ : limit_).count() << " s; "
+             << ", " << bytes << " bytes) has waited " << waited << " s, "
+             << (ending ? str("and ", signal_name(ending_signal()), " was received (the job is ending) while a rank ",
+                              "it waits for is silent: not waiting out the stall limit of ", limit, " s; ")
+                 : only_busy ? str("more than the limit for ranks busy with work of their own, ", limit, " s; ")
+                             : str("more than the stall limit of ", limit, " s; "))
              << missing_ranks(sequence)
              << "aborting the job (exit status " << kStallExitCode << ")";
   google::FlushLogFiles(google::GLOG_ERROR);
@@ -371,6 +401,10 @@ void HeartbeatMonitor::loop() {
     bool ask = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      if (!ending_ && ending_signal() != 0) {
+        ending_ = true;
+        ending_since_ = Clock::now();
+      }
       ask = wants_table();
     }
     mpi_run([&] {  // one block on the MPI thread where calls are funnelled

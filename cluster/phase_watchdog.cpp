@@ -12,6 +12,8 @@
 namespace cmaf::cluster {
 namespace {
 std::atomic<int> failed_status{0};
+std::atomic<int> first_ending_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free, "note_ending_signal runs in a signal handler");
 
 double seconds(std::chrono::milliseconds t) { return std::chrono::duration<double>(t).count(); }
 
@@ -26,6 +28,13 @@ double seconds(std::chrono::milliseconds t) { return std::chrono::duration<doubl
   _exit(status);
 }
 }  // namespace
+
+void note_ending_signal(int signal) {
+  int none = 0;
+  first_ending_signal.compare_exchange_strong(none, signal);
+}
+int ending_signal() { return first_ending_signal.load(); }
+void clear_ending_signal() { first_ending_signal.store(0); }
 
 void PhaseWatchdog::rank_failed(int status) { failed_status.store(status == 0 ? 1 : status); }
 

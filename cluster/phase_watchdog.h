@@ -38,6 +38,16 @@ inline constexpr std::chrono::seconds kDefaultStallLimit{300};
 inline constexpr int kStallExitCode = 75;
 inline constexpr std::chrono::seconds kFailedRankGrace{10};
 
+// A signal that asks this process to end has arrived: SIGTERM (scancel, a time limit, srun's
+// --kill-on-bad-exit after another task failed; Slurm sends SIGKILL KillWait seconds later) or
+// SIGUSR1 (a preemption warning). Set from the signal handler (async-signal-safe: a lock-free
+// atomic). From then on a collective that waits for a silent rank (no heartbeat: dead, or its
+// node hung) does not wait out the stall limit (heartbeat_monitor.h): the checkpoint that the
+// signal asks for cannot be agreed with that rank, and the launcher ends the job soon anyway.
+void note_ending_signal(int signal);
+int ending_signal();  // the first such signal, 0 if none
+void clear_ending_signal();  // for tests
+
 // How a watchdog ends a stall: this process (_exit), or the whole job (mpi_abort(): MPI_Abort, made
 // through the MPI thread where calls are funnelled; MPI must be initialised and not finalising).
 enum class WatchdogEnd { kExitProcess, kAbortJob };

@@ -4,6 +4,8 @@
 
 #include <atomic>
 
+#include "cluster/phase_watchdog.h"
+
 namespace cmaf::core {
 namespace {
 
@@ -12,6 +14,7 @@ std::atomic<int> first_signal{0};
 void on_signal(int signal_number) {
   int expected = 0;
   first_signal.compare_exchange_strong(expected, signal_number);  // async-signal-safe (lock-free)
+  cluster::note_ending_signal(signal_number);  // the stall watchdogs stop waiting for silent ranks
 }
 
 }  // namespace
@@ -28,6 +31,9 @@ void install_stop_handlers() {
 
 bool stop_requested() { return first_signal.load() != 0; }
 int stop_signal() { return first_signal.load(); }
-void clear_stop_request() { first_signal.store(0); }
+void clear_stop_request() {
+  first_signal.store(0);
+  cluster::clear_ending_signal();
+}
 
 }  // namespace cmaf::core

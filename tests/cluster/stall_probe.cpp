@@ -23,6 +23,14 @@
 //                                    all-reduce: its heartbeats stop too. Expected: the others
 //                                    report it silent (or, heartbeats gathered and RANK 0, that
 //                                    rank 0 does not answer) and end the job with status 75
+//   stall_probe term RANK            as `stop`, with a stall limit of 40 s; the other ranks then
+//                                    get SIGTERM (as srun --kill-on-bad-exit=1 sends it when a
+//                                    task dies), which their handler notes (note_ending_signal).
+//                                    Expected: they report the silent rank and end the job with
+//                                    status 75 within seconds, not at the 40 s limit
+//   stall_probe term-alive RANK SECONDS  as `term`, but rank RANK sleeps SECONDS instead, its
+//                                    heartbeats going on. Expected: it is waited for, the job
+//                                    finishes (exit 0)
 //   stall_probe late-start RANK SECONDS         rank RANK sleeps before MPI_Init
 //   stall_probe late-communicator RANK SECONDS  ... before the communicator's set-up
 //   stall_probe late-finish RANK SECONDS        ... before MPI_Finalize
@@ -46,7 +54,12 @@
 
 #include "cluster/mpi_communicator.h"
 #include "cluster/mpi_thread.h"
+#include "cluster/phase_watchdog.h"
 #include "cluster/process_runtime.h"
+
+namespace {
+void note_signal(int signal) { cmaf::cluster::note_ending_signal(signal); }
+}  // namespace
 
 int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
@@ -70,7 +83,15 @@ int main(int argc, char** argv) {
   options.stall_limit = std::chrono::seconds(mode == "late-start" || mode == "late-finish" ? 3 : 60);
   auto runtime = cmaf::cluster::ProcessRuntime::start(&argc, &argv, options);
   cmaf::cluster::StallOptions stall;
-  stall.limit = std::chrono::seconds(3);
+  const bool term = mode == "term" || mode == "term-alive";
+  stall.limit = std::chrono::seconds(term ? 40 : 3);
+  if (term) {  // the trainer's handler (core/stop_request.cpp) notes the signal the same way
+    struct sigaction action {};
+    action.sa_handler = note_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &action, nullptr);
+  }
   stall.heartbeat_period = std::chrono::milliseconds(200);
   stall.busy_limit = std::chrono::seconds(10);
   // STALL_PROBE_GATHERED=1: the heartbeats through rank 0, as above 64 ranks.
@@ -127,7 +148,7 @@ int main(int argc, char** argv) {
           ::raise(SIGSTOP);
           continue_after_pause = true;
         }
-        if (mode == "stop") ::raise(SIGSTOP);  // heartbeat thread and all, until the job is killed
+        if (mode == "stop" || mode == "term") ::raise(SIGSTOP);  // heartbeat thread and all, until the job is killed
         if (mode == "freeze") {
           for (const Peer& peer : peers) {
             if (peer.pid != mine.pid && std::strcmp(peer.host.data(), mine.host.data()) == 0) {
@@ -138,6 +159,10 @@ int main(int argc, char** argv) {
           ::raise(SIGSTOP);
         }
         if (!continue_after_pause) std::this_thread::sleep_for(std::chrono::seconds(seconds));
+      }
+      if (step == 2 && term && world.rank() != victim) {  // the victim stops or sleeps meanwhile
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        ::raise(SIGTERM);
       }
       at::Tensor t = at::ones({1024});
       world.all_reduce(t, cmaf::cluster::ReduceOp::kSum);

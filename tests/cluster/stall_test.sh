@@ -9,7 +9,11 @@
 # (10 s) is waited for; past the busy limit it is a stall like any other.
 # A second heartbeat channel (the NCCL backend's) reports a sleeping rank the same way.
 # A stopped rank (SIGSTOP, heartbeats and all) is reported silent.
-#   stall_test.sh MPIEXEC STALL_PROBE sleep|channel|kill|stop|late-start|late-communicator|late-finish|suspend RANKS
+# Once SIGTERM has asked the others to end (term), a stopped rank ends the job within seconds,
+# not at the 40 s stall limit; a rank that is only slow (term-alive: asleep 8 s, its heartbeats
+# going on) is still waited for.
+#   stall_test.sh MPIEXEC STALL_PROBE MODE RANKS
+#     MODE: sleep|channel|kill|stop|term|term-alive|late-start|late-communicator|late-finish|suspend
 #   stall_test.sh MPIEXEC STALL_PROBE busy RANKS SECONDS
 # STALL_PROBE_GATHERED=1: the heartbeats go through rank 0 (as above 64 ranks); STALL_VICTIM=R:
 # rank R is the one that sleeps (1 by default).
@@ -18,6 +22,7 @@ mpiexec="$1"; probe="$2"; mode="$3"; ranks="$4"
 victim="${STALL_VICTIM:-1}"  # the rank that sleeps, is killed or is busy
 seconds=20
 [[ "${mode}" != suspend ]] || seconds=6  # twice the 3 s stall limit
+[[ "${mode}" != term-alive ]] || seconds=8  # over 12 heartbeat periods (2.4 s), within the 40 s limit
 [[ "${mode}" != busy ]] || seconds="$5"
 start=$(date +%s)
 output="$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 \
@@ -31,6 +36,12 @@ if [[ "${mode}" == suspend ]]; then
   grep -q "this process was paused for" <<<"${output}" || { echo "FAIL: no rank noticed the pause"; exit 1; }
   if grep -qE "stall: |stall reported|has not finished after|has not completed after" <<<"${output}"; then echo "FAIL: the pause was reported as a stall"; exit 1; fi
   if grep -q "MPI audit:" <<<"${output}"; then echo "FAIL: an MPI call off the MPI thread"; exit 1; fi
+  echo "PASS"
+  exit 0
+fi
+if [[ "${mode}" == term-alive ]]; then
+  [[ ${status} -eq 0 ]] || { echo "FAIL: SIGTERM and a rank asleep ${seconds} s: the job exited ${status}"; exit 1; }
+  if grep -qE "stall: |stall reported" <<<"${output}"; then echo "FAIL: a live rank was reported as a stall"; exit 1; fi
   echo "PASS"
   exit 0
 fi
@@ -48,14 +59,20 @@ fi
 [[ ${status} -ne 124 ]] || { echo "FAIL: the job hung until the 60 s timeout"; exit 1; }
 bound=20  # the stall limit is 3 s; with a busy rank, the busy limit of 10 s
 [[ "${mode}" != busy ]] || bound=30
-[[ ${elapsed} -lt ${bound} ]] || { echo "FAIL: took ${elapsed} s (the stall limit is 3 s)"; exit 1; }
+[[ ${elapsed} -lt ${bound} ]] || { echo "FAIL: took ${elapsed} s (the stall limit is 3 s; term: SIGTERM)"; exit 1; }
 # Under CMAF_MPI_THREAD_LEVEL=funneled the probe's MPI audit names any call off the MPI thread.
 if grep -q "MPI audit:" <<<"${output}"; then grep "MPI audit:" <<<"${output}"; echo "FAIL: an MPI call off the MPI thread"; exit 1; fi
 # Rank 0 gathers the heartbeats only with STALL_PROBE_GATHERED=1; it answers unless it is stopped.
-if [[ "${mode}" != stop || "${victim}" != 0 ]] && grep -q "ranks not arrived: unknown here" <<<"${output}"; then
+if [[ ( "${mode}" != stop && "${mode}" != term ) || "${victim}" != 0 ]] &&
+  grep -q "ranks not arrived: unknown here" <<<"${output}"; then
   echo "FAIL: a rank did not get rank 0's table of heartbeats"; exit 1
 fi
-if [[ "${mode}" == stop ]]; then
+if [[ "${mode}" == term ]]; then
+  cut_short="has waited [0-9.]+ s, and SIGTERM was received \(the job is ending\) while a rank it waits for is silent"
+  grep -qE "stall: collective #3 \(.*\) ${cut_short}: not waiting out the stall limit of 40 s" <<<"${output}" \
+    || { echo "FAIL: no report of a silent rank cut short by SIGTERM"; exit 1; }
+fi
+if [[ "${mode}" == stop || "${mode}" == term ]]; then
   [[ ${status} -eq 75 ]] || { echo "FAIL: exit status ${status}, expected 75"; exit 1; }
   if [[ "${STALL_PROBE_GATHERED:-0}" == 1 && "${victim}" == 0 ]]; then
     grep -q "ranks not arrived: unknown here" <<<"${output}" && \

@@ -3,7 +3,8 @@
 # with two nodes on this machine (CMAF_SLURM_NODES=2).
 #
 #   slurm_jobs_test.sh start|stop SLURM_DIR
-#   slurm_jobs_test.sh train|twonodes|preempt|preempt2nodes|gpu|rankerror|nopmix|killrank SLURM_DIR CMAFORMER
+#   slurm_jobs_test.sh MODE SLURM_DIR CMAFORMER
+#     MODE: train|twonodes|preempt|preempt2nodes|gpu|rankerror|nopmix|killrank|killrank-kbe
 #   slurm_jobs_test.sh preparray SLURM_DIR CMAFORMER MAKE_NNUNET_FOLDER
 #   slurm_jobs_test.sh freeze SLURM_DIR CMAFORMER STALL_PROBE
 #     train    2-rank CPU training job completes with its checkpoint; then the eval job on that
@@ -39,9 +40,12 @@
 #     killrank the training template on 2 tasks, with the default 300 s stall limit; once it
 #              trains, task 1 is killed (SIGKILL, as the kernel's OOM killer does): the job fails
 #              within a minute, not when the surviving rank's stall limit runs out (Slurm's PMIx
-#              plugin cancels the step when a task dies; measured: 1 s. srun --kill-on-bad-exit=1
-#              made it 31 s: srun sends SIGTERM first, which the trainer takes as a request to
-#              checkpoint, so the survivor is killed only after KillWait)
+#              plugin cancels the step when a task dies; measured: 1 s)
+#     killrank-kbe  the same under srun --kill-on-bad-exit=1 (SLURM_KILL_BAD_EXIT=1): srun sends
+#              the survivor SIGTERM, a request to checkpoint, which cannot be agreed with the dead
+#              rank; the survivor must end the job within 20 s with the stall report naming rank 1
+#              silent, not be killed after KillWait (30 s; it was, at 31 s, before the heartbeat
+#              monitor took note of the signal)
 # Exit 77 (ctest: skipped) when not root or Slurm is not installed.
 #
 # A mode that fails while one of its job outputs holds OpenMPI's report of a rank killed by a
@@ -229,9 +233,12 @@ case "${mode}" in
       || fail "expected one rank's error naming ${damaged}"
     echo "rankerror: one rank's damaged case failed the 2-task eval job in ${elapsed} s with its error, exit code 1"
     ;;
-  killrank)
+  killrank | killrank-kbe)
+    kbe=0
+    [[ "${mode}" == killrank ]] || kbe=1
     job="$(SBATCH_EXTRA="--time=10" submit train_cpu.sbatch cmaf-test-killrank CMAF_DATA="${work}/ds" \
-      CMAF_RUN_DIR="${work}/run" CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 100000 --log-every 1")"
+      CMAF_RUN_DIR="${work}/run" CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 100000 --log-every 1" \
+      SLURM_KILL_BAD_EXIT="${kbe}")"
     # Task 1 of the job: its process environment names the job and the task.
     task_pid() {
       local p
@@ -262,7 +269,13 @@ case "${mode}" in
     [[ "${state}" == FAILED ]] || fail "job ${job} with a killed task: ${state}, expected FAILED"
     ((elapsed < 60)) || fail "the job took ${elapsed} s to end after a task was killed (the stall limit is 300 s)"
     if task_pid 0 > /dev/null; then fail "task 0 of job ${job} still runs"; fi
-    echo "killrank: the 2-task training job failed ${elapsed} s after task 1 was killed"
+    if ((kbe)); then
+      ((elapsed < 20)) || fail "with --kill-on-bad-exit=1 the job took ${elapsed} s to end (KillWait is 30 s)"
+      grep -qE "SIGTERM was received \(the job is ending\) while a rank it waits for is silent" "${out}" \
+        || fail "no stall report cut short by SIGTERM in ${out}"
+      grep -qE "rank 1: no heartbeat for [0-9.]+ s" "${out}" || fail "the report does not name rank 1 silent"
+    fi
+    echo "${mode}: the 2-task training job failed ${elapsed} s after task 1 was killed"
     ;;
   nopmix)
     # srun without an MPI plugin: each task would be a world of one. Both must refuse to start.
