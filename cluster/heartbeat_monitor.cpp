@@ -299,11 +299,13 @@ void HeartbeatMonitor::abort_if_stalled() {
   bool busy_peers = false;  // waiting on, within the busy limit
   bool only_busy = false;   // every missing rank is alive and busy with work of its own
   bool ending = false;      // within the limit, but the process is asked to end and a rank is silent
+  int signal = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     const auto waiting = Clock::now() - started_;
     if (!in_collective_) return;
     ending = waiting <= limit_ && ending_ && waits_for_silent_rank();
+    signal = ending_signal();
     if (waiting <= limit_ && !ending) return;
     sequence = entered_.load();
     call = call_;
@@ -330,8 +332,8 @@ void HeartbeatMonitor::abort_if_stalled() {
   const double limit = std::chrono::duration<double>(only_busy ? busy_limit_ : limit_).count();
   LOG(ERROR) << "[rank " << rank_ << " on " << host_ << "] stall: collective #" << sequence << " (" << call
              << ", " << bytes << " bytes) has waited " << waited << " s, "
-             << (ending ? str("and ", signal_name(ending_signal()), " was received (the job is ending) while a rank ",
-                              "it waits for is silent: not waiting out the stall limit of ", limit, " s; ")
+             << (ending ? str("and ", signal_name(signal), " was received (the job is ending) while a rank ",
+                              "is silent: not waiting out the stall limit of ", limit, " s; ")
                  : only_busy ? str("more than the limit for ranks busy with work of their own, ", limit, " s; ")
                              : str("more than the stall limit of ", limit, " s; "))
              << missing_ranks(sequence)
@@ -397,14 +399,14 @@ void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
 
 void HeartbeatMonitor::loop() {
   while (!stopping_.load()) {
+    const auto before = Clock::now();  // a pause anywhere in the round, not only in its sleep, is forgiven
     const int64_t heartbeat = heartbeat_.load();
     bool ask = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (!ending_ && ending_signal() != 0) {
-        ending_ = true;
-        ending_since_ = Clock::now();
-      }
+      const bool ending = ending_signal() != 0;
+      if (ending && !ending_) ending_since_ = Clock::now();
+      ending_ = ending;
       ask = wants_table();
     }
     mpi_run([&] {  // one block on the MPI thread where calls are funnelled
@@ -419,7 +421,6 @@ void HeartbeatMonitor::loop() {
       exchange();
     });
     abort_if_stalled();
-    const auto before = Clock::now();
     std::this_thread::sleep_for(period_);
     forgive_pause(Clock::now() - before - period_);
   }
@@ -434,6 +435,7 @@ void HeartbeatMonitor::forgive_pause(Clock::duration overslept) {
     std::lock_guard<std::mutex> lock(mutex_);
     started_ += overslept;
     table_time_ += overslept;
+    ending_since_ += overslept;
     for (Clock::time_point& heard : last_heard_) heard += overslept;
   }
   LOG(WARNING) << "[rank " << rank_ << " on " << host_ << "] this process was paused for "

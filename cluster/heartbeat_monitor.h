@@ -33,13 +33,13 @@
 // alive and busy, log a warning once and wait on, up to `busy_limit`: a slow file system is not a
 // hang. Beyond it, or with any missing rank silent or idle, they abort as above.
 //
-// Once a signal has asked the process to end (note_ending_signal, phase_watchdog.h: SIGTERM, or
-// SIGUSR1 before a preemption), a collective that waits for a rank silent for
-// kHurrySilentPeriods periods aborts as above at once, without waiting out the stall limit: the
-// checkpoint the signal asks for cannot be agreed with that rank, and Slurm kills the job after
-// KillWait anyway (srun --kill-on-bad-exit=1 sends SIGTERM to the other tasks when one dies).
-// Gathered, a rank other than 0 asks rank 0 for its table from the collective's start then, and
-// counts rank 0 as silent when it has not answered for as long.
+// Once SIGTERM has arrived (note_ending_signal, phase_watchdog.h), a collective aborts as above at
+// once, without waiting out the stall limit, while any rank of the channel (arrived or not) has
+// been silent for kHurrySilentPeriods periods: the checkpoint the signal asks for cannot be
+// agreed with that rank, and Slurm kills the job after KillWait anyway (srun
+// --kill-on-bad-exit=1 sends SIGTERM to the other tasks when one dies). Gathered, a rank other
+// than 0 asks rank 0 for its table from the collective's start then, and counts rank 0 as silent
+// when it has not answered for as long. A rank alive but slow, or busy, is waited for as before.
 #pragma once
 
 #include <mpi.h>
@@ -92,8 +92,8 @@ class HeartbeatMonitor {
   // Whether every rank missing from collective `sequence` is alive and busy (at least one is);
   // under mutex_.
   bool missing_only_busy_ranks(int64_t sequence) const;
-  // Whether the current collective waits for a rank that has been silent for kHurrySilentPeriods
-  // periods, as far as this rank knows (gathered, not rank 0: rank 0's tables); under mutex_.
+  // Whether a rank of the channel has been silent for kHurrySilentPeriods periods, as far as this
+  // rank knows (gathered, not rank 0: from rank 0's tables for this collective); under mutex_.
   bool waits_for_silent_rank() const;
   // Moves the stall clocks on by `overslept` when the heartbeat thread's sleep overran by seconds.
   void forgive_pause(Clock::duration overslept);
@@ -138,7 +138,7 @@ class HeartbeatMonitor {
   Clock::time_point started_;
   std::atomic<bool> stopping_{false};
   bool ending_ = false;  // an ending signal seen (ending_signal()); under mutex_
-  Clock::time_point ending_since_;  // when this thread first saw it
+  Clock::time_point ending_since_;  // when this thread first saw it; under mutex_
   mutable std::mutex mutex_;
   std::vector<int64_t> last_sequence_;
   std::vector<char> peer_busy_;  // from the peer's last heartbeat

@@ -38,12 +38,13 @@ inline constexpr std::chrono::seconds kDefaultStallLimit{300};
 inline constexpr int kStallExitCode = 75;
 inline constexpr std::chrono::seconds kFailedRankGrace{10};
 
-// A signal that asks this process to end has arrived: SIGTERM (scancel, a time limit, srun's
-// --kill-on-bad-exit after another task failed; Slurm sends SIGKILL KillWait seconds later) or
-// SIGUSR1 (a preemption warning). Set from the signal handler (async-signal-safe: a lock-free
-// atomic). From then on a collective that waits for a silent rank (no heartbeat: dead, or its
-// node hung) does not wait out the stall limit (heartbeat_monitor.h): the checkpoint that the
-// signal asks for cannot be agreed with that rank, and the launcher ends the job soon anyway.
+// A signal that ends this process soon has arrived: SIGTERM (scancel, a time limit, srun's
+// --kill-on-bad-exit after another task failed; Slurm sends SIGKILL KillWait seconds later). Set
+// from the signal handler (async-signal-safe: a lock-free atomic). From then on a collective does
+// not wait out the stall limit while a rank is silent (no heartbeat: dead, or its node hung;
+// heartbeat_monitor.h): the checkpoint the signal asks for cannot be agreed with that rank, and
+// the launcher ends the job soon anyway. Not for SIGUSR1, which leaves time (a preemption
+// warning 120 s ahead, or none at all when sent by hand).
 void note_ending_signal(int signal);
 int ending_signal();  // the first such signal, 0 if none
 void clear_ending_signal();  // for tests

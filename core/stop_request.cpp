@@ -14,7 +14,9 @@ std::atomic<int> first_signal{0};
 void on_signal(int signal_number) {
   int expected = 0;
   first_signal.compare_exchange_strong(expected, signal_number);  // async-signal-safe (lock-free)
-  cluster::note_ending_signal(signal_number);  // the stall watchdogs stop waiting for silent ranks
+  // SIGTERM: the job ends within KillWait; the stall watchdogs stop waiting for silent ranks.
+  // SIGUSR1 leaves time (a preemption warning, or none at all when sent by hand): not noted.
+  if (signal_number == SIGTERM) cluster::note_ending_signal(signal_number);
 }
 
 }  // namespace

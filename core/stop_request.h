@@ -1,9 +1,9 @@
 // Preemption requests: SIGUSR1 (Slurm's --signal) and SIGTERM set a flag; the trainer shares it
 // with every rank through the next per-step all-reduce, so all ranks stop at the same step,
 // checkpoint, and exit with kRequeueExitCode. Further signals during the save only set the flag
-// again (the save itself is protected by the checkpoint protocol). The signal also reaches the
-// stall watchdogs (cluster::note_ending_signal): a collective that waits for a silent rank (dead,
-// or its node hung) then ends the job with the stall's report at once, not at the stall limit.
+// again (the save itself is protected by the checkpoint protocol). SIGTERM also reaches the stall
+// watchdogs (cluster::note_ending_signal): while a rank is silent (dead, or its node hung), a
+// collective then ends the job with the stall's report at once, not at the stall limit.
 #pragma once
 
 namespace cmaf::core {

@@ -271,7 +271,7 @@ case "${mode}" in
     if task_pid 0 > /dev/null; then fail "task 0 of job ${job} still runs"; fi
     if ((kbe)); then
       ((elapsed < 20)) || fail "with --kill-on-bad-exit=1 the job took ${elapsed} s to end (KillWait is 30 s)"
-      grep -qE "SIGTERM was received \(the job is ending\) while a rank it waits for is silent" "${out}" \
+      grep -qE "SIGTERM was received \(the job is ending\) while a rank is silent" "${out}" \
         || fail "no stall report cut short by SIGTERM in ${out}"
       grep -qE "rank 1: no heartbeat for [0-9.]+ s" "${out}" || fail "the report does not name rank 1 silent"
     fi
