@@ -17,6 +17,7 @@
 #include "core/fused_optimizer.h"
 #include "core/lr_schedule.h"
 #include "core/pseudo_label_pool.h"
+#include "core/rank_agreement.h"
 #include "core/rank_pace.h"
 #include "core/step_loss.h"
 #include "core/stop_request.h"
@@ -123,6 +124,7 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const 
   model_config_ = config_.model();
   model_config_.classes = classes_;
   model_config_.validate();
+  check_options_agree(config_, world_);  // before anything is written (core/rank_agreement.h)
   if (coordinator_) {
     fs::create_directories(fs::path(config_.run_dir) / kCheckpointsFolder);
     nlohmann::json resolved = config_.to_json();
@@ -134,6 +136,7 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const 
     write_file_atomically((fs::path(config_.run_dir) / "config.json").string(), resolved.dump(2) + "\n");
   }
   world_.barrier();
+  check_run_dir_shared(config_.run_dir, world_);
   set_up_model();
   resume_or_start();
   set_up_data();

@@ -4,7 +4,7 @@
 #
 #   slurm_jobs_test.sh start|stop SLURM_DIR
 #   slurm_jobs_test.sh MODE SLURM_DIR CMAFORMER
-#     MODE: train|twonodes|preempt|preempt2nodes|gpu|rankerror|nopmix|killrank|killrank-kbe
+#     MODE: train|twonodes|preempt|preempt2nodes|gpu|rankerror|nopmix|killrank|killrank-kbe|localrundir
 #   slurm_jobs_test.sh preparray SLURM_DIR CMAFORMER MAKE_NNUNET_FOLDER
 #   slurm_jobs_test.sh freeze SLURM_DIR CMAFORMER STALL_PROBE
 #     train    2-rank CPU training job completes with its checkpoint; then the eval job on that
@@ -46,6 +46,11 @@
 #              rank; the survivor must end the job within 20 s with the stall report naming rank 1
 #              silent, not be killed after KillWait (30 s; it was, at 31 s, before the heartbeat
 #              monitor took note of the signal)
+#     localrundir  the training template on 2 nodes x 1 task with the run folder on node-local
+#              storage (each node's own folder at TmpFS, as /tmp on a cluster): the job must
+#              fail before training, task 1 saying from cmaf-node2 that the folder is not the
+#              one rank 0 writes to (before the check it trained, then failed at the first
+#              checkpoint with an internal error)
 # Exit 77 (ctest: skipped) when not root or Slurm is not installed.
 #
 # A mode that fails while one of its job outputs holds OpenMPI's report of a rank killed by a
@@ -276,6 +281,28 @@ case "${mode}" in
       grep -qE "rank 1: no heartbeat for [0-9.]+ s" "${out}" || fail "the report does not name rank 1 silent"
     fi
     echo "${mode}: the 2-task training job failed ${elapsed} s after task 1 was killed"
+    ;;
+  localrundir)
+    need_two_nodes
+    local_run="$(awk -F= '$1 == "TmpFS" { print $2 }' "${SLURM_CONF}")/run-$(basename "${work}")"
+    job="$(sbatch --parsable --job-name=cmaf-test-localrundir --chdir="${work}" --nodes=2 --ntasks-per-node=1 \
+      --cpus-per-task=1 --time=10 \
+      --export="ALL,CMAF_BIN=${bin},CMAF_DATA=${work}/ds,CMAF_RUN_DIR=${local_run},CMAF_TRAIN_ARGS=--preset tiny --input-size 64 --steps 6 --checkpoint-every 3" \
+      "${here}/slurm/train_cpu.sbatch")"
+    start=$(date +%s)
+    state="$(wait_done "${job}" 180)"
+    elapsed=$(( $(date +%s) - start ))
+    out="${work}/cmaf-test-localrundir-${job}.out"
+    grep -v '^[IW]2' "${out}" || true
+    echo "job ${job}: ${state} $(job_field "${job}" ExitCode) after ${elapsed} s"
+    [[ "${state}" == FAILED ]] || fail "job ${job} with a node-local run folder: ${state}, expected FAILED"
+    grep -qF "error: [rank 1] ${local_run}: --run-dir: not the folder rank 0 writes to, as seen from cmaf-node2" \
+      "${out}" || fail "rank 1 did not say the run folder is not rank 0's"
+    grep -qF "error: [rank 0] ${local_run}: --run-dir: rank(s) 1 do not see this folder" "${out}" \
+      || fail "rank 0 did not name rank 1"
+    if grep -q "internal error" "${out}"; then fail "an internal error"; fi
+    if grep -qE "^step [0-9]+/" "${out}"; then fail "the ranks trained"; fi
+    echo "localrundir: the 2-node job with a node-local run folder failed before training, in ${elapsed} s"
     ;;
   nopmix)
     # srun without an MPI plugin: each task would be a world of one. Both must refuse to start.
