@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -24,7 +25,9 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kManifestKey = "dataset manifest";
-constexpr const char* kTokenFile = ".rank0-check";  // removed again once every rank has read it
+// ".rank0-check-<token>": a name of its own per start (two jobs started on one folder do not
+// read each other's), removed again by rank 0 once every rank has looked for it.
+constexpr const char* kTokenFilePrefix = ".rank0-check-";
 constexpr auto kTokenWait = std::chrono::seconds(5);  // a shared file system's attribute caches
 
 std::string hex(uint64_t value) {
@@ -74,8 +77,15 @@ std::string shared_options_text(const TrainConfig& config) {
                           "stall-seconds"}) {
     options.erase(key);
   }
+  // A checkpoint folder named by path may be spelled differently on each rank.
+  if (config.resume != "auto" && config.resume != "none") {
+    options["resume"] = fs::absolute(config.resume).lexically_normal().string();
+  }
+  // The manifest's content, not its bytes: a copy re-serialised by another tool is the same dataset.
   const std::string manifest = read_all((fs::path(config.data) / datastore::kManifestFileName).string());
-  options[kManifestKey] = hex(fnv1a(manifest.data(), manifest.size()));
+  const nlohmann::json parsed = nlohmann::json::parse(manifest, nullptr, false);
+  const std::string canonical = parsed.is_discarded() ? manifest : parsed.dump();
+  options[kManifestKey] = hex(fnv1a(canonical.data(), canonical.size()));
   return options.dump();
 }
 
@@ -95,10 +105,13 @@ void check_options_agree(const TrainConfig& config, cluster::Communicator& world
       "--loader-queue, --cache-budget-mib and --stall-seconds may differ; --data and --run-dir may be spelled "
       "differently if they hold the same dataset and name the same folder)";
   if (fingerprint == all[0]) {
-    throw InputError("--options", "",
+    throw InputError("options", "",
                      str("rank(s) ", rank_list(differing), " were started with other options than rank 0 (their errors "
                          "name them); ", rule));
   }
+  // Rank 0 the odd one out: every other rank agrees with the rest.
+  const bool rank0_alone = world.size() > 2 && static_cast<int>(differing.size()) == world.size() - 1 &&
+                           std::all_of(all.begin() + 1, all.end(), [&](int64_t f) { return f == all[1]; });
   const nlohmann::json here = nlohmann::json::parse(mine);
   const nlohmann::json there = nlohmann::json::parse(theirs);
   std::string keys;
@@ -116,34 +129,53 @@ void check_options_agree(const TrainConfig& config, cluster::Communicator& world
     keys += (keys.empty() ? "" : ", ") + ("--" + key);
     details += str(details.empty() ? "" : "; ", "--", key, " absent on this rank, ", value.dump(), " on rank 0");
   }
-  throw InputError(keys, "", str(details, " (", cluster::host_name(), "): ", rule));
+  if (keys.empty()) {  // texts that differ in a value that compares equal (-0 and 0)
+    keys = "options";
+    details = str("this rank's options as compared: ", mine, "; rank 0's: ", theirs);
+  }
+  throw InputError(keys, "",
+                   str(details, " (", cluster::host_name(), ")",
+                       rank0_alone ? str("; all ", world.size() - 1, " ranks other than rank 0 agree among themselves: "
+                                         "rank 0 may be the one started differently")
+                                   : std::string(),
+                       ": ", rule));
 }
 
 void check_run_dir_shared(const std::string& run_dir, cluster::Communicator& world) {
   if (world.size() == 1) return;
-  const std::string path = (fs::path(run_dir) / kTokenFile).string();
   int64_t token = 0;
   if (world.rank() == 0) {
     std::random_device random;
     token = static_cast<int64_t>((static_cast<uint64_t>(random()) << 32) ^ random() ^
                                  static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
-    write_file_atomically(path, hex(static_cast<uint64_t>(token)) + "\n");
+  }
+  const auto file_of = [&](int64_t t) {
+    return (fs::path(run_dir) / (kTokenFilePrefix + hex(static_cast<uint64_t>(t)))).string();
+  };
+  struct RemoveOnExit {  // rank 0's file goes, whatever happens after it was written
+    std::string path;
+    ~RemoveOnExit() {
+      std::error_code ignored;
+      if (!path.empty()) fs::remove(path, ignored);
+    }
+  } written;
+  if (world.rank() == 0) {
+    write_file_atomically(file_of(token), hex(static_cast<uint64_t>(token)) + "\n");
+    written.path = file_of(token);
   }
   at::Tensor shared = at::full({1}, token, at::kLong);
   world.broadcast(shared, 0);
   token = shared.item<int64_t>();
+  const std::string path = file_of(token);
   const std::string expected = hex(static_cast<uint64_t>(token)) + "\n";
   std::string found = world.rank() == 0 ? expected : read_all(path);
+  if (found != expected) world.begin_local_work("looking for rank 0's file in the run folder");  // not a stall
   const auto give_up = std::chrono::steady_clock::now() + kTokenWait;
   while (found != expected && std::chrono::steady_clock::now() < give_up) {
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
     found = read_all(path);
   }
   const std::vector<int64_t> seen = gather_values(found == expected ? 1 : 0, world);
-  if (world.rank() == 0) {
-    std::error_code ignored;
-    fs::remove(path, ignored);
-  }
   std::vector<int> blind;
   for (int r = 0; r < world.size(); ++r) {
     if (seen[static_cast<size_t>(r)] == 0) blind.push_back(r);
@@ -156,9 +188,9 @@ void check_run_dir_shared(const std::string& run_dir, cluster::Communicator& wor
       "of them";
   if (found != expected) {
     throw InputError(absolute, "--run-dir",
-                     str("not the folder rank 0 writes to, as seen from ", cluster::host_name(), ": the file ", kTokenFile,
-                         " that rank 0 wrote there ", found.empty() ? "is not here" : "holds another token here",
-                         " after ", kTokenWait.count(), " s; ", rule));
+                     str("not the folder rank 0 writes to, as seen from ", cluster::host_name(), ": the file ",
+                         fs::path(path).filename().string(), " that rank 0 wrote there is not here after ",
+                         kTokenWait.count(), " s; ", rule));
   }
   throw InputError(absolute, "--run-dir",
                    str("rank(s) ", rank_list(blind), " do not see this folder as rank 0 writes it (their errors say "

@@ -24,11 +24,14 @@ namespace cmaf::core {
 // of the dataset's manifest.json as "dataset manifest".
 std::string shared_options_text(const TrainConfig& config);
 
-// Collective: every rank's shared_options_text() against rank 0's.
+// Collective: every rank's shared_options_text() against rank 0's. `cmaformer train` calls it
+// once the world communicator exists, before the device's set-up (with another --device a rank
+// would not make the GPU set-up's collectives) and before the Trainer.
 void check_options_agree(const TrainConfig& config, cluster::Communicator& world);
 
-// Collective, after rank 0 has created `run_dir`: rank 0 writes a file of a fresh random token
-// there, and every other rank must read that token from its own `run_dir` within a few seconds.
+// Collective, after rank 0 has created `run_dir`: rank 0 writes a file named by a fresh random
+// token there, and every other rank must read it from its own `run_dir` within a few seconds
+// (marked as work of its own meanwhile, not a stall). Called by the Trainer.
 void check_run_dir_shared(const std::string& run_dir, cluster::Communicator& world);
 
 }  // namespace cmaf::core

@@ -124,7 +124,6 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const 
   model_config_ = config_.model();
   model_config_.classes = classes_;
   model_config_.validate();
-  check_options_agree(config_, world_);  // before anything is written (core/rank_agreement.h)
   if (coordinator_) {
     fs::create_directories(fs::path(config_.run_dir) / kCheckpointsFolder);
     nlohmann::json resolved = config_.to_json();
@@ -136,7 +135,7 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const 
     write_file_atomically((fs::path(config_.run_dir) / "config.json").string(), resolved.dump(2) + "\n");
   }
   world_.barrier();
-  check_run_dir_shared(config_.run_dir, world_);
+  check_run_dir_shared(config_.run_dir, world_);  // the options: before the device (cmaformer train)
   set_up_model();
   resume_or_start();
   set_up_data();

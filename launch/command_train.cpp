@@ -10,6 +10,7 @@
 #include "cluster/device_communicator.h"
 #include "cluster/process_runtime.h"
 #include "common/error.h"
+#include "core/rank_agreement.h"
 #include "core/train_config.h"
 #include "core/trainer.h"
 #include "launch/cli.h"
@@ -160,6 +161,8 @@ int run_train(int argc, char** argv) {
     log_to_run_folder(c.run_dir, runtime->rank());
     LOG(INFO) << runtime->describe();
     world = runtime->world_communicator(stall_limit);
+    // Before the GPU set-up, whose collectives a rank started with another --device would not make.
+    core::check_options_agree(c, *world);
     const core::TrainDevice device =
         c.device == "cuda" ? cuda_device(*runtime, *world, stall_limit, device_communicator) : core::TrainDevice{};
     const core::TrainResult result = core::train(c, *world, device);

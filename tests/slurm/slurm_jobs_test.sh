@@ -302,6 +302,7 @@ case "${mode}" in
       || fail "rank 0 did not name rank 1"
     if grep -q "internal error" "${out}"; then fail "an internal error"; fi
     if grep -qE "^step [0-9]+/" "${out}"; then fail "the ranks trained"; fi
+    rm -rf "${slurm_dir}"/node-tmp-*/"$(basename "${local_run}")"  # what rank 0 made on its node
     echo "localrundir: the 2-node job with a node-local run folder failed before training, in ${elapsed} s"
     ;;
   nopmix)
