@@ -4,6 +4,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <iomanip>
+#include <sstream>
+#include <string>
 
 namespace cmaf {
 
@@ -17,6 +20,13 @@ inline uint64_t fnv1a(const void* data, size_t size, uint64_t hash = kFnvOffsetB
     hash *= 0x100000001b3ULL;
   }
   return hash;
+}
+
+// A fingerprint as 16 lower-case hex digits (checkpoint manifests, the ranks' agreement checks).
+inline std::string fingerprint_hex(uint64_t value) {
+  std::ostringstream out;
+  out << std::hex << std::setw(16) << std::setfill('0') << value;
+  return out.str();
 }
 
 }  // namespace cmaf

@@ -66,12 +66,6 @@ int64_t step_of(const std::string& name, const char* prefix) {
   return std::stoll(digits);
 }
 
-std::string hex(uint64_t value) {
-  std::ostringstream out;
-  out << std::hex << std::setw(16) << std::setfill('0') << value;
-  return out.str();
-}
-
 }  // namespace
 
 std::string checkpoint_folder(const std::string& run_dir, int64_t step) {
@@ -101,7 +95,7 @@ std::string publish_checkpoint(const std::string& run_dir, int64_t step, const n
     const std::string path = (fs::path(staging) / name).string();
     fsync_path(path, false);
     const FileDigest d = digest(path);
-    manifest["files"][name] = {{"bytes", d.bytes}, {"fnv1a", hex(d.hash)}};
+    manifest["files"][name] = {{"bytes", d.bytes}, {"fnv1a", fingerprint_hex(d.hash)}};
   }
   write_file_atomically((fs::path(staging) / kCheckpointManifest).string(), manifest.dump(2) + "\n");
   fsync_path(staging, true);
@@ -134,8 +128,9 @@ std::optional<CheckpointInfo> verify_checkpoint(const std::string& path, std::st
         return std::nullopt;
       }
       const FileDigest d = digest(file);
-      if (d.bytes != expected.at("bytes").get<int64_t>() || hex(d.hash) != expected.at("fnv1a").get<std::string>()) {
-        *problem = str(file, ": checksum mismatch (", d.bytes, " bytes, fnv1a ", hex(d.hash), "; manifest says ",
+      const std::string hash = fingerprint_hex(d.hash);
+      if (d.bytes != expected.at("bytes").get<int64_t>() || hash != expected.at("fnv1a").get<std::string>()) {
+        *problem = str(file, ": checksum mismatch (", d.bytes, " bytes, fnv1a ", hash, "; manifest says ",
                        expected.at("bytes").get<int64_t>(), " bytes, fnv1a ", expected.at("fnv1a").get<std::string>(),
                        ")");
         return std::nullopt;

@@ -8,7 +8,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iomanip>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -29,12 +28,6 @@ constexpr const char* kManifestKey = "dataset manifest";
 // read each other's), removed again by rank 0 once every rank has looked for it.
 constexpr const char* kTokenFilePrefix = ".rank0-check-";
 constexpr auto kTokenWait = std::chrono::seconds(5);  // a shared file system's attribute caches
-
-std::string hex(uint64_t value) {
-  std::ostringstream out;
-  out << std::hex << std::setw(16) << std::setfill('0') << value;
-  return out.str();
-}
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -85,7 +78,7 @@ std::string shared_options_text(const TrainConfig& config) {
   const std::string manifest = read_all((fs::path(config.data) / datastore::kManifestFileName).string());
   const nlohmann::json parsed = nlohmann::json::parse(manifest, nullptr, false);
   const std::string canonical = parsed.is_discarded() ? manifest : parsed.dump();
-  options[kManifestKey] = hex(fnv1a(canonical.data(), canonical.size()));
+  options[kManifestKey] = fingerprint_hex(fnv1a(canonical.data(), canonical.size()));
   return options.dump();
 }
 
@@ -150,7 +143,7 @@ void check_run_dir_shared(const std::string& run_dir, cluster::Communicator& wor
                                  static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
   }
   const auto file_of = [&](int64_t t) {
-    return (fs::path(run_dir) / (kTokenFilePrefix + hex(static_cast<uint64_t>(t)))).string();
+    return (fs::path(run_dir) / (kTokenFilePrefix + fingerprint_hex(static_cast<uint64_t>(t)))).string();
   };
   struct RemoveOnExit {  // rank 0's file goes, whatever happens after it was written
     std::string path;
@@ -160,14 +153,14 @@ void check_run_dir_shared(const std::string& run_dir, cluster::Communicator& wor
     }
   } written;
   if (world.rank() == 0) {
-    write_file_atomically(file_of(token), hex(static_cast<uint64_t>(token)) + "\n");
+    write_file_atomically(file_of(token), fingerprint_hex(static_cast<uint64_t>(token)) + "\n");
     written.path = file_of(token);
   }
   at::Tensor shared = at::full({1}, token, at::kLong);
   world.broadcast(shared, 0);
   token = shared.item<int64_t>();
   const std::string path = file_of(token);
-  const std::string expected = hex(static_cast<uint64_t>(token)) + "\n";
+  const std::string expected = fingerprint_hex(static_cast<uint64_t>(token)) + "\n";
   std::string found = world.rank() == 0 ? expected : read_all(path);
   if (found != expected) world.begin_local_work("looking for rank 0's file in the run folder");  // not a stall
   const auto give_up = std::chrono::steady_clock::now() + kTokenWait;

@@ -134,8 +134,9 @@ Trainer::Trainer(const TrainConfig& config, cluster::Communicator& world, const 
     resolved["world_size"] = world_.size();
     write_file_atomically((fs::path(config_.run_dir) / "config.json").string(), resolved.dump(2) + "\n");
   }
-  world_.barrier();
-  check_run_dir_shared(config_.run_dir, world_);  // the options: before the device (cmaformer train)
+  // Its broadcast waits for rank 0's writes above, as a barrier would; the options were checked
+  // before the device (cmaformer train).
+  check_run_dir_shared(config_.run_dir, world_);
   set_up_model();
   resume_or_start();
   set_up_data();
