@@ -74,6 +74,8 @@ std::string shared_options_text(const TrainConfig& config) {
   if (config.resume != "auto" && config.resume != "none") {
     options["resume"] = fs::absolute(config.resume).lexically_normal().string();
   }
+  // Site weights by value: "a:3,b:1" on one rank and "b:1.0,a:3" on another are one setting.
+  if (!config.site_weights.empty()) options["site-weights"] = config.parsed_site_weights();
   // The manifest's content, not its bytes: a copy re-serialised by another tool is the same dataset.
   const std::string manifest = read_all((fs::path(config.data) / datastore::kManifestFileName).string());
   const nlohmann::json parsed = nlohmann::json::parse(manifest, nullptr, false);

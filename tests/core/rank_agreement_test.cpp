@@ -100,6 +100,25 @@ TEST_F(RankAgreement, RankZeroTheOddOneIsPointedAt) {
   }
 }
 
+TEST_F(RankAgreement, SiteWeightsAreComparedByValueNotSpelling) {
+  const auto same = on_ranks(3, [&](int r, cluster::Communicator& world) {
+    TrainConfig c = base_;
+    const char* spellings[] = {"hospitalA:3,hospitalB:1", "hospitalB:1.0,hospitalA:3", "hospitalA:3.0,hospitalB:1"};
+    c.site_weights = spellings[r];
+    check_options_agree(c, world);
+  });
+  for (const std::string& e : same) EXPECT_EQ(e, "");
+  const auto other = on_ranks(2, [&](int r, cluster::Communicator& world) {
+    TrainConfig c = base_;
+    c.site_weights = r == 0 ? "hospitalA:3,hospitalB:1" : "hospitalB:3,hospitalA:1";
+    check_options_agree(c, world);
+  });
+  EXPECT_TRUE(contains(other[1], "--site-weights {\"hospitalA\":1.0,\"hospitalB\":3.0} on this rank, "
+                                 "{\"hospitalA\":3.0,\"hospitalB\":1.0} on rank 0"))
+      << other[1];
+  EXPECT_TRUE(contains(other[0], "rank(s) 1 were started with other options")) << other[0];
+}
+
 TEST_F(RankAgreement, TheDatasetIsComparedByItsManifestsContent) {
   const fs::path relaid = fs::path(dir_.path()) / "relaid";
   write(relaid / "manifest.json", "{\n  \"cases\" : [ { \"split\" : \"train\", \"id\" : \"a\" } ]\n}\n");
