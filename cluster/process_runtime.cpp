@@ -245,8 +245,9 @@ void check_launch_environment(const LaunchEnvironment& e) {
   if (tasks <= 1) return;
   throw ClusterError(str(
       "srun started this process as task ", e.slurm_procid, " of ", tasks, " (SLURM_PROCID, SLURM_STEP_NUM_TASKS) ",
-      e.pmi_rank.empty() ? std::string("without an MPI plugin (no PMIX_RANK in the environment)")
-                         : std::string("with the PMI-2 plugin (PMI_RANK is set; Debian's OpenMPI 4.1 speaks only PMIx)"),
+      e.pmi_rank.empty()
+          ? std::string("without an MPI plugin (no PMIX_RANK in the environment)")
+          : std::string("with the PMI-2 plugin (PMI_RANK is set; Debian's OpenMPI 4.1 speaks only PMIx)"),
       ", so MPI cannot join the tasks into one job: each would run alone as world size 1. Launch with "
       "srun --mpi=pmix (srun --mpi=list shows the plugins; MpiDefault=pmix in slurm.conf makes it the default), "
       "or with mpirun inside the allocation"));
@@ -275,59 +276,12 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
   runtime->environment_ = read_launch_environment();
   check_launch_environment(runtime->environment_);
   runtime->hostname_ = host_name();
-  const bool use_mpi = options.force_mpi || runtime->environment_.launcher != "none";
   runtime->stall_limit_ = options.stall_limit;
   const std::vector<int> cpus = launch_cpus();  // as the launcher bound this process
   const std::vector<int> main_thread = allowed_cpus();  // narrower where an OpenMP runtime bound it
   std::vector<std::vector<int>> local_cpus{cpus}, main_threads{main_thread};
-  if (use_mpi) {
-    const int required = requested_mpi_thread_level();
-    runtime->mpi_thread_ = std::make_unique<MpiThread>();
-    PhaseWatchdog watchdog("MPI start-up", options.stall_limit, runtime->who(),
-                           WatchdogEnd::kExitProcess);
-    // The thread that initialises MPI is the one that may call it under MPI_THREAD_FUNNELED.
-    int provided = MPI_THREAD_SINGLE;
-    runtime->mpi_thread_->run([&] {
-      watchdog.at("MPI_Init_thread");
-      mpi_check(MPI_Init_thread(argc, argv, required, &provided), "MPI_Init_thread", runtime->who());
-      runtime->mpi_ = true;  // initialised: the destructor finalises
-      mpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler",
-                runtime->who());
-      if (provided < MPI_THREAD_FUNNELED) {
-        MPI_Finalize();
-        runtime->mpi_ = false;  // finalised: the destructor must not again
-        throw ClusterError(str("the MPI library provides thread level ", mpi_thread_level_name(provided),
-                               " (asked for ", mpi_thread_level_name(required), "); cmaformer needs at least "
-                               "MPI_THREAD_FUNNELED (its MPI calls run on one thread, not the main one)"));
-      }
-    });
-    runtime->thread_level_ = provided;
-    runtime->mpi_thread_->started(provided);
-    try {
-      runtime->mpi_thread_->run([&] {
-        mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &runtime->rank_), "MPI_Comm_rank", runtime->who());
-        mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &runtime->size_), "MPI_Comm_size", runtime->who());
-        watchdog.at("MPI_Comm_split_type");
-        MpiComm node;  // freed also when a check below throws
-        mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, runtime->rank_, MPI_INFO_NULL,
-                                      node.receive()),
-                  "MPI_Comm_split_type", runtime->who());
-        mpi_check(MPI_Comm_rank(node, &runtime->local_rank_), "MPI_Comm_rank(node)", runtime->who());
-        mpi_check(MPI_Comm_size(node, &runtime->local_size_), "MPI_Comm_size(node)", runtime->who());
-        watchdog.at("the node's CPU masks (MPI_Allgather)");
-        local_cpus = gather_allowed_cpus(node, cpus, runtime->who());
-        main_threads = gather_allowed_cpus(node, main_thread, runtime->who());
-      });
-    } catch (const std::exception& error) {
-      // MPI is up: the destructor meets the other ranks before MPI_Finalize, and they may be
-      // waiting in the call that failed here. Say why now (the caller's report may come after
-      // the job is gone), and let the shut-down wait only the failed rank's grace.
-      LOG(ERROR) << "MPI start-up failed on " << runtime->who() << ": " << error.what();
-      google::FlushLogFiles(google::GLOG_INFO);
-      PhaseWatchdog::rank_failed(1);
-      throw;
-    }
-    if (runtime->size_ > 1) set_error_prefix(str("[rank ", runtime->rank_, "] "));
+  if (options.force_mpi || runtime->environment_.launcher != "none") {
+    runtime->start_mpi(argc, argv, options.stall_limit, cpus, main_thread, &local_cpus, &main_threads);
   }
   runtime->cpu_binding_warning_ = main_threads_sharing_cpus(local_cpus, main_threads, openmp_binding_variables());
   if (!runtime->cpu_binding_warning_.empty() && runtime->local_rank_ == 0) {
@@ -335,29 +289,87 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
   }
   runtime->local_cpus_ = std::move(local_cpus);
   runtime->main_thread_cpus_ = main_thread;
-  const int mask_share = default_thread_count(runtime->local_cpus_, runtime->local_rank_);
-  const double quota = cgroup_cpu_limit();
-  const int quota_share = quota_thread_count(quota, runtime->local_size_);
-  const int share = quota_share > 0 ? std::min(mask_share, quota_share) : mask_share;
-  if (share < mask_share && options.threads == 0 && runtime->local_rank_ == 0) {
-    LOG(INFO) << "on " << runtime->hostname_ << ": a CPU quota of " << quota << " CPUs (cgroup) for "
-              << runtime->local_size_ << " local rank(s): " << share << " LibTorch thread(s) a rank, not the "
-              << mask_share << " its affinity mask would give";
+  runtime->set_thread_count(options.threads);
+  return runtime;
+}
+
+// MPI_Init_thread on the MPI thread, then this rank's place in the world and on its node, and
+// the node's CPU masks (`local_cpus`, `main_threads`: every local rank's `cpus` and `main_thread`).
+void ProcessRuntime::start_mpi(int* argc, char*** argv, std::chrono::milliseconds stall_limit,
+                               const std::vector<int>& cpus, const std::vector<int>& main_thread,
+                               std::vector<std::vector<int>>* local_cpus,
+                               std::vector<std::vector<int>>* main_threads) {
+  const int required = requested_mpi_thread_level();
+  mpi_thread_ = std::make_unique<MpiThread>();
+  PhaseWatchdog watchdog("MPI start-up", stall_limit, who(), WatchdogEnd::kExitProcess);
+  // The thread that initialises MPI is the one that may call it under MPI_THREAD_FUNNELED.
+  int provided = MPI_THREAD_SINGLE;
+  mpi_thread_->run([&] {
+    watchdog.at("MPI_Init_thread");
+    mpi_check(MPI_Init_thread(argc, argv, required, &provided), "MPI_Init_thread", who());
+    mpi_ = true;  // initialised: the destructor finalises
+    mpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", who());
+    if (provided < MPI_THREAD_FUNNELED) {
+      MPI_Finalize();
+      mpi_ = false;  // finalised: the destructor must not again
+      throw ClusterError(str("the MPI library provides thread level ", mpi_thread_level_name(provided),
+                             " (asked for ", mpi_thread_level_name(required), "); cmaformer needs at least "
+                             "MPI_THREAD_FUNNELED (its MPI calls run on one thread, not the main one)"));
+    }
+  });
+  thread_level_ = provided;
+  mpi_thread_->started(provided);
+  try {
+    mpi_thread_->run([&] {
+      mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank", who());
+      mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &size_), "MPI_Comm_size", who());
+      watchdog.at("MPI_Comm_split_type");
+      MpiComm node;  // freed also when a check below throws
+      mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, node.receive()),
+                "MPI_Comm_split_type", who());
+      mpi_check(MPI_Comm_rank(node, &local_rank_), "MPI_Comm_rank(node)", who());
+      mpi_check(MPI_Comm_size(node, &local_size_), "MPI_Comm_size(node)", who());
+      watchdog.at("the node's CPU masks (MPI_Allgather)");
+      *local_cpus = gather_allowed_cpus(node, cpus, who());
+      *main_threads = gather_allowed_cpus(node, main_thread, who());
+    });
+  } catch (const std::exception& error) {
+    // MPI is up: the destructor meets the other ranks before MPI_Finalize, and they may be
+    // waiting in the call that failed here. Say why now (the caller's report may come after
+    // the job is gone), and let the shut-down wait only the failed rank's grace.
+    LOG(ERROR) << "MPI start-up failed on " << who() << ": " << error.what();
+    google::FlushLogFiles(google::GLOG_INFO);
+    PhaseWatchdog::rank_failed(1);
+    throw;
   }
-  runtime->threads_ = options.threads > 0 ? options.threads : share;
-  if (runtime->threads_ > share) {
-    LOG(WARNING) << "rank " << runtime->rank_ << " on " << runtime->hostname_ << " uses " << runtime->threads_
+  if (size_ > 1) set_error_prefix(str("[rank ", rank_, "] "));
+}
+
+// LibTorch's threads: `requested`, or this rank's share of its CPUs (its affinity mask shared
+// with the local ranks overlapping it, capped by a cgroup CPU quota) when 0.
+void ProcessRuntime::set_thread_count(int requested) {
+  const int mask_share = default_thread_count(local_cpus_, local_rank_);
+  const double quota = cgroup_cpu_limit();
+  const int quota_share = quota_thread_count(quota, local_size_);
+  const int share = quota_share > 0 ? std::min(mask_share, quota_share) : mask_share;
+  if (share < mask_share && requested == 0 && local_rank_ == 0) {
+    LOG(INFO) << "on " << hostname_ << ": a CPU quota of " << quota << " CPUs (cgroup) for " << local_size_
+              << " local rank(s): " << share << " LibTorch thread(s) a rank, not the " << mask_share
+              << " its affinity mask would give";
+  }
+  threads_ = requested > 0 ? requested : share;
+  if (threads_ > share) {
+    LOG(WARNING) << "rank " << rank_ << " on " << hostname_ << " uses " << threads_
                  << " LibTorch threads, but its share of the CPUs it may run on is " << share << " ("
-                 << runtime->allowed_cpu_count() << " CPU(s) in its affinity mask, shared with the "
+                 << allowed_cpu_count() << " CPU(s) in its affinity mask, shared with the "
                  << "local ranks that overlap it"
-                 << (share < mask_share ? str("; a cgroup CPU quota of ", quota, " CPUs for ", runtime->local_size_,
+                 << (share < mask_share ? str("; a cgroup CPU quota of ", quota, " CPUs for ", local_size_,
                                               " local rank(s)")
                                         : std::string())
                  << "): the threads will wait for each other. "
-                 << oversubscription_hint(runtime->environment_.launcher, runtime->threads_);
+                 << oversubscription_hint(environment_.launcher, threads_);
   }
-  at::set_num_threads(runtime->threads_);
-  return runtime;
+  at::set_num_threads(threads_);
 }
 
 ProcessRuntime::~ProcessRuntime() {

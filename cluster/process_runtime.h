@@ -15,10 +15,10 @@
 // taskset or a cpuset cgroup counts only the CPUs it has, not the machine's. A CPU quota (docker
 // --cpus, a Kubernetes limit: cgroup_cpu_limit()), which the affinity mask does not show, caps it
 // further at the quota's CPUs divided among the node's ranks (assumed to share the quota, as the
-// ranks of one container do). More threads than that share logs a warning with the launcher's fix. The CPUs are the launcher's even where an OpenMP
-// runtime bound the main thread to fewer before main() (launch_cpus()); where that put the main
-// threads of several ranks on the same CPUs, local rank 0 logs a warning that says how to bind
-// the ranks instead.
+// ranks of one container do). More threads than that share logs a warning with the launcher's
+// fix. The CPUs are the launcher's even where an OpenMP runtime bound the main thread to fewer
+// before main() (launch_cpus()); where that put the main threads of several ranks on the same
+// CPUs, local rank 0 logs a warning that says how to bind the ranks instead.
 //
 // MPI start-up (MPI_Init_thread, the node communicator) and shut-down (a barrier, then
 // MPI_Finalize) each wait for every process of the job; a PhaseWatchdog (phase_watchdog.h) ends a
@@ -146,6 +146,10 @@ class ProcessRuntime {
  private:
   ProcessRuntime();
   std::string who() const;  // "rank 3 on node17", for messages
+  void start_mpi(int* argc, char*** argv, std::chrono::milliseconds stall_limit, const std::vector<int>& cpus,
+                 const std::vector<int>& main_thread, std::vector<std::vector<int>>* local_cpus,
+                 std::vector<std::vector<int>>* main_threads);
+  void set_thread_count(int requested);  // threads_, and LibTorch's
 
   bool mpi_ = false;  // MPI is initialised (and this object finalises it)
   int thread_level_ = -1;
