@@ -339,9 +339,13 @@ void HeartbeatMonitor::abort_if_stalled() {
              << missing_ranks(sequence)
              << "aborting the job (exit status " << kStallExitCode << ")";
   google::FlushLogFiles(google::GLOG_ERROR);
-  // Tell the others, so that every live rank logs what it sees (the stalled rank included: its
-  // heartbeat thread runs while its main thread is stuck), and give them a moment to before
-  // the abort ends the job.
+  tell_peers_and_abort(sequence, grace);
+}
+
+// Tells the others, so that every live rank logs what it sees (the stalled rank included: its
+// heartbeat thread runs while its main thread is stuck), and gives them `grace` to before the
+// abort ends the job.
+void HeartbeatMonitor::tell_peers_and_abort(int64_t sequence, std::chrono::milliseconds grace) {
   stall_sequence_ = sequence;
   peer_stall_reported_ = true;  // this rank's own report says it all
   mpi_run([&] {

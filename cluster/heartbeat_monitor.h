@@ -89,6 +89,7 @@ class HeartbeatMonitor {
   void loop();
   void exchange();
   void abort_if_stalled();
+  [[noreturn]] void tell_peers_and_abort(int64_t sequence, std::chrono::milliseconds grace);
   // Whether every rank missing from collective `sequence` is alive and busy (at least one is);
   // under mutex_.
   bool missing_only_busy_ranks(int64_t sequence) const;
