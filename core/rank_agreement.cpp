@@ -8,6 +8,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -74,8 +76,13 @@ std::string shared_options_text(const TrainConfig& config) {
   if (config.resume != "auto" && config.resume != "none") {
     options["resume"] = fs::absolute(config.resume).lexically_normal().string();
   }
-  // Site weights by value: "a:3,b:1" on one rank and "b:1.0,a:3" on another are one setting.
-  if (!config.site_weights.empty()) options["site-weights"] = config.parsed_site_weights();
+  // Site weights by value: "a:3,b:1", "b:1.0,a:3" and "a:3" are one setting (a site not named
+  // weighs 1). The text was parsed once already (TrainConfig::validate), before MPI started.
+  if (!config.site_weights.empty()) {
+    std::map<std::string, double> weights = config.parsed_site_weights();
+    for (auto it = weights.begin(); it != weights.end();) it = it->second == 1.0 ? weights.erase(it) : std::next(it);
+    options["site-weights"] = weights;
+  }
   // The manifest's content, not its bytes: a copy re-serialised by another tool is the same dataset.
   const std::string manifest = read_all((fs::path(config.data) / datastore::kManifestFileName).string());
   const nlohmann::json parsed = nlohmann::json::parse(manifest, nullptr, false);

@@ -21,7 +21,8 @@ namespace cmaf::core {
 // The options every rank must share, as JSON: the training options less those that may differ
 // per rank without changing what is trained (the data and run folder paths, which the checks
 // below cover by content, and the thread, loader, cache and stall settings), plus a fingerprint
-// of the dataset's manifest.json as "dataset manifest".
+// of the dataset's manifest.json as "dataset manifest". --site-weights is compared by value (sites
+// in any order, weights of 1 left out). Expects a validated config (TrainConfig::validate).
 std::string shared_options_text(const TrainConfig& config);
 
 // Collective: every rank's shared_options_text() against rank 0's. `cmaformer train` calls it

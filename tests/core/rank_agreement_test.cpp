@@ -103,7 +103,7 @@ TEST_F(RankAgreement, RankZeroTheOddOneIsPointedAt) {
 TEST_F(RankAgreement, SiteWeightsAreComparedByValueNotSpelling) {
   const auto same = on_ranks(3, [&](int r, cluster::Communicator& world) {
     TrainConfig c = base_;
-    const char* spellings[] = {"hospitalA:3,hospitalB:1", "hospitalB:1.0,hospitalA:3", "hospitalA:3.0,hospitalB:1"};
+    const char* spellings[] = {"hospitalA:3,hospitalB:1", "hospitalB:1.0,hospitalA:3", "hospitalA:3.0"};
     c.site_weights = spellings[r];
     check_options_agree(c, world);
   });
@@ -113,8 +113,7 @@ TEST_F(RankAgreement, SiteWeightsAreComparedByValueNotSpelling) {
     c.site_weights = r == 0 ? "hospitalA:3,hospitalB:1" : "hospitalB:3,hospitalA:1";
     check_options_agree(c, world);
   });
-  EXPECT_TRUE(contains(other[1], "--site-weights {\"hospitalA\":1.0,\"hospitalB\":3.0} on this rank, "
-                                 "{\"hospitalA\":3.0,\"hospitalB\":1.0} on rank 0"))
+  EXPECT_TRUE(contains(other[1], "--site-weights {\"hospitalB\":3.0} on this rank, {\"hospitalA\":3.0} on rank 0"))
       << other[1];
   EXPECT_TRUE(contains(other[0], "rank(s) 1 were started with other options")) << other[0];
 }
