@@ -4,7 +4,8 @@
 #
 #   slurm_jobs_test.sh start|stop SLURM_DIR
 #   slurm_jobs_test.sh MODE SLURM_DIR CMAFORMER
-#     MODE: train|twonodes|preempt|preempt2nodes|gpu|rankerror|nopmix|killrank|killrank-kbe|localrundir
+#     MODE: train|twonodes|preempt|preempt2nodes|stallrequeue|gpu|rankerror|nopmix|killrank|killrank-kbe|
+#           localrundir
 #   slurm_jobs_test.sh preparray SLURM_DIR CMAFORMER MAKE_NNUNET_FOLDER
 #   slurm_jobs_test.sh freeze SLURM_DIR CMAFORMER STALL_PROBE
 #     train    2-rank CPU training job completes with its checkpoint; then the eval job on that
@@ -32,6 +33,11 @@
 #              it did not restart from zero
 #     preempt2nodes  the same with 2 nodes x 2 tasks: srun forwards the signal to the ranks of
 #              both nodes, they agree on one step, and the checkpoint holds all 4 ranks' parts
+#     stallrequeue  the preemptible template with CMAF_STALL_REQUEUES=1 and a 3 s stall limit:
+#              task 1 is stopped (SIGSTOP) once the ranks train; rank 0 aborts the job (75), the
+#              script requeues it, it resumes from a checkpoint; task 1 is stopped again in the
+#              resumed run, and this second stall is not requeued (the job fails with 75, one
+#              line in RUN/stall-requeues.log, one restart)
 #     rankerror  the eval template on 2 tasks where one test case is damaged, so one rank fails
 #              while the other waits for it: the job fails within a minute with that rank's
 #              error and exit code 1 (MPI_Abort through Slurm's PMIx), not at the stall limit
@@ -132,6 +138,18 @@ need_two_nodes() {
 
 job_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -1 | cut -d= -f2; }
 job_field() { scontrol show job "$1" 2>/dev/null | grep -o "$2=[^ ]*" | head -1 | cut -d= -f2; }
+
+task_pid() {  # task_pid JOB TASK: the pid of that task's cmaformer process
+  local p
+  for p in /proc/[0-9]*; do
+    [[ "$(cat "${p}/comm" 2> /dev/null)" == cmaformer ]] || continue
+    if tr '\0' '\n' < "${p}/environ" 2> /dev/null | grep -qx "SLURM_JOB_ID=$1" &&
+       tr '\0' '\n' < "${p}/environ" 2> /dev/null | grep -qx "SLURM_PROCID=$2"; then
+      echo "${p#/proc/}"; return 0
+    fi
+  done
+  return 1
+}
 
 wait_done() {  # wait_done JOB SECONDS: until the job completed, failed or was cancelled
   local job="$1" limit="$2" state=""
@@ -244,21 +262,9 @@ case "${mode}" in
     job="$(SBATCH_EXTRA="--time=10" submit train_cpu.sbatch cmaf-test-killrank CMAF_DATA="${work}/ds" \
       CMAF_RUN_DIR="${work}/run" CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 100000 --log-every 1" \
       SLURM_KILL_BAD_EXIT="${kbe}")"
-    # Task 1 of the job: its process environment names the job and the task.
-    task_pid() {
-      local p
-      for p in /proc/[0-9]*; do
-        [[ "$(cat "${p}/comm" 2> /dev/null)" == cmaformer ]] || continue
-        if tr '\0' '\n' < "${p}/environ" 2> /dev/null | grep -qx "SLURM_JOB_ID=${job}" &&
-           tr '\0' '\n' < "${p}/environ" 2> /dev/null | grep -qx "SLURM_PROCID=$1"; then
-          echo "${p#/proc/}"; return 0
-        fi
-      done
-      return 1
-    }
     victim=""
     for ((i = 0; i < 180; i++)); do  # until both ranks train (a step in the metrics)
-      if grep -qs '"step"' "${work}/run/metrics.jsonl" && victim="$(task_pid 1)"; then break; fi
+      if grep -qs '"step"' "${work}/run/metrics.jsonl" && victim="$(task_pid "${job}" 1)"; then break; fi
       victim=""
       [[ "$(job_state "${job}")" =~ ^(PENDING|RUNNING|CONFIGURING)$ ]] || break
       sleep 1
@@ -273,7 +279,7 @@ case "${mode}" in
     echo "job ${job}: ${state} $(job_field "${job}" ExitCode), ${elapsed} s after task 1 (pid ${victim}) was killed"
     [[ "${state}" == FAILED ]] || fail "job ${job} with a killed task: ${state}, expected FAILED"
     ((elapsed < 60)) || fail "the job took ${elapsed} s to end after a task was killed (the stall limit is 300 s)"
-    if task_pid 0 > /dev/null; then fail "task 0 of job ${job} still runs"; fi
+    if task_pid "${job}" 0 > /dev/null; then fail "task 0 of job ${job} still runs"; fi
     if ((kbe)); then
       ((elapsed < 20)) || fail "with --kill-on-bad-exit=1 the job took ${elapsed} s to end (KillWait is 30 s)"
       grep -qE "SIGTERM was received \(the job is ending\) while a rank is silent" "${out}" \
@@ -401,6 +407,49 @@ case "${mode}" in
         || fail "rank 3 (on the second node) wrote no part of the step-${resumed} checkpoint"
     fi
     echo "${mode}: signalled, checkpointed at step ${resumed}, requeued, resumed, finished at step 40"
+    ;;
+  stallrequeue)
+    job="$(submit train_preemptible.sbatch cmaf-test-stallrequeue CMAF_DATA="${work}/ds" CMAF_RUN_DIR="${work}/run" \
+      CMAF_STALL_REQUEUES=1 \
+      CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 100000 --checkpoint-every 2 --log-every 1 --stall-seconds 3")"
+    out="${work}/cmaf-test-stallrequeue-${job}.out"
+    stopped=()
+    trap 'kill -CONT "${stopped[@]}" 2>/dev/null || true; scancel --quiet --name=cmaf-test-stallrequeue 2>/dev/null || true
+          rm -rf "${work}"' EXIT
+    # stop_task_1 RUN: once run RUN (0, then 1 after the requeue) printed a step line after a
+    # checkpoint, SIGSTOP task 1 (hung, not dead: only the others' stall limit can end the job).
+    stop_task_1() {
+      local victim="" i
+      for ((i = 0; i < 240; i++)); do
+        if [[ "$(job_field "${job}" Restarts)" == "$1" ]] &&
+           sed -n "/start (restart count $1)/,\$p" "${out}" 2> /dev/null | grep -qE "^step [3-9][0-9]*/|^step [0-9]{2,}/" &&
+           [[ -d "${work}/run/checkpoints" ]] && victim="$(task_pid "${job}" 1)"; then
+          break
+        fi
+        victim=""
+        [[ "$(job_state "${job}")" =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL)$ ]] && break  # not requeued
+        sleep 0.5
+      done
+      [[ -n "${victim}" ]] || { cat "${out}"; fail "run $1 of job ${job} did not train ($(job_state "${job}"))"; }
+      kill -STOP "${victim}"
+      stopped+=("${victim}")
+    }
+    stop_task_1 0
+    stop_task_1 1
+    state="$(wait_done "${job}" 240)"
+    kill -CONT "${stopped[@]}" 2> /dev/null || true
+    grep -v '^[IW]2\|^step' "${out}" || true
+    echo "job ${job}: ${state} $(job_field "${job}" ExitCode), restarts $(job_field "${job}" Restarts)"
+    [[ "${state}" == FAILED && "$(job_field "${job}" ExitCode)" == 75:0 ]] \
+      || fail "job ${job}: ${state} $(job_field "${job}" ExitCode), expected FAILED 75:0 after the second stall"
+    [[ "$(job_field "${job}" Restarts)" == 1 ]] || fail "the job was not requeued exactly once"
+    [[ "$(grep -c . "${work}/run/stall-requeues.log")" == 1 ]] || fail "expected one line in stall-requeues.log"
+    grep -q "stall (status 75): requeueing job ${job}, stall requeue 1 of 1" "${out}" || fail "no requeue line"
+    grep -q "stall (status 75): not requeueing, 1 stall requeue(s)" "${out}" || fail "no refusal line"
+    [[ "$(grep -c "\] stall: collective #" "${out}")" -ge 2 ]] || fail "expected rank 0's stall report in each run"
+    grep -qE "identical parameters and multipliers at resume \(step [1-9][0-9]*\)" "${out}" \
+      || fail "the requeued run did not resume from a checkpoint"
+    echo "stallrequeue: a hung rank's stall was requeued once and resumed; the second stall was not requeued"
     ;;
   preparray)
     "$4" "${work}/raw" 7 3
