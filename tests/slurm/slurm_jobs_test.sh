@@ -414,24 +414,29 @@ case "${mode}" in
       CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 100000 --checkpoint-every 2 --log-every 1 --stall-seconds 3")"
     out="${work}/cmaf-test-stallrequeue-${job}.out"
     stopped=()
-    trap 'kill -CONT "${stopped[@]}" 2>/dev/null || true; scancel --quiet --name=cmaf-test-stallrequeue 2>/dev/null || true
-          rm -rf "${work}"' EXIT
+    trap 'kill -CONT "${stopped[@]}" 2>/dev/null || true
+          scancel --quiet --name=cmaf-test-stallrequeue 2>/dev/null || true; rm -rf "${work}"' EXIT
     # stop_task_1 RUN: once run RUN (0, then 1 after the requeue) printed a step line after a
     # checkpoint, SIGSTOP task 1 (hung, not dead: only the others' stall limit can end the job).
     stop_task_1() {
       local victim="" i
       for ((i = 0; i < 240; i++)); do
+        # A step line from step 3 on, printed after this run's start line (awk reads it all:
+        # no pipe that SIGPIPE could fail under pipefail).
         if [[ "$(job_field "${job}" Restarts)" == "$1" ]] &&
-           sed -n "/start (restart count $1)/,\$p" "${out}" 2> /dev/null | grep -qE "^step [3-9][0-9]*/|^step [0-9]{2,}/" &&
-           [[ -d "${work}/run/checkpoints" ]] && victim="$(task_pid "${job}" 1)"; then
+           awk -v start="start (restart count $1)" 'index($0, start) {run = 1}
+             run && /^step ([3-9]|[0-9][0-9]+)\// {found = 1} END {exit !found}' "${out}" 2> /dev/null &&
+           [[ -d "${work}/run/checkpoints" ]] && victim="$(task_pid "${job}" 1)" &&
+           [[ "$(ps -o stat= -p "${victim}")" != T* ]]; then  # not the previous run's, stopped
           break
         fi
         victim=""
-        [[ "$(job_state "${job}")" =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL)$ ]] && break  # not requeued
+        ended='^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|DEADLINE|BOOT_FAIL)$'
+        [[ "$(job_state "${job}")" =~ ${ended} ]] && break  # not requeued
         sleep 0.5
       done
       [[ -n "${victim}" ]] || { cat "${out}"; fail "run $1 of job ${job} did not train ($(job_state "${job}"))"; }
-      kill -STOP "${victim}"
+      kill -STOP "${victim}" || fail "could not stop task 1 (pid ${victim}) of run $1"
       stopped+=("${victim}")
     }
     stop_task_1 0
