@@ -161,15 +161,16 @@ void check_run_dir_shared(const std::string& run_dir, cluster::Communicator& wor
       if (!path.empty()) fs::remove(path, ignored);
     }
   } written;
+  const auto contents_of = [](int64_t t) { return fingerprint_hex(static_cast<uint64_t>(t)) + "\n"; };
   if (world.rank() == 0) {
-    write_file_atomically(file_of(token), fingerprint_hex(static_cast<uint64_t>(token)) + "\n");
     written.path = file_of(token);
+    write_file_atomically(written.path, contents_of(token));
   }
   at::Tensor shared = at::full({1}, token, at::kLong);
   world.broadcast(shared, 0);
   token = shared.item<int64_t>();
   const std::string path = file_of(token);
-  const std::string expected = fingerprint_hex(static_cast<uint64_t>(token)) + "\n";
+  const std::string expected = contents_of(token);
   std::string found = world.rank() == 0 ? expected : read_all(path);
   if (found != expected) world.begin_local_work("looking for rank 0's file in the run folder");  // not a stall
   const auto give_up = std::chrono::steady_clock::now() + kTokenWait;
