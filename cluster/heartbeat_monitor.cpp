@@ -300,9 +300,11 @@ void HeartbeatMonitor::abort_if_stalled() {
   bool only_busy = false;   // every missing rank is alive and busy with work of its own
   bool ending = false;      // within the limit, but the process is asked to end and a rank is silent
   int signal = 0;
+  double since_busy = -1.0;  // seconds since the busy ranks were last seen missing; -1: they never were
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto waiting = Clock::now() - started_;
+    const auto now = Clock::now();
+    const auto waiting = now - started_;
     if (!in_collective_) return;
     ending = waiting <= limit_ && ending_ && waits_for_silent_rank();
     signal = ending_signal();
@@ -312,6 +314,16 @@ void HeartbeatMonitor::abort_if_stalled() {
     bytes = bytes_;
     waited = std::chrono::duration<double>(waiting).count();
     only_busy = !ending && missing_only_busy_ranks(sequence);
+    if (only_busy) {
+      busy_seen_sequence_ = sequence;
+      busy_seen_at_ = now;
+    } else if (!ending && busy_seen_sequence_ == sequence) {
+      // The busy ranks have arrived (a rank's mark ends as it enters the collective) since this
+      // rank last saw them missing: the collective has the stall limit from then to complete, else
+      // the moment between the last one's arrival and the end of the collective would be a stall.
+      if (now - busy_seen_at_ <= limit_) return;
+      since_busy = std::chrono::duration<double>(now - busy_seen_at_).count();
+    }
     busy_peers = only_busy && waiting <= busy_limit_;
     if (busy_peers) {
       if (busy_wait_logged_ == sequence) return;
@@ -335,7 +347,10 @@ void HeartbeatMonitor::abort_if_stalled() {
              << (ending ? str("and ", signal_name(signal), " was received (the job is ending) while a rank ",
                               "is silent: not waiting out the stall limit of ", limit, " s; ")
                  : only_busy ? str("more than the limit for ranks busy with work of their own, ", limit, " s; ")
-                             : str("more than the stall limit of ", limit, " s; "))
+                 : since_busy >= 0.0
+                     ? str("of which ", since_busy, " s since the ranks busy with work of their own were last seen ",
+                           "missing, more than the stall limit of ", limit, " s; ")
+                     : str("more than the stall limit of ", limit, " s; "))
              << missing_ranks(sequence)
              << "aborting the job (exit status " << kStallExitCode << ")";
   google::FlushLogFiles(google::GLOG_ERROR);
@@ -438,6 +453,7 @@ void HeartbeatMonitor::forgive_pause(Clock::duration overslept) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     started_ += overslept;
+    busy_seen_at_ += overslept;
     table_time_ += overslept;
     ending_since_ += overslept;
     for (Clock::time_point& heard : last_heard_) heard += overslept;

@@ -31,7 +31,9 @@
 // pseudo-label refresh, of validation or of evaluation) makes a rank's heartbeats say "busy".
 // Peers that wait for it in a collective past the stall limit, and whose missing ranks are all
 // alive and busy, log a warning once and wait on, up to `busy_limit`: a slow file system is not a
-// hang. Beyond it, or with any missing rank silent or idle, they abort as above.
+// hang. Beyond it, or with any missing rank silent or idle, they abort as above. Once the busy
+// ranks have arrived, the collective has the stall limit again, counted from when they were last
+// seen missing, to complete.
 //
 // Once SIGTERM has arrived (note_ending_signal, phase_watchdog.h), a collective aborts as above at
 // once, without waiting out the stall limit, while any rank of the channel (arrived or not) has
@@ -132,6 +134,10 @@ class HeartbeatMonitor {
   std::string busy_what_;  // the last local work and its start, under mutex_
   Clock::time_point busy_since_;
   int64_t busy_wait_logged_ = -1;    // the collective whose wait for busy ranks was logged
+  // The collective in which this rank, past the stall limit, last saw only busy ranks missing, and
+  // when; under mutex_. The stall limit counts again from then once they have arrived.
+  int64_t busy_seen_sequence_ = -1;
+  Clock::time_point busy_seen_at_;
   std::atomic<int64_t> entered_{0};
   bool in_collective_ = false;  // the rest of the current collective's record: under mutex_
   const char* call_ = "";

@@ -19,6 +19,12 @@
 //                                    around a wait the channel knows nothing of (a raw
 //                                    MPI_Barrier here, the CUDA stream there); its stall limit
 //                                    4 s. Expected as `sleep`
+//   stall_probe busy-arrive RANK SECONDS  as `channel`, but rank RANK is busy (begin_local_work)
+//                                    for SECONDS before the third collective, past the 4 s limit,
+//                                    then enters it and takes 2 s more to complete it (a slow
+//                                    network after a late arrival). Expected: the others wait for
+//                                    it as busy, then give the collective the stall limit again from
+//                                    its arrival: the job finishes (exit 0)
 //   stall_probe stop RANK            rank RANK stops itself (SIGSTOP) before the third
 //                                    all-reduce: its heartbeats stop too. Expected: the others
 //                                    report it silent (or, heartbeats gathered and RANK 0, that
@@ -114,19 +120,24 @@ int main(int argc, char** argv) {
       LOG(ERROR) << "freeze: rank " << victim << " shares rank 0's node; run under local_nodes.sh with them apart";
       return 2;  // its parent would be mpirun or rank 0's daemon
     }
-    if (mode == "channel") {
+    const bool on_channel = mode == "channel" || mode == "busy-arrive";
+    if (on_channel) {
       // A limit of its own (4 s), as the NCCL backend passes the trainer's --stall-seconds.
       const std::unique_ptr<cmaf::cluster::HeartbeatMonitor> channel =
           world.new_heartbeat_monitor(stall.limit + std::chrono::seconds(1));
+      const bool busy = mode == "busy-arrive";
       for (int64_t collective = 1; collective <= 5; ++collective) {
-        if (collective == 3 && world.rank() == victim) std::this_thread::sleep_for(std::chrono::seconds(seconds));
+        const bool slow = collective == 3 && world.rank() == victim;
+        if (slow && busy) channel->begin_local_work("a long job of its own (stall_probe busy-arrive)");
+        if (slow) std::this_thread::sleep_for(std::chrono::seconds(seconds));
         channel->entered(collective, "ncclAllReduce (stall_probe channel)", 4096);
+        if (slow && busy) std::this_thread::sleep_for(std::chrono::seconds(2));  // arrived, the others still waiting
         cmaf::cluster::mpi_barrier(MPI_COMM_WORLD);
         channel->left();
       }
     }
     bool continue_after_pause = false;
-    for (int step = 0; step < 5 && mode != "channel"; ++step) {
+    for (int step = 0; step < 5 && !on_channel; ++step) {
       if (step == 2 && world.rank() == victim && mode.rfind("late-", 0) != 0) {
         if (mode == "kill") ::kill(::getpid(), SIGKILL);
         if (mode == "busy") {

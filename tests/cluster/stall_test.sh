@@ -7,6 +7,8 @@
 # A job suspended (every rank stopped) for longer than the stall limit must go on when resumed.
 # A rank busy with work of its own (begin_local_work) past the stall limit but within the busy limit
 # (10 s) is waited for; past the busy limit it is a stall like any other.
+# Once a busy rank has arrived past the stall limit, the collective has the stall limit again,
+# from then, to complete (busy-arrive, on a second channel: 2 s after the busy rank's arrival).
 # A second heartbeat channel (the NCCL backend's) reports a sleeping rank the same way.
 # A stopped rank (SIGSTOP, heartbeats and all) is reported silent.
 # Once SIGTERM has asked the others to end (term), a stopped rank ends the job within seconds,
@@ -14,7 +16,7 @@
 # going on) is still waited for.
 #   stall_test.sh MPIEXEC STALL_PROBE MODE RANKS
 #     MODE: sleep|channel|kill|stop|term|term-alive|late-start|late-communicator|late-finish|suspend
-#   stall_test.sh MPIEXEC STALL_PROBE busy RANKS SECONDS
+#   stall_test.sh MPIEXEC STALL_PROBE busy|busy-arrive RANKS SECONDS
 # STALL_PROBE_GATHERED=1: the heartbeats go through rank 0 (as above 64 ranks); STALL_VICTIM=R:
 # rank R is the one that sleeps (1 by default).
 set -uo pipefail
@@ -23,7 +25,7 @@ victim="${STALL_VICTIM:-1}"  # the rank that sleeps, is killed or is busy
 seconds=20
 [[ "${mode}" != suspend ]] || seconds=6  # twice the 3 s stall limit
 [[ "${mode}" != term-alive ]] || seconds=8  # over 12 heartbeat periods (2.4 s), within the 40 s limit
-[[ "${mode}" != busy ]] || seconds="$5"
+[[ "${mode}" != busy && "${mode}" != busy-arrive ]] || seconds="$5"
 start=$(date +%s)
 output="$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 \
   "${mpiexec}" -np "${ranks}" --oversubscribe --bind-to none "${probe}" "${mode}" "${victim}" "${seconds}" 2>&1)"
@@ -45,9 +47,11 @@ if [[ "${mode}" == term-alive ]]; then
   echo "PASS"
   exit 0
 fi
-if [[ "${mode}" == busy ]] && ((seconds < 10)); then
+if [[ "${mode}" == busy-arrive || ( "${mode}" == busy && seconds -lt 10 ) ]]; then
   [[ ${status} -eq 0 ]] || { echo "FAIL: the job with a rank busy ${seconds} s exited ${status}"; exit 1; }
-  grep -q "past the stall limit of 3 s, for ranks busy with work of their own" <<<"${output}" \
+  limit=3
+  [[ "${mode}" != busy-arrive ]] || limit=4  # the second channel's own limit
+  grep -q "past the stall limit of ${limit} s, for ranks busy with work of their own" <<<"${output}" \
     || { echo "FAIL: no rank said it waited for a busy rank"; exit 1; }
   grep -q "rank ${victim}: alive but has not reached collective #3 (last entered #2; busy with work of its own)" \
     <<<"${output}" || { echo "FAIL: the wait does not name busy rank ${victim}"; exit 1; }
