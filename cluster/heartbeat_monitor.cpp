@@ -306,18 +306,21 @@ void HeartbeatMonitor::abort_if_stalled() {
     const auto now = Clock::now();
     const auto waiting = now - started_;
     if (!in_collective_) return;
+    sequence = entered_.load();
+    // Every round, not only past the limit: a busy rank may arrive just before it.
+    const bool busy_now = missing_only_busy_ranks(sequence);
+    if (busy_now) {
+      busy_seen_sequence_ = sequence;
+      busy_seen_at_ = now;
+    }
     ending = waiting <= limit_ && ending_ && waits_for_silent_rank();
     signal = ending_signal();
     if (waiting <= limit_ && !ending) return;
-    sequence = entered_.load();
     call = call_;
     bytes = bytes_;
     waited = std::chrono::duration<double>(waiting).count();
-    only_busy = !ending && missing_only_busy_ranks(sequence);
-    if (only_busy) {
-      busy_seen_sequence_ = sequence;
-      busy_seen_at_ = now;
-    } else if (!ending && busy_seen_sequence_ == sequence) {
+    only_busy = !ending && busy_now;
+    if (!only_busy && !ending && busy_seen_sequence_ == sequence) {
       // The busy ranks have arrived (a rank's mark ends as it enters the collective) since this
       // rank last saw them missing: the collective has the stall limit from then to complete, else
       // the moment between the last one's arrival and the end of the collective would be a stall.

@@ -20,11 +20,11 @@
 //                                    MPI_Barrier here, the CUDA stream there); its stall limit
 //                                    4 s. Expected as `sleep`
 //   stall_probe busy-arrive RANK SECONDS  as `channel`, but rank RANK is busy (begin_local_work)
-//                                    for SECONDS before the third collective, past the 4 s limit,
-//                                    then enters it and takes 2 s more to complete it (a slow
-//                                    network after a late arrival). Expected: the others wait for
-//                                    it as busy, then give the collective the stall limit again from
-//                                    its arrival: the job finishes (exit 0)
+//                                    for SECONDS before the third collective (past the 4 s limit,
+//                                    or just within it), then enters it and takes 2 s more to
+//                                    complete it (a slow network after a late arrival). Expected:
+//                                    the others wait for it as busy, then give the collective the
+//                                    stall limit again from its arrival: the job finishes (exit 0)
 //   stall_probe stop RANK            rank RANK stops itself (SIGSTOP) before the third
 //                                    all-reduce: its heartbeats stop too. Expected: the others
 //                                    report it silent (or, heartbeats gathered and RANK 0, that
