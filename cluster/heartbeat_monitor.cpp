@@ -278,6 +278,17 @@ bool HeartbeatMonitor::missing_only_busy_ranks(int64_t sequence) const {
   return busy > 0;
 }
 
+bool HeartbeatMonitor::every_rank_arrived(int64_t sequence) const {
+  if (table_stale()) return false;
+  const auto now = Clock::now();
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    const auto k = static_cast<size_t>(r);
+    if (now - last_heard_[k] > kSilentPeriods * period_ || last_sequence_[k] < sequence) return false;
+  }
+  return true;
+}
+
 bool HeartbeatMonitor::waits_for_silent_rank() const {
   const auto now = Clock::now();
   const auto silent = kHurrySilentPeriods * period_;
@@ -320,10 +331,11 @@ void HeartbeatMonitor::abort_if_stalled() {
     bytes = bytes_;
     waited = std::chrono::duration<double>(waiting).count();
     only_busy = !ending && busy_now;
-    if (!only_busy && !ending && busy_seen_sequence_ == sequence) {
+    if (!only_busy && !ending && busy_seen_sequence_ == sequence && every_rank_arrived(sequence)) {
       // The busy ranks have arrived (a rank's mark ends as it enters the collective) since this
       // rank last saw them missing: the collective has the stall limit from then to complete, else
       // the moment between the last one's arrival and the end of the collective would be a stall.
+      // A busy rank gone silent instead, or one behind and idle, is a stall at once, as before.
       if (now - busy_seen_at_ <= limit_) return;
       since_busy = std::chrono::duration<double>(now - busy_seen_at_).count();
     }

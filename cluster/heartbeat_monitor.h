@@ -32,8 +32,10 @@
 // Peers that wait for it in a collective past the stall limit, and whose missing ranks are all
 // alive and busy, log a warning once and wait on, up to `busy_limit`: a slow file system is not a
 // hang. Beyond it, or with any missing rank silent or idle, they abort as above. Once the busy
-// ranks have arrived, the collective has the stall limit again, counted from when they were last
-// seen missing, to complete.
+// ranks have arrived (every rank heard from and there), the collective has the stall limit again,
+// counted from when they were last seen missing (checked every period), to complete. Gathered, a
+// rank other than 0 sees them only in rank 0's tables, which it asks for from half the limit on:
+// a busy rank that arrives before then leaves the collective at least half the limit.
 //
 // Once SIGTERM has arrived (note_ending_signal, phase_watchdog.h), a collective aborts as above at
 // once, without waiting out the stall limit, while any rank of the channel (arrived or not) has
@@ -95,6 +97,9 @@ class HeartbeatMonitor {
   // Whether every rank missing from collective `sequence` is alive and busy (at least one is);
   // under mutex_.
   bool missing_only_busy_ranks(int64_t sequence) const;
+  // Whether every other rank is heard from lately and has reached collective `sequence`, as far
+  // as this rank knows (gathered, not rank 0: from a recent table of rank 0's); under mutex_.
+  bool every_rank_arrived(int64_t sequence) const;
   // Whether a rank of the channel has been silent for kHurrySilentPeriods periods, as far as this
   // rank knows (gathered, not rank 0: from rank 0's tables for this collective); under mutex_.
   bool waits_for_silent_rank() const;
@@ -134,8 +139,9 @@ class HeartbeatMonitor {
   std::string busy_what_;  // the last local work and its start, under mutex_
   Clock::time_point busy_since_;
   int64_t busy_wait_logged_ = -1;    // the collective whose wait for busy ranks was logged
-  // The collective in which this rank, past the stall limit, last saw only busy ranks missing, and
-  // when; under mutex_. The stall limit counts again from then once they have arrived.
+  // The collective in which this rank last saw only busy ranks missing, and when (checked every
+  // heartbeat round); under mutex_. The stall limit counts again from then once every rank has
+  // arrived.
   int64_t busy_seen_sequence_ = -1;
   Clock::time_point busy_seen_at_;
   std::atomic<int64_t> entered_{0};

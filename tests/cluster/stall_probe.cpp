@@ -19,12 +19,20 @@
 //                                    around a wait the channel knows nothing of (a raw
 //                                    MPI_Barrier here, the CUDA stream there); its stall limit
 //                                    4 s. Expected as `sleep`
-//   stall_probe busy-arrive RANK SECONDS  as `channel`, but rank RANK is busy (begin_local_work)
-//                                    for SECONDS before the third collective (past the 4 s limit,
-//                                    or just within it), then enters it and takes 2 s more to
-//                                    complete it (a slow network after a late arrival). Expected:
-//                                    the others wait for it as busy, then give the collective the
-//                                    stall limit again from its arrival: the job finishes (exit 0)
+//   stall_probe busy-arrive RANK SECONDS  on a second channel as `channel` (its limit 6 s), rank
+//                                    RANK is busy (begin_local_work) for SECONDS before the third
+//                                    collective (past the limit, or just within it), then enters
+//                                    it and takes 2 s more to complete it (a slow network after a
+//                                    late arrival). Expected: the others wait for it as busy, then
+//                                    give the collective the stall limit again from its arrival:
+//                                    the job finishes (exit 0)
+//   stall_probe busy-arrive-stall RANK SECONDS  as busy-arrive, but the collective never completes:
+//                                    rank RANK enters it and sleeps. Expected: the others report
+//                                    a stall one limit after they last saw it busy (its own limit
+//                                    is 12 s, so that the report is theirs), exit 75
+//   stall_probe busy-stop RANK SECONDS  as busy-arrive, but rank RANK stops itself (SIGSTOP) at
+//                                    the end of its work instead of arriving. Expected: the others
+//                                    report it silent at once, exit 75
 //   stall_probe stop RANK            rank RANK stops itself (SIGSTOP) before the third
 //                                    all-reduce: its heartbeats stop too. Expected: the others
 //                                    report it silent (or, heartbeats gathered and RANK 0, that
@@ -120,18 +128,25 @@ int main(int argc, char** argv) {
       LOG(ERROR) << "freeze: rank " << victim << " shares rank 0's node; run under local_nodes.sh with them apart";
       return 2;  // its parent would be mpirun or rank 0's daemon
     }
-    const bool on_channel = mode == "channel" || mode == "busy-arrive";
+    const bool busy = mode.rfind("busy-", 0) == 0;  // busy-arrive, busy-arrive-stall, busy-stop
+    const bool on_channel = mode == "channel" || busy;
     if (on_channel) {
-      // A limit of its own (4 s), as the NCCL backend passes the trainer's --stall-seconds.
+      // A limit of its own, as the NCCL backend passes the trainer's --stall-seconds: 4 s, and for
+      // the busy modes 6 s (so that the others' first table, gathered, comes 2 s before rank
+      // RANK's arrival in busy-arrive 5 s), 12 s for rank RANK in busy-arrive-stall.
+      const bool victim_here = world.rank() == victim;
+      const int limit = !busy ? 4 : mode == "busy-arrive-stall" && victim_here ? 12 : 6;
       const std::unique_ptr<cmaf::cluster::HeartbeatMonitor> channel =
-          world.new_heartbeat_monitor(stall.limit + std::chrono::seconds(1));
-      const bool busy = mode == "busy-arrive";
+          world.new_heartbeat_monitor(std::chrono::seconds(limit));
       for (int64_t collective = 1; collective <= 5; ++collective) {
-        const bool slow = collective == 3 && world.rank() == victim;
-        if (slow && busy) channel->begin_local_work("a long job of its own (stall_probe busy-arrive)");
+        const bool slow = collective == 3 && victim_here;
+        if (slow && busy) channel->begin_local_work("a long job of its own (stall_probe " + mode + ")");
         if (slow) std::this_thread::sleep_for(std::chrono::seconds(seconds));
+        if (slow && mode == "busy-stop") ::raise(SIGSTOP);  // heartbeats and all, until the job is killed
         channel->entered(collective, "ncclAllReduce (stall_probe channel)", 4096);
-        if (slow && busy) std::this_thread::sleep_for(std::chrono::seconds(2));  // arrived, the others still waiting
+        if (slow && busy) {  // arrived, the others still waiting
+          std::this_thread::sleep_for(std::chrono::seconds(mode == "busy-arrive" ? 2 : 60));
+        }
         cmaf::cluster::mpi_barrier(MPI_COMM_WORLD);
         channel->left();
       }

@@ -7,8 +7,10 @@
 # A job suspended (every rank stopped) for longer than the stall limit must go on when resumed.
 # A rank busy with work of its own (begin_local_work) past the stall limit but within the busy limit
 # (10 s) is waited for; past the busy limit it is a stall like any other.
-# Once a busy rank has arrived past the stall limit, the collective has the stall limit again,
-# from then, to complete (busy-arrive, on a second channel: 2 s after the busy rank's arrival).
+# Once a busy rank has arrived, the collective has the stall limit again, from then, to complete
+# (busy-arrive, on a second channel with a 6 s limit: 2 s after the busy rank's arrival); one that
+# then never completes is a stall one limit later (busy-arrive-stall); a busy rank that stops
+# (SIGSTOP) instead of arriving is reported silent at once (busy-stop).
 # A second heartbeat channel (the NCCL backend's) reports a sleeping rank the same way.
 # A stopped rank (SIGSTOP, heartbeats and all) is reported silent.
 # Once SIGTERM has asked the others to end (term), a stopped rank ends the job within seconds,
@@ -16,7 +18,7 @@
 # going on) is still waited for.
 #   stall_test.sh MPIEXEC STALL_PROBE MODE RANKS
 #     MODE: sleep|channel|kill|stop|term|term-alive|late-start|late-communicator|late-finish|suspend
-#   stall_test.sh MPIEXEC STALL_PROBE busy|busy-arrive RANKS SECONDS
+#   stall_test.sh MPIEXEC STALL_PROBE busy|busy-arrive|busy-arrive-stall|busy-stop RANKS SECONDS
 # STALL_PROBE_GATHERED=1: the heartbeats go through rank 0 (as above 64 ranks); STALL_VICTIM=R:
 # rank R is the one that sleeps (1 by default).
 set -uo pipefail
@@ -25,7 +27,7 @@ victim="${STALL_VICTIM:-1}"  # the rank that sleeps, is killed or is busy
 seconds=20
 [[ "${mode}" != suspend ]] || seconds=6  # twice the 3 s stall limit
 [[ "${mode}" != term-alive ]] || seconds=8  # over 12 heartbeat periods (2.4 s), within the 40 s limit
-[[ "${mode}" != busy && "${mode}" != busy-arrive ]] || seconds="$5"
+[[ "${mode}" != busy* ]] || seconds="$5"
 start=$(date +%s)
 output="$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 \
   "${mpiexec}" -np "${ranks}" --oversubscribe --bind-to none "${probe}" "${mode}" "${victim}" "${seconds}" 2>&1)"
@@ -50,7 +52,7 @@ fi
 if [[ "${mode}" == busy-arrive || ( "${mode}" == busy && seconds -lt 10 ) ]]; then
   [[ ${status} -eq 0 ]] || { echo "FAIL: the job with a rank busy ${seconds} s exited ${status}"; exit 1; }
   limit=3
-  [[ "${mode}" != busy-arrive ]] || limit=4  # the second channel's own limit
+  [[ "${mode}" != busy-arrive ]] || limit=6  # the second channel's own limit
   if ((seconds > limit)); then  # else the busy rank arrives within the limit, and no wait is logged
     grep -q "past the stall limit of ${limit} s, for ranks busy with work of their own" <<<"${output}" \
       || { echo "FAIL: no rank said it waited for a busy rank"; exit 1; }
@@ -64,7 +66,7 @@ fi
 [[ ${status} -ne 0 ]] || { echo "FAIL: the job exited 0"; exit 1; }
 [[ ${status} -ne 124 ]] || { echo "FAIL: the job hung until the 60 s timeout"; exit 1; }
 bound=20  # the stall limit is 3 s; with a busy rank, the busy limit of 10 s
-[[ "${mode}" != busy ]] || bound=30
+[[ "${mode}" != busy* ]] || bound=30
 [[ ${elapsed} -lt ${bound} ]] || { echo "FAIL: took ${elapsed} s (the stall limit is 3 s; term: SIGTERM)"; exit 1; }
 # Under CMAF_MPI_THREAD_LEVEL=funneled the probe's MPI audit names any call off the MPI thread.
 if grep -q "MPI audit:" <<<"${output}"; then grep "MPI audit:" <<<"${output}"; echo "FAIL: an MPI call off the MPI thread"; exit 1; fi
@@ -78,7 +80,7 @@ if [[ "${mode}" == term ]]; then
   grep -qE "stall: collective #3 \(.*\) ${cut_short}: not waiting out the stall limit of 40 s" <<<"${output}" \
     || { echo "FAIL: no report of a silent rank cut short by SIGTERM"; exit 1; }
 fi
-if [[ "${mode}" == stop || "${mode}" == term ]]; then
+if [[ "${mode}" == stop || "${mode}" == term || "${mode}" == busy-stop ]]; then
   [[ ${status} -eq 75 ]] || { echo "FAIL: exit status ${status}, expected 75"; exit 1; }
   if [[ "${STALL_PROBE_GATHERED:-0}" == 1 && "${victim}" == 0 ]]; then
     grep -q "ranks not arrived: unknown here" <<<"${output}" && \
@@ -118,6 +120,11 @@ if [[ "${STALL_PROBE_GATHERED:-0}" == 1 && "${victim}" == 1 && ( "${mode}" == sl
   grep -A1 -E "\[rank 2 on [^]]*\] stall" <<<"${output}" | grep -q "${expected}" \
     || { echo "FAIL: rank 2's report does not name rank 1 from rank 0's table"; exit 1; }
 fi
+if [[ "${mode}" == busy-stop ]]; then  # silent at once, not given the stall limit again
+  if grep -q "since the ranks busy with work of their own" <<<"${output}"; then
+    echo "FAIL: a busy rank that stopped was waited for as if it had arrived"; exit 1
+  fi
+fi
 late_report() {  # late_report PHASE CALL: a live rank named the phase and the call it waited in
   grep -qF "$1 has not finished after 3 s, the stall limit (still in $2)" <<<"${output}" \
     || { echo "FAIL: no rank reported '$1' waiting in $2"; exit 1; }
@@ -131,6 +138,12 @@ case "${mode}" in
       || { echo "FAIL: no stall report naming the busy limit"; exit 1; }
     grep -qE "\[rank ${victim} on [^]]*\] stall reported by rank [0-9]+ at collective #3: this rank has not reached it \(last entered #2; busy [0-9.]+ s with work of its own: a long job of its own" <<<"${output}" \
       || { echo "FAIL: the busy rank did not say what it was busy with"; exit 1; }
+    ;;
+  busy-arrive-stall)
+    [[ ${status} -eq 75 ]] || { echo "FAIL: exit status ${status}, expected 75"; exit 1; }
+    ((elapsed >= seconds + 5)) || { echo "FAIL: aborted ${elapsed} s in, before a limit (6 s) after the arrival"; exit 1; }
+    grep -qE "stall: collective #3 \(ncclAllReduce \(stall_probe channel\), 4096 bytes\) has waited [0-9.]+ s, of which [0-9.]+ s since the ranks busy with work of their own were last seen missing, more than the stall limit of 6 s; ranks not arrived: 0" <<<"${output}" \
+      || { echo "FAIL: no stall report counting from the busy rank's arrival"; exit 1; }
     ;;
   late-start) late_report "MPI start-up" "MPI_Init_thread" ;;
   late-communicator) late_report "the communicator's set-up" "MPI_Comm_dup" ;;
