@@ -20,7 +20,10 @@ constexpr int kQueryTag = 7003;  // gathered: a heartbeat that also asks rank 0 
 // gathered: rank 0's table for collective C: C, then (rank, heartbeat, age in ms) for rank 0 and
 // for each rank behind C or not heard from for 2 periods
 constexpr int kTableTag = 7004;
-constexpr int kSilentPeriods = 6;  // no heartbeat for this many periods: silent
+constexpr int kSilentPeriods = 6;  // no heartbeat for this many periods, and kMinSilence: silent
+// A thread the scheduler starves loses time, not periods: with short periods (the tests' 200 ms), a
+// loaded machine would otherwise make a live rank silent.
+constexpr std::chrono::seconds kMinSilence{2};
 // Once the process is asked to end: a rank silent for this many periods is not waited for.
 constexpr int kHurrySilentPeriods = 12;
 
@@ -238,7 +241,7 @@ bool HeartbeatMonitor::wants_table() const {
 
 bool HeartbeatMonitor::table_stale() const {
   return gathered_ && rank_ != 0 &&
-         (table_collective_ != entered_.load() || Clock::now() - table_time_ > kSilentPeriods * period_);
+         (table_collective_ != entered_.load() || Clock::now() - table_time_ > silent_after());
 }
 
 void HeartbeatMonitor::entered(int64_t sequence, const char* call, int64_t bytes) {
@@ -270,12 +273,16 @@ bool HeartbeatMonitor::missing_only_busy_ranks(int64_t sequence) const {
   for (int r = 0; r < size_; ++r) {
     if (r == rank_) continue;
     const auto k = static_cast<size_t>(r);
-    if (now - last_heard_[k] > kSilentPeriods * period_) return false;  // silent
+    if (now - last_heard_[k] > silent_after()) return false;  // silent
     if (last_sequence_[k] >= sequence) continue;                         // arrived
     if (!peer_busy_[k]) return false;                                    // behind, not busy
     ++busy;
   }
   return busy > 0;
+}
+
+HeartbeatMonitor::Clock::duration HeartbeatMonitor::silent_after() const {
+  return std::max<Clock::duration>(kSilentPeriods * period_, kMinSilence);
 }
 
 bool HeartbeatMonitor::every_rank_arrived(int64_t sequence) const {
@@ -284,7 +291,7 @@ bool HeartbeatMonitor::every_rank_arrived(int64_t sequence) const {
   for (int r = 0; r < size_; ++r) {
     if (r == rank_) continue;
     const auto k = static_cast<size_t>(r);
-    if (now - last_heard_[k] > kSilentPeriods * period_ || last_sequence_[k] < sequence) return false;
+    if (now - last_heard_[k] > silent_after() || last_sequence_[k] < sequence) return false;
   }
   return true;
 }
@@ -432,8 +439,8 @@ void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
 }
 
 void HeartbeatMonitor::loop() {
+  auto last_check = Clock::now();
   while (!stopping_.load()) {
-    const auto before = Clock::now();  // a pause anywhere in the round, not only in its sleep, is forgiven
     const int64_t heartbeat = heartbeat_.load();
     bool ask = false;
     {
@@ -454,9 +461,13 @@ void HeartbeatMonitor::loop() {
       }
       exchange();
     });
+    // A pause anywhere since the last check, in the sleep or in this round's exchange, is forgiven
+    // right before this one: a stop between the two (a suspended job) is not counted as waiting.
+    const auto now = Clock::now();
+    forgive_pause(now - last_check - period_);
+    last_check = now;
     abort_if_stalled();
     std::this_thread::sleep_for(period_);
-    forgive_pause(Clock::now() - before - period_);
   }
 }
 
@@ -466,12 +477,16 @@ void HeartbeatMonitor::forgive_pause(Clock::duration overslept) {
   // likely stopped with it; the time is not counted as waiting for them, nor as their silence.
   if (overslept < std::max<Clock::duration>(std::chrono::seconds(1), 2 * period_)) return;
   {
+    // Each clock moved on by the pause, but not past now: one set after it (a heartbeat heard in
+    // this round's exchange) is left as it is.
     std::lock_guard<std::mutex> lock(mutex_);
-    started_ += overslept;
-    busy_seen_at_ += overslept;
-    table_time_ += overslept;
-    ending_since_ += overslept;
-    for (Clock::time_point& heard : last_heard_) heard += overslept;
+    const auto now = Clock::now();
+    const auto skip = [&](Clock::time_point* clock) { *clock = std::min(*clock + overslept, now); };
+    skip(&started_);
+    skip(&busy_seen_at_);
+    skip(&table_time_);
+    skip(&ending_since_);
+    for (Clock::time_point& heard : last_heard_) skip(&heard);
   }
   LOG(WARNING) << "[rank " << rank_ << " on " << host_ << "] this process was paused for "
                << std::chrono::duration<double>(overslept).count()
@@ -494,8 +509,7 @@ std::string HeartbeatMonitor::missing_ranks(int64_t sequence) const {
   for (int r = 0; r < size_; ++r) {
     if (r == rank_) continue;
     const double silent = std::chrono::duration<double>(now - last_heard_[static_cast<size_t>(r)]).count();
-    const double period = std::chrono::duration<double>(period_).count();
-    if (silent > kSilentPeriods * period) {
+    if (silent > std::chrono::duration<double>(silent_after()).count()) {
       out << "  rank " << r << ": no heartbeat for " << silent << " s (dead, or stuck without progressing MPI)\n";
       ++missing;
     } else if (last_sequence_[static_cast<size_t>(r)] < sequence) {

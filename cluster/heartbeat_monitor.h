@@ -97,13 +97,16 @@ class HeartbeatMonitor {
   // Whether every rank missing from collective `sequence` is alive and busy (at least one is);
   // under mutex_.
   bool missing_only_busy_ranks(int64_t sequence) const;
+  // How long without a heartbeat makes a rank silent: kSilentPeriods periods, at least 2 s.
+  Clock::duration silent_after() const;
   // Whether every other rank is heard from lately and has reached collective `sequence`, as far
   // as this rank knows (gathered, not rank 0: from a recent table of rank 0's); under mutex_.
   bool every_rank_arrived(int64_t sequence) const;
   // Whether a rank of the channel has been silent for kHurrySilentPeriods periods, as far as this
   // rank knows (gathered, not rank 0: from rank 0's tables for this collective); under mutex_.
   bool waits_for_silent_rank() const;
-  // Moves the stall clocks on by `overslept` when the heartbeat thread's sleep overran by seconds.
+  // Moves the stall clocks on by `overslept` (not past now) when the time since the last check
+  // overran its period by seconds: the process was stopped or starved.
   void forgive_pause(Clock::duration overslept);
   // Logs a failed side-channel call (peer -1: none) once per call and peer; never throws.
   void note_failure(const char* call, int peer, int code);
