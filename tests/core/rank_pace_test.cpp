@@ -68,7 +68,9 @@ TEST(PaceMeter, WarnsForANewStragglerAtOnceAndForALastingOneEveryTenWindows) {
 
 TEST(PaceMeter, RanksAsThreadsSeeTheSleepyRanksWorkAsBusyAndItsPeersWaitingForIt) {
   constexpr int kSteps = 4;
-  constexpr double kExtra = 0.06;  // rank 1's extra work a step, seconds
+  // Rank 1's extra work a step, seconds; half of it is asked for below, so that rank 0 oversleeping
+  // its 10 ms on a loaded machine (by tens of ms) does not hide it.
+  constexpr double kExtra = 0.2;
   auto group = cluster::make_local_group(2);
   std::vector<PaceReport> reports(2);
   std::vector<std::thread> ranks;
@@ -91,8 +93,8 @@ TEST(PaceMeter, RanksAsThreadsSeeTheSleepyRanksWorkAsBusyAndItsPeersWaitingForIt
     EXPECT_EQ(report.steps, kSteps);
     EXPECT_EQ(report.slowest_rank(), 1);
     EXPECT_TRUE(report.straggler());
-    EXPECT_GT(report.busy_seconds[1] - report.busy_seconds[0], 0.8 * kExtra);
-    EXPECT_GT(report.waited_seconds[0], 0.8 * kExtra);  // rank 0 waited in the all-reduce
+    EXPECT_GT(report.busy_seconds[1] - report.busy_seconds[0], 0.5 * kExtra);
+    EXPECT_GT(report.waited_seconds[0], 0.5 * kExtra);  // rank 0 waited in the all-reduce
     EXPECT_LT(report.waited_seconds[1], report.waited_seconds[0]);
   }
   EXPECT_EQ(reports[0].busy_seconds, reports[1].busy_seconds);  // one report on every rank

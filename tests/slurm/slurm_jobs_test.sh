@@ -33,7 +33,8 @@
 #              it did not restart from zero
 #     preempt2nodes  the same with 2 nodes x 2 tasks: srun forwards the signal to the ranks of
 #              both nodes, they agree on one step, and the checkpoint holds all 4 ranks' parts
-#     stallrequeue  the preemptible template with CMAF_STALL_REQUEUES=1 and a 3 s stall limit:
+#     stallrequeue  the preemptible template with CMAF_STALL_REQUEUES=1 and a 6 s stall limit (over
+#              two whole runs, 3 s left a loaded machine's healthy ranks little room):
 #              task 1 is stopped (SIGSTOP) once the ranks train; rank 0 aborts the job (75), the
 #              script requeues it, it resumes from a checkpoint; task 1 is stopped again in the
 #              resumed run, and this second stall is not requeued (the job fails with 75, one
@@ -411,7 +412,7 @@ case "${mode}" in
   stallrequeue)
     job="$(submit train_preemptible.sbatch cmaf-test-stallrequeue CMAF_DATA="${work}/ds" CMAF_RUN_DIR="${work}/run" \
       CMAF_STALL_REQUEUES=1 \
-      CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 100000 --checkpoint-every 2 --log-every 1 --stall-seconds 3")"
+      CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 100000 --checkpoint-every 2 --log-every 1 --stall-seconds 6")"
     out="${work}/cmaf-test-stallrequeue-${job}.out"
     stopped=()
     trap 'kill -CONT "${stopped[@]}" 2>/dev/null || true
