@@ -136,6 +136,7 @@ class HeartbeatMonitor {
   std::chrono::milliseconds limit_;
   std::chrono::milliseconds busy_limit_;
   std::string host_;
+  std::vector<std::string> hosts_;  // every rank's, by rank in the channel
   // What the heartbeats send, read and written whole: the last collective entered times 2, plus
   // 1 from begin_local_work() until the next entered().
   std::atomic<int64_t> heartbeat_{0};

@@ -110,7 +110,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
   }
   if (size_ > 1) {
     // Its thread calls MPI beside the communication thread, or through the MPI thread's funnel.
-    watchdog.at("the heartbeat channel (MPI_Comm_dup)");
+    watchdog.at("the heartbeat channel (MPI_Comm_dup, then a host-name MPI_Allgather)");
     monitor_ = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, stall_.limit,
                                                   busy_limit(stall_.limit), host_, stall_.all_to_all_ranks);
   }
@@ -246,7 +246,7 @@ std::unique_ptr<HeartbeatMonitor> MpiCommunicator::new_heartbeat_monitor(std::ch
   // Its MPI_Comm_dup is a collective on comm_: in order with the ones queued before, and watched
   // by this communicator's own heartbeat like them.
   Work(thread_->submit([&] {
-    const CollectiveScope scope = begin_collective("MPI_Comm_dup (a heartbeat channel)", 0);
+    const CollectiveScope scope = begin_collective("MPI_Comm_dup and host-name MPI_Allgather (a heartbeat channel)", 0);
     monitor = std::make_unique<HeartbeatMonitor>(comm_, stall_.heartbeat_period, limit, busy_limit(limit), host_,
                                                  stall_.all_to_all_ranks);
   })).wait();

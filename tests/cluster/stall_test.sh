@@ -20,10 +20,12 @@
 #     MODE: sleep|channel|kill|stop|term|term-alive|late-start|late-communicator|late-finish|suspend
 #   stall_test.sh MPIEXEC STALL_PROBE busy|busy-arrive|busy-arrive-stall|busy-stop RANKS SECONDS
 # STALL_PROBE_GATHERED=1: the heartbeats go through rank 0 (as above 64 ranks); STALL_VICTIM=R:
-# rank R is the one that sleeps (1 by default).
+# rank R is the one that sleeps (1 by default); STALL_VICTIM_HOST: its host, as the reports must
+# name it (this one's by default).
 set -uo pipefail
 mpiexec="$1"; probe="$2"; mode="$3"; ranks="$4"
 victim="${STALL_VICTIM:-1}"  # the rank that sleeps, is killed or is busy
+victim_host="${STALL_VICTIM_HOST:-$(hostname)}"  # its host, as the reports name it
 seconds=20
 [[ "${mode}" != suspend ]] || seconds=6  # twice the 3 s stall limit
 [[ "${mode}" != term-alive ]] || seconds=8  # over 12 heartbeat periods (2.4 s), within the 40 s limit
@@ -56,7 +58,7 @@ if [[ "${mode}" == busy-arrive || ( "${mode}" == busy && seconds -lt 10 ) ]]; th
   if ((seconds > limit)); then  # else the busy rank arrives within the limit, and no wait is logged
     grep -q "past the stall limit of ${limit} s, for ranks busy with work of their own" <<<"${output}" \
       || { echo "FAIL: no rank said it waited for a busy rank"; exit 1; }
-    grep -q "rank ${victim}: alive but has not reached collective #3 (last entered #2; busy with work of its own)" \
+    grep -q "rank ${victim} on ${victim_host}: alive but has not reached collective #3 (last entered #2; busy with work of its own)" \
       <<<"${output}" || { echo "FAIL: the wait does not name busy rank ${victim}"; exit 1; }
   fi
   if grep -qE "stall: |stall reported" <<<"${output}"; then echo "FAIL: a busy rank was reported as a stall"; exit 1; fi
@@ -84,10 +86,10 @@ if [[ "${mode}" == stop || "${mode}" == term || "${mode}" == busy-stop ]]; then
   [[ ${status} -eq 75 ]] || { echo "FAIL: exit status ${status}, expected 75"; exit 1; }
   if [[ "${STALL_PROBE_GATHERED:-0}" == 1 && "${victim}" == 0 ]]; then
     grep -q "ranks not arrived: unknown here" <<<"${output}" && \
-      grep -q "rank 0, which gathers every rank's heartbeats, has not answered this rank's questions" <<<"${output}" \
+      grep -q "rank 0 on ${victim_host}, which gathers every rank's heartbeats, has not answered this rank's questions" <<<"${output}" \
       || { echo "FAIL: the stopped rank 0 was not reported as not answering"; exit 1; }
   else
-    grep -qE "rank ${victim}: no heartbeat for [0-9.]+ s \(dead, or stuck without progressing MPI\)" <<<"${output}" \
+    grep -qE "rank ${victim} on ${victim_host}: no heartbeat for [0-9.]+ s \(dead, or stuck without progressing MPI\)" <<<"${output}" \
       || { echo "FAIL: the stopped rank ${victim} was not reported silent"; exit 1; }
   fi
 fi
@@ -98,7 +100,7 @@ if [[ "${mode}" == channel ]]; then
 fi
 if [[ "${mode}" == sleep || "${mode}" == channel ]]; then
   grep -q "stall: collective #3" <<<"${output}" || { echo "FAIL: no stall report"; exit 1; }
-  grep -q "rank ${victim}: alive but has not reached collective #3" <<<"${output}" \
+  grep -q "rank ${victim} on ${victim_host}: alive but has not reached collective #3" <<<"${output}" \
     || { echo "FAIL: the report does not name rank ${victim}"; exit 1; }
   # Every live rank logs the stall: its own report, or its view of the one a peer announced
   # before aborting; the stalled rank says it is the one the others wait for.
@@ -115,8 +117,8 @@ fi
 # Gathered, rank 0 always sees the stall first-hand; rank 2 knows of rank 1 only from rank 0's
 # table, so its line (its own report, or its view of rank 0's) must name rank 1 too.
 if [[ "${STALL_PROBE_GATHERED:-0}" == 1 && "${victim}" == 1 && ( "${mode}" == sleep || "${mode}" == stop ) ]]; then
-  expected="rank 1: alive but has not reached collective #3"
-  [[ "${mode}" == sleep ]] || expected="rank 1: no heartbeat for"
+  expected="rank 1 on ${victim_host}: alive but has not reached collective #3"
+  [[ "${mode}" == sleep ]] || expected="rank 1 on ${victim_host}: no heartbeat for"
   grep -A1 -E "\[rank 2 on [^]]*\] stall" <<<"${output}" | grep -q "${expected}" \
     || { echo "FAIL: rank 2's report does not name rank 1 from rank 0's table"; exit 1; }
 fi

@@ -285,7 +285,7 @@ case "${mode}" in
       ((elapsed < 20)) || fail "with --kill-on-bad-exit=1 the job took ${elapsed} s to end (KillWait is 30 s)"
       grep -qE "SIGTERM was received \(the job is ending\) while a rank is silent" "${out}" \
         || fail "no stall report cut short by SIGTERM in ${out}"
-      grep -qE "rank 1: no heartbeat for [0-9.]+ s" "${out}" || fail "the report does not name rank 1 silent"
+      grep -qE "rank 1 on [^:]+: no heartbeat for [0-9.]+ s" "${out}" || fail "the report does not name rank 1 silent"
     fi
     echo "${mode}: the 2-task training job failed ${elapsed} s after task 1 was killed"
     ;;
@@ -348,7 +348,8 @@ case "${mode}" in
     ((elapsed < 90)) || fail "took ${elapsed} s (stall limit 3 s, KillWait 30 s)"
     grep -q "\[rank [01] on cmaf-node1\] stall: " "${work}/freeze.out" || fail "no stall report from cmaf-node1"
     for r in 2 3; do
-      grep -q "rank ${r}: no heartbeat for" "${work}/freeze.out" || fail "the report does not name frozen rank ${r}"
+      grep -q "rank ${r} on cmaf-node2: no heartbeat for" "${work}/freeze.out" \
+        || fail "the report does not name frozen rank ${r} on cmaf-node2"
     done
     continue_stopped
     # The next tests need both nodes back.
