@@ -233,7 +233,9 @@ void HeartbeatMonitor::abort_if_stalled() {
     return;
   }
   // Logging may block (glog's file on a hung file system): the job ends after the grace anyway.
-  const auto grace = std::max(std::chrono::milliseconds(1000), 2 * period_);
+  // The grace lets each peer hear of the stall (within a period) and its log line reach the
+  // launcher's output before the abort kills it: 1 s was close on a loaded machine.
+  const auto grace = std::max(std::chrono::milliseconds(2000), 4 * period_);
   exit_after(grace + kAbortDeadline, kStallExitCode);
   const double limit = std::chrono::duration<double>(only_busy ? busy_limit_ : limit_).count();
   LOG(ERROR) << "[rank " << rank_ << " on " << host_ << "] stall: collective #" << sequence << " (" << call
