@@ -58,8 +58,9 @@ if [[ "${mode}" == busy-arrive || ( "${mode}" == busy && seconds -lt 10 ) ]]; th
   if ((seconds > limit)); then  # else the busy rank arrives within the limit, and no wait is logged
     grep -q "past the stall limit of ${limit} s, for ranks busy with work of their own" <<<"${output}" \
       || { echo "FAIL: no rank said it waited for a busy rank"; exit 1; }
-    grep -q "rank ${victim} on ${victim_host}: alive but has not reached collective #3 (last entered #2; busy with work of its own)" \
-      <<<"${output}" || { echo "FAIL: the wait does not name busy rank ${victim}"; exit 1; }
+    busy_line="rank ${victim} on ${victim_host}: alive but has not reached collective #3 (last entered #2; busy"
+    grep -qF "${busy_line} with work of its own)" <<<"${output}" \
+      || { echo "FAIL: the wait does not name busy rank ${victim}"; exit 1; }
   fi
   if grep -qE "stall: |stall reported" <<<"${output}"; then echo "FAIL: a busy rank was reported as a stall"; exit 1; fi
   echo "PASS"
@@ -86,10 +87,12 @@ if [[ "${mode}" == stop || "${mode}" == term || "${mode}" == busy-stop ]]; then
   [[ ${status} -eq 75 ]] || { echo "FAIL: exit status ${status}, expected 75"; exit 1; }
   if [[ "${STALL_PROBE_GATHERED:-0}" == 1 && "${victim}" == 0 ]]; then
     grep -q "ranks not arrived: unknown here" <<<"${output}" && \
-      grep -q "rank 0 on ${victim_host}, which gathers every rank's heartbeats, has not answered this rank's questions" <<<"${output}" \
+      grep -q "rank 0 on ${victim_host}, which gathers every rank's heartbeats, has not answered this rank's questions" \
+        <<<"${output}" \
       || { echo "FAIL: the stopped rank 0 was not reported as not answering"; exit 1; }
   else
-    grep -qE "rank ${victim} on ${victim_host}: no heartbeat for [0-9.]+ s \(dead, or stuck without progressing MPI\)" <<<"${output}" \
+    grep -qE "rank ${victim} on ${victim_host}: no heartbeat for [0-9.]+ s \(dead, or stuck without progressing MPI\)" \
+      <<<"${output}" \
       || { echo "FAIL: the stopped rank ${victim} was not reported silent"; exit 1; }
   fi
 fi
@@ -144,7 +147,9 @@ case "${mode}" in
   busy-arrive-stall)
     [[ ${status} -eq 75 ]] || { echo "FAIL: exit status ${status}, expected 75"; exit 1; }
     ((elapsed >= seconds + 5)) || { echo "FAIL: aborted ${elapsed} s in, before a limit (6 s) after the arrival"; exit 1; }
-    grep -qE "stall: collective #3 \(ncclAllReduce \(stall_probe channel\), 4096 bytes\) has waited [0-9.]+ s, of which [0-9.]+ s since the ranks busy with work of their own were last seen missing, more than the stall limit of 6 s; ranks not arrived: 0" <<<"${output}" \
+    since_arrival="of which [0-9.]+ s since the ranks busy with work of their own were last seen missing"
+    grep -qE "stall: collective #3 \(ncclAllReduce \(stall_probe channel\), 4096 bytes\) has waited [0-9.]+ s, \
+${since_arrival}, more than the stall limit of 6 s; ranks not arrived: 0" <<<"${output}" \
       || { echo "FAIL: no stall report counting from the busy rank's arrival"; exit 1; }
     ;;
   late-start) late_report "MPI start-up" "MPI_Init_thread" ;;

@@ -411,9 +411,9 @@ case "${mode}" in
     echo "${mode}: signalled, checkpointed at step ${resumed}, requeued, resumed, finished at step 40"
     ;;
   stallrequeue)
+    train_args="--preset tiny --input-size 64 --steps 100000 --checkpoint-every 2 --log-every 1 --stall-seconds 6"
     job="$(submit train_preemptible.sbatch cmaf-test-stallrequeue CMAF_DATA="${work}/ds" CMAF_RUN_DIR="${work}/run" \
-      CMAF_STALL_REQUEUES=1 \
-      CMAF_TRAIN_ARGS="--preset tiny --input-size 64 --steps 100000 --checkpoint-every 2 --log-every 1 --stall-seconds 6")"
+      CMAF_STALL_REQUEUES=1 CMAF_TRAIN_ARGS="${train_args}")"
     out="${work}/cmaf-test-stallrequeue-${job}.out"
     stopped=()
     trap 'kill -CONT "${stopped[@]}" 2>/dev/null || true
