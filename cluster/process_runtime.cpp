@@ -136,7 +136,8 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
   runtime->environment_ = read_launch_environment();
   check_launch_environment(runtime->environment_);
   runtime->hostname_ = host_name();
-  runtime->stall_limit_ = options.stall_limit;
+  runtime->shutdown_limit_ =
+      options.shutdown_stall_limit.count() > 0 ? options.shutdown_stall_limit : options.stall_limit;
   const std::vector<int> cpus = launch_cpus();  // as the launcher bound this process
   const std::vector<int> main_thread = allowed_cpus();  // narrower where an OpenMP runtime bound it
   std::vector<std::vector<int>> local_cpus{cpus}, main_threads{main_thread};
@@ -241,7 +242,7 @@ ProcessRuntime::~ProcessRuntime() {
     // watchdog ends the whole job with its status at once, under srun as under mpirun. Each
     // call is handed over on its own (mpi_call), so that where calls are funnelled the MPI
     // thread is free between them for the watchdog's MPI_Abort.
-    PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kAbortJob);
+    PhaseWatchdog watchdog("MPI shut-down", shutdown_limit_, who(), WatchdogEnd::kAbortJob);
     watchdog.at("MPI_Ibarrier before MPI_Finalize");
     MPI_Request request = MPI_REQUEST_NULL;
     int done = 0;
@@ -257,7 +258,7 @@ ProcessRuntime::~ProcessRuntime() {
       LOG(WARNING) << call << " before MPI_Finalize failed on " << who() << ": " << mpi_error_text(code);
     }
   }
-  PhaseWatchdog watchdog("MPI shut-down", stall_limit_, who(), WatchdogEnd::kExitProcess);
+  PhaseWatchdog watchdog("MPI shut-down", shutdown_limit_, who(), WatchdogEnd::kExitProcess);
   watchdog.at("MPI_Finalize");
   try {
     // The thread that initialised MPI finalises it.

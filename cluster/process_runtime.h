@@ -73,6 +73,8 @@ struct RuntimeOptions {
   int threads = 0;         // LibTorch intra-op threads; 0: default_thread_count()
   // How long MPI start-up and MPI_Finalize may wait for the other processes.
   std::chrono::milliseconds stall_limit = kDefaultStallLimit;
+  // MPI shut-down's own limit where it should differ (0: stall_limit).
+  std::chrono::milliseconds shutdown_stall_limit{0};
 };
 
 class ProcessRuntime {
@@ -124,7 +126,7 @@ class ProcessRuntime {
   bool mpi_ = false;  // MPI is initialised (and this object finalises it)
   int thread_level_ = -1;
   std::unique_ptr<MpiThread> mpi_thread_;  // initialised MPI, finalises it, and funnels below MULTIPLE
-  std::chrono::milliseconds stall_limit_ = kDefaultStallLimit;
+  std::chrono::milliseconds shutdown_limit_ = kDefaultStallLimit;  // MPI shut-down's stall limit
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1, threads_ = 1;
   std::string hostname_;
   LaunchEnvironment environment_;
