@@ -315,6 +315,10 @@ void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
 void HeartbeatMonitor::loop() {
   auto last_check = Clock::now();
   while (!stopping_.load()) {
+    // A pause in the last sleep is forgiven before this round's exchange, so that what it hears
+    // (a table's ages) is not moved on by it; one in the exchange itself, just before the check.
+    const auto round = Clock::now();
+    forgive_pause(round - last_check - period_);
     const int64_t heartbeat = heartbeat_.load();
     bool ask = false;
     {
@@ -335,10 +339,9 @@ void HeartbeatMonitor::loop() {
       }
       exchange();
     });
-    // A pause anywhere since the last check, in the sleep or in this round's exchange, is forgiven
-    // right before this one: a stop between the two (a suspended job) is not counted as waiting.
+    // A stop between the round's start and the check (a suspended job) is not counted as waiting.
     const auto now = Clock::now();
-    forgive_pause(now - last_check - period_);
+    forgive_pause(now - round);
     last_check = now;
     abort_if_stalled();
     std::this_thread::sleep_for(period_);

@@ -105,8 +105,8 @@ class HeartbeatMonitor {
   // Whether a rank of the channel has been silent for kHurrySilentPeriods periods, as far as this
   // rank knows (gathered, not rank 0: from rank 0's tables for this collective); under mutex_.
   bool waits_for_silent_rank() const;
-  // Moves the stall clocks on by `overslept` (not past now) when the time since the last check
-  // overran its period by seconds: the process was stopped or starved.
+  // Moves the stall clocks on by `overslept` (not past now) when a sleep of one period, or a
+  // round's exchange, overran by seconds: the process was stopped or starved.
   void forgive_pause(Clock::duration overslept);
   // Logs a failed side-channel call (peer -1: none) once per call and peer; never throws.
   void note_failure(const char* call, int peer, int code);

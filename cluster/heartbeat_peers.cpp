@@ -140,7 +140,7 @@ bool HeartbeatMonitor::every_rank_arrived(int64_t sequence) const {
 
 bool HeartbeatMonitor::waits_for_silent_rank() const {
   const auto now = Clock::now();
-  const auto silent = kHurrySilentPeriods * period_;
+  const auto silent = std::max<Clock::duration>(kHurrySilentPeriods * period_, silent_after());
   if (gathered_ && rank_ != 0) {  // the others as rank 0's tables, asked for every period, say
     if (table_collective_ != entered_.load()) return now - std::max(started_, ending_since_) > silent;
     if (now - table_time_ > silent) return true;  // rank 0 has stopped answering

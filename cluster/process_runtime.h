@@ -71,7 +71,7 @@ std::string host_name();
 struct RuntimeOptions {
   bool force_mpi = false;  // initialise MPI even without a launcher (singleton MPI)
   int threads = 0;         // LibTorch intra-op threads; 0: default_thread_count()
-  // How long MPI start-up and MPI_Finalize may wait for the other processes.
+  // How long MPI start-up (and MPI_Finalize, unless shutdown_stall_limit) may wait for the others.
   std::chrono::milliseconds stall_limit = kDefaultStallLimit;
   // MPI shut-down's own limit where it should differ (0: stall_limit).
   std::chrono::milliseconds shutdown_stall_limit{0};
