@@ -198,7 +198,8 @@ void HeartbeatMonitor::abort_if_stalled() {
     if (!in_collective_) return;
     sequence = entered_.load();
     // Every round, not only past the limit: a busy rank may arrive just before it.
-    const bool busy_now = missing_only_busy_ranks(sequence);
+    const Missing missing = missing_state(sequence);
+    const bool busy_now = missing == Missing::kOnlyBusy;
     if (busy_now) {
       busy_seen_sequence_ = sequence;
       busy_seen_at_ = now;
@@ -210,7 +211,7 @@ void HeartbeatMonitor::abort_if_stalled() {
     bytes = bytes_;
     waited = std::chrono::duration<double>(waiting).count();
     only_busy = !ending && busy_now;
-    if (!only_busy && !ending && busy_seen_sequence_ == sequence && every_rank_arrived(sequence)) {
+    if (!only_busy && !ending && busy_seen_sequence_ == sequence && missing == Missing::kNone) {
       // The busy ranks have arrived (a rank's mark ends as it enters the collective) since this
       // rank last saw them missing: the collective has the stall limit from then to complete, else
       // the moment between the last one's arrival and the end of the collective would be a stall.

@@ -94,14 +94,17 @@ class HeartbeatMonitor {
   void exchange();
   void abort_if_stalled();
   [[noreturn]] void tell_peers_and_abort(int64_t sequence, std::chrono::milliseconds grace);
-  // Whether every rank missing from collective `sequence` is alive and busy (at least one is);
-  // under mutex_.
-  bool missing_only_busy_ranks(int64_t sequence) const;
+  // Who is missing from collective `sequence`, as far as this rank knows (gathered, not rank 0:
+  // from a recent table of rank 0's); under mutex_.
+  enum class Missing {
+    kUnknown,       // gathered, and no recent table
+    kSilentOrIdle,  // a rank silent, or behind and not busy
+    kOnlyBusy,      // every missing rank alive and busy with work of its own (at least one)
+    kNone,          // every rank heard from lately and there
+  };
+  Missing missing_state(int64_t sequence) const;
   // How long without a heartbeat makes a rank silent: kSilentPeriods periods, at least 2 s.
   Clock::duration silent_after() const;
-  // Whether every other rank is heard from lately and has reached collective `sequence`, as far
-  // as this rank knows (gathered, not rank 0: from a recent table of rank 0's); under mutex_.
-  bool every_rank_arrived(int64_t sequence) const;
   // Whether a rank of the channel has been silent for kHurrySilentPeriods periods, as far as this
   // rank knows (gathered, not rank 0: from rank 0's tables for this collective); under mutex_.
   bool waits_for_silent_rank() const;

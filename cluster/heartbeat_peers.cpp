@@ -108,34 +108,23 @@ bool HeartbeatMonitor::table_stale() const {
          (table_collective_ != entered_.load() || Clock::now() - table_time_ > silent_after());
 }
 
-bool HeartbeatMonitor::missing_only_busy_ranks(int64_t sequence) const {
-  if (table_stale()) return false;  // the others' state is unknown here
+HeartbeatMonitor::Missing HeartbeatMonitor::missing_state(int64_t sequence) const {
+  if (table_stale()) return Missing::kUnknown;  // the others' state is unknown here
   const auto now = Clock::now();
   int busy = 0;
   for (int r = 0; r < size_; ++r) {
     if (r == rank_) continue;
     const auto k = static_cast<size_t>(r);
-    if (now - last_heard_[k] > silent_after()) return false;  // silent
-    if (last_sequence_[k] >= sequence) continue;                         // arrived
-    if (!peer_busy_[k]) return false;                                    // behind, not busy
+    if (now - last_heard_[k] > silent_after()) return Missing::kSilentOrIdle;  // silent
+    if (last_sequence_[k] >= sequence) continue;                             // arrived
+    if (!peer_busy_[k]) return Missing::kSilentOrIdle;                       // behind, not busy
     ++busy;
   }
-  return busy > 0;
+  return busy > 0 ? Missing::kOnlyBusy : Missing::kNone;
 }
 
 HeartbeatMonitor::Clock::duration HeartbeatMonitor::silent_after() const {
   return std::max<Clock::duration>(kSilentPeriods * period_, kMinSilence);
-}
-
-bool HeartbeatMonitor::every_rank_arrived(int64_t sequence) const {
-  if (table_stale()) return false;
-  const auto now = Clock::now();
-  for (int r = 0; r < size_; ++r) {
-    if (r == rank_) continue;
-    const auto k = static_cast<size_t>(r);
-    if (now - last_heard_[k] > silent_after() || last_sequence_[k] < sequence) return false;
-  }
-  return true;
 }
 
 bool HeartbeatMonitor::waits_for_silent_rank() const {
