@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
@@ -96,11 +97,12 @@ LaunchEnvironment read_launch_environment() {
 
 void check_launch_environment(const LaunchEnvironment& e) {
   if (e.launcher != "none" || e.slurm_procid.empty()) return;
+  if (e.slurm_step_tasks.empty()) return;  // not in a step: nothing to check
   char* end = nullptr;
+  errno = 0;
   const long tasks = std::strtol(e.slurm_step_tasks.c_str(), &end, 10);
-  if (end == e.slurm_step_tasks.c_str() || *end != '\0') {
-    if (e.slurm_step_tasks.empty()) return;  // not in a step: nothing to check
-    throw ClusterError(str("SLURM_STEP_NUM_TASKS=", e.slurm_step_tasks, ": expected a task count"));
+  if (end == e.slurm_step_tasks.c_str() || *end != '\0' || errno == ERANGE || tasks < 1) {
+    throw ClusterError(str("SLURM_STEP_NUM_TASKS=", e.slurm_step_tasks, ": expected a task count (1 or more)"));
   }
   if (tasks <= 1) return;
   throw ClusterError(str(
@@ -129,8 +131,9 @@ std::string LaunchEnvironment::describe() const {
 ProcessRuntime::ProcessRuntime() = default;
 
 std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, const RuntimeOptions& options) {
-  if (options.threads < 0) {
-    throw InputError("--threads", "", str(options.threads, ", expected 0 (the CPUs' share) or a positive count"));
+  if (options.threads < 0 || options.threads > kMaxThreads) {
+    throw InputError("--threads", "",
+                     str(options.threads, ", expected 0 (the CPUs' share) or a count up to ", kMaxThreads));
   }
   std::unique_ptr<ProcessRuntime> runtime(new ProcessRuntime());
   runtime->environment_ = read_launch_environment();

@@ -68,6 +68,10 @@ void check_launch_environment(const LaunchEnvironment& environment);
 std::string host_name();
 
 
+// The most LibTorch threads a rank may ask for (a larger --threads is a typo, and OpenMP would
+// end the process when it fails to start them).
+inline constexpr int kMaxThreads = 1024;
+
 struct RuntimeOptions {
   bool force_mpi = false;  // initialise MPI even without a launcher (singleton MPI)
   int threads = 0;         // LibTorch intra-op threads; 0: default_thread_count()

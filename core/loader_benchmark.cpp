@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "core/batch_tensors.h"
+#include "cluster/process_runtime.h"
 #include "core/fused_optimizer.h"
 #include "datastore/batch_loader.h"
 #include "datastore/manifest.h"
@@ -67,6 +68,9 @@ int64_t run_loader_benchmark(const LoaderBenchmarkOptions& o) {
   model::CmaformerConfig config = model::preset_config(o.preset);
   if (o.input_size > 0) config.input_size = o.input_size;
   model::check_input_size(config.input_size, config.input_size);
+  if (o.torch_threads < 1 || o.torch_threads > cluster::kMaxThreads) {
+    throw InputError("--threads", "", str(o.torch_threads, ", expected 1 to ", cluster::kMaxThreads));
+  }
   at::set_num_threads(o.torch_threads);
 
   const datastore::DatasetManifest manifest = datastore::load_manifest(o.data);

@@ -201,7 +201,9 @@ void TrainConfig::validate() const {
   if (val_every < 0 || val_max_slices < 0) throw InputError("--val-every", "--val-max-slices", "expected >= 0");
   positive(log_every, "log-every");
   positive(fingerprint_every, "fingerprint-every");
-  positive(bucket_cap_mib, "bucket-cap-mib");
+  if (bucket_cap_mib < 1 || bucket_cap_mib > (1 << 20)) {
+    throw InputError("--bucket-cap-mib", "", str(bucket_cap_mib, ", expected 1 to 1048576 MiB"));
+  }
   if (!(first_bucket_mib >= 1.0 / 1024 && first_bucket_mib <= 1 << 20)) {
     throw InputError("--first-bucket-mib", "", str(first_bucket_mib, ", expected 1/1024 (1 KiB) to 1048576 MiB"));
   }

@@ -60,6 +60,9 @@ std::vector<std::string> config_tokens(const std::string& path, const std::strin
       if (is_true(value)) tokens.push_back("--" + key);
       continue;
     }
+    if (value.empty()) {  // Boost would refuse "--key=" too, without the line
+      throw InputError(path, where, str("key '", key, "' has no value (remove the line for the default)"));
+    }
     tokens.push_back("--" + key + "=" + value);
   }
   return tokens;

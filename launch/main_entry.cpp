@@ -6,6 +6,7 @@
 #include "cmaf/config.h"
 #include "common/error.h"
 #include "common/heap_policy.h"
+#include "common/test_delay.h"
 #include "launch/commands.h"
 #include "launch/rank_errors.h"
 
@@ -55,6 +56,7 @@ int main_entry(int argc, char** argv) {
   for (const Command& command : commands()) {
     if (std::strcmp(argv[1], command.name) != 0) continue;
     try {
+      check_test_delays();  // the tests' fault injection, refused now rather than mid-save
       return command.run(argc - 1, argv + 1);
     } catch (const std::exception&) {
       return print_error(std::current_exception());

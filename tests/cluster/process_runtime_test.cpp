@@ -300,26 +300,34 @@ TEST(LaunchEnvironmentTest, MpirunInsideASlurmStepIsMpirun) {
   EXPECT_EQ(srun.rank, "3");
 }
 
-// A task count that is not a number, and a negative thread count, are errors naming them.
+// A task count that is not a positive number, and a thread count below 0 or above kMaxThreads, are
+// errors naming them.
 TEST(LaunchEnvironmentTest, MalformedValuesAreRefusedByName) {
   LaunchEnvironment e;
   e.slurm_procid = "0";
-  e.slurm_step_tasks = "2x";
-  try {
-    check_launch_environment(e);
-    FAIL() << "SLURM_STEP_NUM_TASKS=2x accepted";
-  } catch (const ClusterError& error) {
-    EXPECT_NE(std::string(error.what()).find("SLURM_STEP_NUM_TASKS=2x: expected a task count"), std::string::npos)
-        << error.what();
+  for (const std::string tasks : {"2x", "-4", "0", "99999999999999999999"}) {
+    e.slurm_step_tasks = tasks;
+    try {
+      check_launch_environment(e);
+      FAIL() << "SLURM_STEP_NUM_TASKS=" << tasks << " accepted";
+    } catch (const ClusterError& error) {
+      EXPECT_NE(std::string(error.what()).find("SLURM_STEP_NUM_TASKS=" + tasks + ": expected a task count"),
+                std::string::npos)
+          << error.what();
+    }
   }
-  RuntimeOptions negative;
-  negative.threads = -5;
-  try {
-    ProcessRuntime::start(nullptr, nullptr, negative);
-    FAIL() << "--threads -5 accepted";
-  } catch (const InputError& error) {
-    EXPECT_NE(std::string(error.what()).find("--threads"), std::string::npos) << error.what();
-    EXPECT_NE(std::string(error.what()).find("-5"), std::string::npos) << error.what();
+  e.slurm_step_tasks = "1";
+  EXPECT_NO_THROW(check_launch_environment(e));
+  for (const int threads : {-5, kMaxThreads + 1, 2000000000}) {
+    RuntimeOptions bad;
+    bad.threads = threads;
+    try {
+      ProcessRuntime::start(nullptr, nullptr, bad);
+      FAIL() << "--threads " << threads << " accepted";
+    } catch (const InputError& error) {
+      EXPECT_NE(std::string(error.what()).find("--threads"), std::string::npos) << error.what();
+      EXPECT_NE(std::string(error.what()).find(std::to_string(threads)), std::string::npos) << error.what();
+    }
   }
 }
 

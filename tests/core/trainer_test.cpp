@@ -450,6 +450,10 @@ TEST(TrainConfig, JsonRoundTripAndNamedErrors) {
   EXPECT_EQ(TrainConfig().bucket_cap_mib << 20, cluster::kDefaultBucketBytes);
   c.bucket_cap_mib = 0;
   expect_refused_naming(c, "--bucket-cap-mib");  // 0
+  c.bucket_cap_mib = int64_t{1} << 43;  // would overflow int64 as bytes (<< 20)
+  expect_refused_naming(c, "--bucket-cap-mib");
+  c.bucket_cap_mib = (1 << 20) + 1;
+  expect_refused_naming(c, "--bucket-cap-mib");
   c.bucket_cap_mib = 4;
   EXPECT_EQ(static_cast<int64_t>(TrainConfig().first_bucket_mib * (1 << 20)), cluster::kFirstBucketBytes);
   c.first_bucket_mib = 0;

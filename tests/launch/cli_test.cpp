@@ -14,13 +14,14 @@ struct Parsed {
   std::string out;
   int cases = 12;
   bool verify = false;
+  bool bf16 = true;
 };
 
 Parsed parse(std::vector<std::string> args) {
   Parsed p;
   po::options_description options("test");
   options.add_options()("out", po::value(&p.out))("cases", po::value(&p.cases)->default_value(12))(
-      "verify-data", po::bool_switch(&p.verify));
+      "verify-data", po::bool_switch(&p.verify))("bf16", po::value(&p.bf16)->default_value(true));
   args.insert(args.begin(), "synth");
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
@@ -69,6 +70,28 @@ TEST(Cli, MalformedValuesAndOptionsAreUsageOrInputErrors) {
   EXPECT_THROW(parse({"--config", dir.file("missing.ini")}), InputError);
   EXPECT_THROW(parse({"--cases", "many"}), UsageError);
   EXPECT_THROW(parse({"--no-such-option"}), UsageError);
+}
+
+// An empty value is refused, never read as true (Boost's reading of an empty bool): a blanked
+// `bf16 =` in a config file is an error naming the file, the line and the key.
+TEST(Cli, AnEmptyValueIsRefusedNotTakenAsTrue) {
+  test::TempDir dir;
+  std::ofstream(dir.file("off.ini")) << "bf16 = false\n";
+  EXPECT_FALSE(parse({"--config", dir.file("off.ini")}).bf16);
+  EXPECT_FALSE(parse({"--bf16=false"}).bf16);
+  for (const char* key : {"bf16", "out"}) {
+    std::ofstream(dir.file("blank.ini")) << "cases = 4\n\n" << key << " =   # was something\n";
+    try {
+      parse({"--config", dir.file("blank.ini")});
+      FAIL() << "an empty " << key << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(e.subject(), dir.file("blank.ini"));
+      EXPECT_EQ(e.field(), "line 3");
+      EXPECT_NE(std::string(e.what()).find(str("key '", key, "' has no value")), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(parse({"--bf16="}), UsageError);
+  EXPECT_THROW(parse({"--out="}), UsageError);
 }
 
 TEST(Cli, IntegerListsAreCheckedItemByItem) {
