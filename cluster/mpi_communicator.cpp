@@ -67,7 +67,18 @@ int simulated_ranks_per_node() {
   return static_cast<int>(k);
 }
 
+void check_simulated_setting(int simulated) {
+  CMAF_CHECK(simulated >= 0, "CMAF_SIMULATED_RANKS_PER_NODE=", std::getenv("CMAF_SIMULATED_RANKS_PER_NODE"),
+             ": expected a positive number of ranks per node");
+}
+
 }  // namespace
+
+[[noreturn]] void MpiCommunicator::refuse_shared_memory_setting() const {
+  throw ClusterError(str("[rank ", rank_, " on ", host_, "] CMAF_NODE_SHARED_MEMORY=",
+                         std::getenv("CMAF_NODE_SHARED_MEMORY"), ": expected 0 (float sums through MPI_Allreduce) "
+                         "or 1 (the default: through node shared memory)"));
+}
 
 MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_shared_memory)
     : host_(host_name()), stall_(stall) {
@@ -96,17 +107,17 @@ MpiCommunicator::MpiCommunicator(MPI_Comm parent, StallOptions stall, bool node_
     const int settings[2] = {-wanted, wanted};
     int range[2] = {0, 0};  // -(smallest setting), largest
     check(mpi_allreduce(settings, range, 2, MPI_INT, MPI_MAX, comm_), "MPI_Allreduce");
-    if (wanted < 0) {
-      throw ClusterError(str("[rank ", rank_, " on ", host_, "] CMAF_NODE_SHARED_MEMORY=",
-                             std::getenv("CMAF_NODE_SHARED_MEMORY"), ": expected 0 (float sums through MPI_Allreduce) "
-                             "or 1 (the default: through node shared memory)"));
-    }
+    if (wanted < 0) refuse_shared_memory_setting();
     if (-range[0] < 0) {
       throw ClusterError(str("[rank ", rank_, " on ", host_, "] CMAF_NODE_SHARED_MEMORY is neither 0 nor 1 on another "
                              "rank (its error names the value); every rank must have 0, 1 or none"));
     }
     const auto [smallest_node, largest_node] = find_nodes();
     if (-range[0] == 1) setup_node_shared_memory(smallest_node, largest_node);
+  } else {
+    // One rank: nothing to choose, but a setting that would be refused with more ranks still is.
+    if (node_shared_memory && shared_memory_setting() < 0) refuse_shared_memory_setting();
+    check_simulated_setting(simulated_ranks_per_node());
   }
   if (size_ > 1) {
     // Its thread calls MPI beside the communication thread, or through the MPI thread's funnel.
@@ -128,8 +139,7 @@ std::pair<int, int> MpiCommunicator::find_nodes() {
   check(mpi_allreduce(settings, range, 2, MPI_INT, MPI_MAX, comm_), "MPI_Allreduce");
   CMAF_CHECK(-range[0] == range[1], "CMAF_SIMULATED_RANKS_PER_NODE must be the same on every rank: found ",
              -range[0], " to ", range[1], " (0: unset, -1: not a positive integer)");
-  CMAF_CHECK(simulated >= 0, "CMAF_SIMULATED_RANKS_PER_NODE=", std::getenv("CMAF_SIMULATED_RANKS_PER_NODE"),
-             ": expected a positive number of ranks per node");
+  check_simulated_setting(simulated);
   if (simulated > 0) {
     int shared_rank = 0;
     check(mpi_call([&] { return MPI_Comm_rank(node_comm_, &shared_rank); }), "MPI_Comm_rank");

@@ -125,6 +125,8 @@ class MpiCommunicator : public Communicator {
   // Sets the node communicator, rank and size and the node count; returns the ranks on the
   // node with fewest and on the one with most.
   std::pair<int, int> find_nodes();
+  // Throws ClusterError: CMAF_NODE_SHARED_MEMORY is neither 0 nor 1 on this rank.
+  [[noreturn]] void refuse_shared_memory_setting() const;
   void setup_node_shared_memory(int smallest_node, int largest_node);
   struct HeldBuffer {
     std::shared_ptr<SharedSegment> segment;  // null: none

@@ -411,6 +411,32 @@ TEST(MpiCommunicatorSetup, ANodeSharedMemorySettingOtherThan0Or1IsRefused) {
   EXPECT_EQ(next_communicator_number(), before) << "rank " << world().rank() << ": communicators left behind";
 }
 
+// A communicator of one rank (MPI_COMM_SELF; a job of one process) has no node memory to set up,
+// but refuses the same settings as a larger one: a typo is found before the job grows.
+TEST(MpiCommunicatorSetup, OneRankRefusesTheSettingsMoreRanksWould) {
+  const int before = next_communicator_number();
+  for (const char* variable : {"CMAF_NODE_SHARED_MEMORY", "CMAF_SIMULATED_RANKS_PER_NODE"}) {
+    const char* set = std::getenv(variable);
+    const std::string saved = set == nullptr ? "" : set;
+    setenv(variable, "off", 1);
+    try {
+      cluster::MpiCommunicator refused(MPI_COMM_SELF);
+      ADD_FAILURE() << "rank " << world().rank() << ": " << variable << "=off accepted on one rank";
+    } catch (const std::exception& error) {
+      EXPECT_NE(std::string(error.what()).find(std::string(variable) + "=off: expected "), std::string::npos)
+          << error.what();
+    }
+    if (set == nullptr) {
+      unsetenv(variable);
+    } else {
+      setenv(variable, saved.c_str(), 1);
+    }
+  }
+  EXPECT_EQ(next_communicator_number(), before) << "rank " << world().rank() << ": communicators left behind";
+  { cluster::MpiCommunicator alone(MPI_COMM_SELF); }
+  EXPECT_EQ(next_communicator_number(), before) << "rank " << world().rank() << ": a destroyed one left some";
+}
+
 TEST(MpiCommunicatorSetup, AConstructorThatThrowsLeavesNoCommunicatorBehind) {
   // CMAF_SIMULATED_RANKS_PER_NODE that differs between ranks: every rank's constructor throws
   // after it has made its duplicate of the parent, its node communicator and its bf16 ops.
