@@ -45,10 +45,10 @@ set -e
 end="$(date +%s.%N)"
 saved="${TMPDIR:-/tmp}/heartbeat_scale_stall.log"
 printf '%s\n' "${out}" > "${saved}"
-waiting_from="$(grep -o 'waiting from [0-9.]*' <<<"${out}" | awk '{ print $3 }')"
+waiting_from="$({ grep -o 'waiting from [0-9.]*' <<<"${out}" || true; } | awk '{ print $3 }')"
 [[ -n "${waiting_from}" ]] || { echo "heartbeat_scale.sh: the stall job did not start:" >&2; tail -n 15 <<<"${out}" >&2; exit 1; }
-logged="$(grep -oE '\[rank [0-9]+ on [^]]*\] stall' <<<"${out}" | sort -u | wc -l)"
-reporters="$(grep -oE '\[rank [0-9]+ on [^]]*\] stall: collective' <<<"${out}" | sort -u | wc -l)"
+logged="$({ grep -oE '\[rank [0-9]+ on [^]]*\] stall' <<<"${out}" || true; } | sort -u | wc -l)"
+reporters="$({ grep -oE '\[rank [0-9]+ on [^]]*\] stall: collective' <<<"${out}" || true; } | sort -u | wc -l)"
 victim_named="$(grep -cE "rank $(( largest - 1 )) on [^:]*: alive but has not reached collective #1" <<<"${out}" || true)"
 awk -v n="${largest}" -v l="${limit}" -v s="${status}" -v w="${waiting_from}" -v b="${start}" -v e="${end}" \
     -v g="${logged}" -v r="${reporters}" -v v="${victim_named}" 'BEGIN {
@@ -56,6 +56,6 @@ awk -v n="${largest}" -v l="${limit}" -v s="${status}" -v w="${waiting_from}" -v
   printf " %d of %d ranks logged the diagnosis (%d found the stall themselves), %d lines name rank %d as not arrived\n", g, n, r, v, n - 1
 }'
 silent="$(comm -23 <(seq 0 $(( largest - 1 )) | sort) \
-  <(grep -oE '\[rank [0-9]+ on [^]]*\] stall' <<<"${out}" | grep -oE '^\[rank [0-9]+' | grep -oE '[0-9]+' | sort -u) | sort -n | tr '\n' ' ')"
+  <({ grep -oE '\[rank [0-9]+ on [^]]*\] stall' <<<"${out}" || true; } | grep -oE '[0-9]+ on' | grep -oE '[0-9]+' | sort -u) | sort -n | tr '\n' ' ')"
 [[ -z "${silent}" ]] || echo "stall: ranks that logged no diagnosis before MPI_Abort: ${silent}(their other lines: ${saved})"
 (( status == 75 )) || { echo "heartbeat_scale.sh: the stall job exited ${status}, expected 75 (stall)" >&2; tail -n 20 <<<"${out}" >&2; exit 1; }
