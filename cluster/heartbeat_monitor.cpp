@@ -119,6 +119,10 @@ void HeartbeatMonitor::exchange() {
     if (!stopping_.load()) send_table(source, sequence / 2, &tables);
   }
   if (gathered_ && rank_ != 0) receive_tables();
+  // Again, now that the probes above have progressed MPI further: with many ranks, one probe
+  // may not reach a stall announcement behind a backlog of heartbeats (a rank that was starved),
+  // and a rank that hears of it before its own check does not announce it again.
+  while (receive(kStallTag, "MPI_Recv(stall)", &source, &sequence)) report_peer_stall(source, sequence);
   // Forget completed sends.
   std::vector<PendingSend> still_pending;
   for (PendingSend& send : pending_) {
@@ -248,20 +252,27 @@ void HeartbeatMonitor::abort_if_stalled() {
                      ? str("of which ", since_busy, " s since the ranks busy with work of their own were last seen ",
                            "missing, more than the stall limit of ", limit, " s; ")
                      : str("more than the stall limit of ", limit, " s; "))
-             << missing_ranks(sequence)
-             << "aborting the job (exit status " << kStallExitCode << ")";
+             << missing_ranks(sequence) << "aborting the job (exit status " << kStallExitCode
+             << (told_by_ >= 0 && told_sequence_ == sequence
+                     ? str("; rank ", told_by_, " has told every rank of this stall already")
+                     : std::string())
+             << ")";
   google::FlushLogFiles(google::GLOG_ERROR);
   tell_peers_and_abort(sequence, grace);
 }
 
 // Tells the others, so that every live rank logs what it sees (the stalled rank included: its
 // heartbeat thread runs while its main thread is stuck), and gives them `grace` to before the
-// abort ends the job.
+// abort ends the job. Not where a peer has told every rank of this stall already: ranks that
+// find a stall at about the same time would otherwise send N(N-1) messages (and, gathered, open
+// most of the connections between pairs of ranks that the gathered mode avoids) while the job is
+// ending; the abort is still this rank's own.
 void HeartbeatMonitor::tell_peers_and_abort(int64_t sequence, std::chrono::milliseconds grace) {
   stall_sequence_ = sequence;
   peer_stall_reported_ = true;  // this rank's own report says it all
+  const bool told = told_by_ >= 0 && told_sequence_ == sequence;
   mpi_run([&] {
-    for (int r = 0; r < size_; ++r) {
+    for (int r = 0; r < size_ && !told; ++r) {
       if (r == rank_) continue;
       MPI_Request request = MPI_REQUEST_NULL;
       const int code = MPI_Isend(&stall_sequence_, 1, MPI_INT64_T, r, kStallTag, comm_, &request);
@@ -281,6 +292,10 @@ void HeartbeatMonitor::tell_peers_and_abort(int64_t sequence, std::chrono::milli
 }
 
 void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
+  if (told_by_ < 0) {  // the first announcement: that peer has told every rank
+    told_by_ = reporter;
+    told_sequence_ = sequence;
+  }
   if (peer_stall_reported_) return;
   peer_stall_reported_ = true;
   std::string here;

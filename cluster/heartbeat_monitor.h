@@ -12,11 +12,12 @@
 // leaves each. When one has lasted longer than the stall limit, the heartbeat thread logs which
 // ranks are missing: alive but behind (they never reached this collective: a hang elsewhere, or
 // another code path), or silent (no heartbeat for several periods: dead, or stuck with MPI
-// unprogressed), tells every other rank over the channel, waits a moment (2 s, or four periods)
-// and aborts the job with kStallExitCode. A rank told of a stall logs its own view once: in the
-// collective too (and whom it misses), or not there yet, so that it is the one the others wait
-// for. So every live rank logs the diagnosis, the stalled one included (its heartbeat thread
-// runs while its main thread is stuck), even when another rank's abort comes first.
+// unprogressed), tells every other rank over the channel (unless a peer has told them of this
+// stall already), waits a moment (2 s, or four periods) and aborts the job with kStallExitCode.
+// A rank told of a stall logs its own view once: in the collective too (and whom it misses), or
+// not there yet, so that it is the one the others wait for. So every live rank logs the
+// diagnosis, the stalled one included (its heartbeat thread runs while its main thread is
+// stuck), even when another rank's abort comes first.
 //
 // Above `all_to_all_ranks` ranks (StallOptions, 64 by default) the heartbeats are gathered
 // instead: every rank sends its own to rank 0 alone, and a rank that has waited in a collective
@@ -178,6 +179,8 @@ class HeartbeatMonitor {
   std::set<std::string> logged_failures_;  // the heartbeat thread's, then the destructor's
   bool peer_stall_reported_ = false;       // likewise
   int64_t stall_sequence_ = 0;             // the stall announcement's send buffer
+  int told_by_ = -1;            // the first peer that announced a stall (-1: none), and at which
+  int64_t told_sequence_ = -1;  // collective; the heartbeat thread's, then the destructor's
   std::thread thread_;
 };
 

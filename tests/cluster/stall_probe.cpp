@@ -130,13 +130,17 @@ int main(int argc, char** argv) {
       return 2;  // its parent would be mpirun or rank 0's daemon
     }
     const bool busy = mode.rfind("busy-", 0) == 0;  // busy-arrive, busy-arrive-stall, busy-stop
-    const bool on_channel = mode == "channel" || busy;
+    const bool told = mode == "channel-told";
+    const bool on_channel = mode == "channel" || told || busy;
     if (on_channel) {
-      // A limit of its own, as the NCCL backend passes the trainer's --stall-seconds: 4 s, and for
-      // the busy modes 6 s (so that the others' first table, gathered, comes 2 s before rank
-      // RANK's arrival in busy-arrive 5 s), 12 s for rank RANK in busy-arrive-stall.
+      // A limit of its own, as the NCCL backend passes the trainer's --stall-seconds: 4 s (in
+      // channel-told 5 s but on rank 0, so that the others are told of the stall 1 s before they
+      // would find it, and 1 s before rank 0's abort), and for the busy modes 6 s (so that the
+      // others' first table, gathered, comes 2 s before rank RANK's arrival in busy-arrive 5 s),
+      // 12 s for rank RANK in busy-arrive-stall.
       const bool victim_here = world.rank() == victim;
-      const int limit = !busy ? 4 : mode == "busy-arrive-stall" && victim_here ? 12 : 6;
+      const int limit = !busy ? (told && world.rank() != 0 ? 5 : 4)
+                        : mode == "busy-arrive-stall" && victim_here ? 12 : 6;
       const std::unique_ptr<cmaf::cluster::HeartbeatMonitor> channel =
           world.new_heartbeat_monitor(std::chrono::seconds(limit));
       for (int64_t collective = 1; collective <= 5; ++collective) {

@@ -17,7 +17,8 @@
 # not at the 40 s stall limit; a rank that is only slow (term-alive: asleep 8 s, its heartbeats
 # going on) is still waited for.
 #   stall_test.sh MPIEXEC STALL_PROBE MODE RANKS
-#     MODE: sleep|channel|kill|stop|term|term-alive|late-start|late-communicator|late-finish|suspend
+#     MODE: sleep|channel|channel-told|kill|stop|term|term-alive|late-start|late-communicator|late-finish|
+#           suspend
 #   stall_test.sh MPIEXEC STALL_PROBE busy|busy-arrive|busy-arrive-stall|busy-stop RANKS SECONDS
 # STALL_PROBE_GATHERED=1: the heartbeats go through rank 0 (as above 64 ranks); STALL_VICTIM=R:
 # rank R is the one that sleeps (1 by default); STALL_VICTIM_HOST: its host, as the reports must
@@ -96,12 +97,30 @@ if [[ "${mode}" == stop || "${mode}" == term || "${mode}" == busy-stop ]]; then
       || { echo "FAIL: the stopped rank ${victim} was not reported silent"; exit 1; }
   fi
 fi
-if [[ "${mode}" == channel ]]; then
+if [[ "${mode}" == channel* ]]; then
   grep -qE "stall: collective #3 \(ncclAllReduce \(stall_probe channel\), 4096 bytes\) has waited [0-9.]+ s, more than the stall limit of 4 s" \
     <<<"${output}" || { echo "FAIL: the second channel's report does not name its call and its own 4 s limit"; exit 1; }
   [[ ${status} -eq 75 ]] || { echo "FAIL: exit status ${status}, expected 75"; exit 1; }
 fi
-if [[ "${mode}" == sleep || "${mode}" == channel ]]; then
+# channel-told: rank 0 (4 s limit) finds the stall and tells every rank; the others (5 s) are told
+# before they find it, log their own report all the same, and do not tell every rank again.
+if [[ "${mode}" == channel-told ]]; then
+  told_line="exit status 75; rank 0 has told every rank of this stall already)"
+  own=0
+  for ((r = 1; r < ranks; r++)); do
+    ((r == victim)) && continue
+    grep -qE "\[rank ${r} on [^]]*\] stall: collective #3 " <<<"${output}" || continue
+    own=$((own + 1))
+    grep -A8 -E "\[rank ${r} on [^]]*\] stall: collective #3 " <<<"${output}" | grep -m1 "^aborting the job" \
+      | grep -qF "${told_line}" \
+      || { echo "FAIL: rank ${r} found the stall rank 0 had announced, and did not say it had been told"; exit 1; }
+  done
+  # Rank 0's own line is the first announcement: never "told already".
+  grep -A8 -E "\[rank 0 on [^]]*\] stall: collective #3 " <<<"${output}" | grep -m1 "^aborting the job" \
+    | grep -qF "has told every rank" && { echo "FAIL: rank 0, the first to find the stall, says it was told"; exit 1; }
+  ((own > 0)) || echo "note: no other rank reached its own 5 s limit before rank 0's abort: the told path was not run"
+fi
+if [[ "${mode}" == sleep || "${mode}" == channel* ]]; then
   grep -q "stall: collective #3" <<<"${output}" || { echo "FAIL: no stall report"; exit 1; }
   grep -q "rank ${victim} on ${victim_host}: alive but has not reached collective #3" <<<"${output}" \
     || { echo "FAIL: the report does not name rank ${victim}"; exit 1; }
