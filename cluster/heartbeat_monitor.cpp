@@ -254,7 +254,7 @@ void HeartbeatMonitor::abort_if_stalled() {
                      : str("more than the stall limit of ", limit, " s; "))
              << missing_ranks(sequence) << "aborting the job (exit status " << kStallExitCode
              << (told_by_ >= 0 && told_sequence_ == sequence
-                     ? str("; rank ", told_by_, " has told every rank of this stall already")
+                     ? str("; rank ", told_by_, " announced this stall already")
                      : std::string())
              << ")";
   google::FlushLogFiles(google::GLOG_ERROR);
@@ -263,17 +263,19 @@ void HeartbeatMonitor::abort_if_stalled() {
 
 // Tells the others, so that every live rank logs what it sees (the stalled rank included: its
 // heartbeat thread runs while its main thread is stuck), and gives them `grace` to before the
-// abort ends the job. Not where a peer has told every rank of this stall already: ranks that
-// find a stall at about the same time would otherwise send N(N-1) messages (and, gathered, open
-// most of the connections between pairs of ranks that the gathered mode avoids) while the job is
-// ending; the abort is still this rank's own.
+// abort ends the job. Where a peer has announced this stall already, only to the next rank: ranks
+// that find a stall at about the same time would otherwise send N(N-1) messages (and, gathered,
+// open most of the connections between pairs of ranks that the gathered mode avoids) while the
+// job is ending; the next rank hears of it even if the peer's message to it was lost. The abort
+// is still this rank's own.
 void HeartbeatMonitor::tell_peers_and_abort(int64_t sequence, std::chrono::milliseconds grace) {
   stall_sequence_ = sequence;
   peer_stall_reported_ = true;  // this rank's own report says it all
   const bool told = told_by_ >= 0 && told_sequence_ == sequence;
+  const int next = (rank_ + 1) % size_;
   mpi_run([&] {
-    for (int r = 0; r < size_ && !told; ++r) {
-      if (r == rank_) continue;
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_ || (told && r != next)) continue;
       MPI_Request request = MPI_REQUEST_NULL;
       const int code = MPI_Isend(&stall_sequence_, 1, MPI_INT64_T, r, kStallTag, comm_, &request);
       if (code == MPI_SUCCESS) {
@@ -292,7 +294,9 @@ void HeartbeatMonitor::tell_peers_and_abort(int64_t sequence, std::chrono::milli
 }
 
 void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {
-  if (told_by_ < 0) {  // the first announcement: that peer has told every rank
+  // The first announcement, or the first for the collective this rank is in: that peer has told
+  // every rank of it.
+  if (told_by_ < 0 || (told_sequence_ != sequence && sequence == entered_.load())) {
     told_by_ = reporter;
     told_sequence_ = sequence;
   }

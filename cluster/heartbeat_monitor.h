@@ -12,8 +12,9 @@
 // leaves each. When one has lasted longer than the stall limit, the heartbeat thread logs which
 // ranks are missing: alive but behind (they never reached this collective: a hang elsewhere, or
 // another code path), or silent (no heartbeat for several periods: dead, or stuck with MPI
-// unprogressed), tells every other rank over the channel (unless a peer has told them of this
-// stall already), waits a moment (2 s, or four periods) and aborts the job with kStallExitCode.
+// unprogressed), tells every other rank over the channel (only the next rank where a peer has
+// announced this stall already), waits a moment (2 s, or four periods) and aborts the job with
+// kStallExitCode.
 // A rank told of a stall logs its own view once: in the collective too (and whom it misses), or
 // not there yet, so that it is the one the others wait for. So every live rank logs the
 // diagnosis, the stalled one included (its heartbeat thread runs while its main thread is
