@@ -47,8 +47,9 @@ saved="${TMPDIR:-/tmp}/heartbeat_scale_stall.log"
 printf '%s\n' "${out}" > "${saved}"
 waiting_from="$({ grep -o 'waiting from [0-9.]*' <<<"${out}" || true; } | awk '{ print $3 }')"
 [[ -n "${waiting_from}" ]] || { echo "heartbeat_scale.sh: the stall job did not start:" >&2; tail -n 15 <<<"${out}" >&2; exit 1; }
-logged="$({ grep -oE '\[rank [0-9]+ on [^]]*\] stall' <<<"${out}" || true; } | sort -u | wc -l)"
-reporters="$({ grep -oE '\[rank [0-9]+ on [^]]*\] stall: collective' <<<"${out}" || true; } | sort -u | wc -l)"
+stall_lines="$(grep -oE '\[rank [0-9]+ on [^]]*\] stall(: collective)?' <<<"${out}" || true)"  # one per rank and kind
+logged="$(grep -oE '^\[rank [0-9]+ ' <<<"${stall_lines}" | sort -u | wc -l)"
+reporters="$({ grep ': collective$' <<<"${stall_lines}" || true; } | sort -u | wc -l)"
 victim_named="$(grep -cE "rank $(( largest - 1 )) on [^:]*: alive but has not reached collective #1" <<<"${out}" || true)"
 awk -v n="${largest}" -v l="${limit}" -v s="${status}" -v w="${waiting_from}" -v b="${start}" -v e="${end}" \
     -v g="${logged}" -v r="${reporters}" -v v="${victim_named}" 'BEGIN {
@@ -56,6 +57,6 @@ awk -v n="${largest}" -v l="${limit}" -v s="${status}" -v w="${waiting_from}" -v
   printf " %d of %d ranks logged the diagnosis (%d found the stall themselves), %d lines name rank %d as not arrived\n", g, n, r, v, n - 1
 }'
 silent="$(comm -23 <(seq 0 $(( largest - 1 )) | sort) \
-  <({ grep -oE '\[rank [0-9]+ on [^]]*\] stall' <<<"${out}" || true; } | grep -oE '[0-9]+ on' | grep -oE '[0-9]+' | sort -u) | sort -n | tr '\n' ' ')"
+  <({ grep -oE '^\[rank [0-9]+' <<<"${stall_lines}" || true; } | grep -oE '[0-9]+' | sort -u) | sort -n | tr '\n' ' ')"
 [[ -z "${silent}" ]] || echo "stall: ranks that logged no diagnosis before MPI_Abort: ${silent}(their other lines: ${saved})"
 (( status == 75 )) || { echo "heartbeat_scale.sh: the stall job exited ${status}, expected 75 (stall)" >&2; tail -n 20 <<<"${out}" >&2; exit 1; }

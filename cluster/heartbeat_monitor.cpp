@@ -253,9 +253,8 @@ void HeartbeatMonitor::abort_if_stalled() {
                            "missing, more than the stall limit of ", limit, " s; ")
                      : str("more than the stall limit of ", limit, " s; "))
              << missing_ranks(sequence) << "aborting the job (exit status " << kStallExitCode
-             << (told_by_ >= 0 && told_sequence_ == sequence
-                     ? str("; rank ", told_by_, " announced this stall already")
-                     : std::string())
+             << (announced_by(sequence) >= 0 ? str("; rank ", told_by_, " announced this stall already")
+                                              : std::string())
              << ")";
   google::FlushLogFiles(google::GLOG_ERROR);
   tell_peers_and_abort(sequence, grace);
@@ -271,7 +270,7 @@ void HeartbeatMonitor::abort_if_stalled() {
 void HeartbeatMonitor::tell_peers_and_abort(int64_t sequence, std::chrono::milliseconds grace) {
   stall_sequence_ = sequence;
   peer_stall_reported_ = true;  // this rank's own report says it all
-  const bool told = told_by_ >= 0 && told_sequence_ == sequence;
+  const bool told = announced_by(sequence) >= 0;
   const int next = (rank_ + 1) % size_;
   mpi_run([&] {
     for (int r = 0; r < size_; ++r) {
@@ -291,6 +290,10 @@ void HeartbeatMonitor::tell_peers_and_abort(int64_t sequence, std::chrono::milli
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   mpi_abort(kStallExitCode);
+}
+
+int HeartbeatMonitor::announced_by(int64_t sequence) const {
+  return told_sequence_ == sequence ? told_by_ : -1;
 }
 
 void HeartbeatMonitor::report_peer_stall(int reporter, int64_t sequence) {

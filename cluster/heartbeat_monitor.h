@@ -131,6 +131,8 @@ class HeartbeatMonitor {
   bool table_stale() const;
   // Starts a send of `count` values to `peer` (kept until MPI completes it); false when not sent.
   bool start_send(int peer, int tag, const int64_t* values, int count, const char* call);
+  // The peer that announced a stall at collective `sequence` to every rank; -1: none.
+  int announced_by(int64_t sequence) const;
   // Logs, once, this rank's view of the stall a peer announced before aborting the job.
   void report_peer_stall(int reporter, int64_t sequence);
 

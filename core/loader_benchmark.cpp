@@ -8,9 +8,9 @@
 #include <cmath>
 #include <cstdio>
 
+#include "cluster/process_runtime.h"
 #include "common/error.h"
 #include "core/batch_tensors.h"
-#include "cluster/process_runtime.h"
 #include "core/fused_optimizer.h"
 #include "datastore/batch_loader.h"
 #include "datastore/manifest.h"

@@ -106,18 +106,17 @@ fi
 # before they find it, log their own report all the same, and tell only the next rank.
 if [[ "${mode}" == channel-told ]]; then
   told_line="exit status 75; rank 0 announced this stall already)"
+  abort_line() { grep -A8 -E "\[rank $1 on [^]]*\] stall: collective #3 " <<<"${output}" | grep -m1 "^aborting the job"; }
   own=0
   for ((r = 1; r < ranks; r++)); do
     ((r == victim)) && continue
     grep -qE "\[rank ${r} on [^]]*\] stall: collective #3 " <<<"${output}" || continue
     own=$((own + 1))
-    grep -A8 -E "\[rank ${r} on [^]]*\] stall: collective #3 " <<<"${output}" | grep -m1 "^aborting the job" \
-      | grep -qF "${told_line}" \
+    abort_line "${r}" | grep -qF "${told_line}" \
       || { echo "FAIL: rank ${r} found the stall rank 0 had announced, and did not say it had been told"; exit 1; }
   done
   # Rank 0's own line is the first announcement: never "told already".
-  grep -A8 -E "\[rank 0 on [^]]*\] stall: collective #3 " <<<"${output}" | grep -m1 "^aborting the job" \
-    | grep -qF "announced this stall already" && { echo "FAIL: rank 0, the first to find the stall, says it was told"; exit 1; }
+  abort_line 0 | grep -qF "announced this stall already" && { echo "FAIL: rank 0, the first to find the stall, says it was told"; exit 1; }
   ((own > 0)) || echo "note: no other rank reached its own 5 s limit before rank 0's abort: the told path was not run"
 fi
 if [[ "${mode}" == sleep || "${mode}" == channel* ]]; then
