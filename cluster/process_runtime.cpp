@@ -138,6 +138,8 @@ std::unique_ptr<ProcessRuntime> ProcessRuntime::start(int* argc, char*** argv, c
   std::unique_ptr<ProcessRuntime> runtime(new ProcessRuntime());
   runtime->environment_ = read_launch_environment();
   check_launch_environment(runtime->environment_);
+  // Read here, not only where MPI starts: a plain process must refuse the typo a job would.
+  requested_mpi_thread_level();
   runtime->hostname_ = host_name();
   runtime->shutdown_limit_ =
       options.shutdown_stall_limit.count() > 0 ? options.shutdown_stall_limit : options.stall_limit;

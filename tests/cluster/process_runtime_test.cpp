@@ -356,6 +356,9 @@ TEST(MpiThreadLevel, TheEnvironmentPicksTheLevel) {
           << error.what();
     }
   }
+  // A plain process (no launcher, no MPI) refuses it too, as the same job on two ranks would.
+  setenv("CMAF_MPI_THREAD_LEVEL", "funnelled", 1);
+  EXPECT_THROW(ProcessRuntime::start(nullptr, nullptr, RuntimeOptions{}), ClusterError);
   if (before == nullptr) {
     unsetenv("CMAF_MPI_THREAD_LEVEL");
   } else {
