@@ -50,11 +50,15 @@ waiting_from="$({ grep -o 'waiting from [0-9.]*' <<<"${out}" || true; } | awk '{
 stall_lines="$(grep -oE '\[rank [0-9]+ on [^]]*\] stall(: collective)?' <<<"${out}" || true)"  # one per rank and kind
 logged="$(grep -oE '^\[rank [0-9]+ ' <<<"${stall_lines}" | sort -u | wc -l)"
 reporters="$({ grep ': collective$' <<<"${stall_lines}" || true; } | sort -u | wc -l)"
+# A reporter that no peer had told yet announces the stall to every rank; a told one only to the next.
+announcers="$(awk '/\] stall: collective #/ && !/announced this stall already/ && match($0, /\[rank [0-9]+ /) {
+  rank = substr($0, RSTART, RLENGTH); if (!(rank in seen)) { seen[rank] = 1; count++ } } END { print count + 0 }' <<<"${out}")"
 victim_named="$(grep -cE "rank $(( largest - 1 )) on [^:]*: alive but has not reached collective #1" <<<"${out}" || true)"
 awk -v n="${largest}" -v l="${limit}" -v s="${status}" -v w="${waiting_from}" -v b="${start}" -v e="${end}" \
-    -v g="${logged}" -v r="${reporters}" -v v="${victim_named}" 'BEGIN {
+    -v g="${logged}" -v r="${reporters}" -v a="${announcers}" -v v="${victim_named}" 'BEGIN {
   printf "stall: %d ranks, limit %d s: exit status %d, job ended %.1f s after the wait began (%.1f s after the launch);", n, l, s, e - w, e - b
-  printf " %d of %d ranks logged the diagnosis (%d found the stall themselves), %d lines name rank %d as not arrived\n", g, n, r, v, n - 1
+  printf " %d of %d ranks logged the diagnosis (%d found the stall themselves, %d of them untold, announcing it to every rank),", g, n, r, a
+  printf " %d lines name rank %d as not arrived\n", v, n - 1
 }'
 silent="$(comm -23 <(seq 0 $(( largest - 1 )) | sort) \
   <({ grep -oE '^\[rank [0-9]+' <<<"${stall_lines}" || true; } | grep -oE '[0-9]+' | sort -u) | sort -n | tr '\n' ' ')"
