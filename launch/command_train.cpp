@@ -51,24 +51,13 @@ core::TrainDevice cuda_device(const cluster::ProcessRuntime& runtime, cluster::C
   return {c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index)), communicator.get()};
 }
 
-}  // namespace
+// The choices that are text on the command line and enums in TrainConfig.
+struct TrainChoices {
+  std::string optimizer, schedule, non_finite;
+};
 
-int run_train(int argc, char** argv) {
-  const CommandLine info{
-      "train",
-      "cmaformer train --data DIR --run-dir DIR [--preset NAME --steps N --labeled-batch B --unlabeled-batch B\n"
-      "       --checkpoint-every N --keep-checkpoints K --pool-refresh-every N --resume auto|none|PATH --seed S\n"
-      "       --threads T --config FILE ...]   (alone, or under mpirun / srun --mpi=pmix)",
-      "Semi-supervised data-parallel training of CMAformer: supervised loss on labeled slices, LDC\n"
-      "(Lagrange multipliers per organ) and boundary-aware contrastive loss on unlabeled slices with\n"
-      "an EMA teacher. Writes RUN/config.json, RUN/metrics.jsonl, RUN/checkpoints/step-N, RUN/logs.\n"
-      "SIGUSR1 or SIGTERM: every rank checkpoints at the same step and exits with status 85 (requeue).\n"
-      "Every option is also an INI key of --config (top level or a [train] section)."};
-  core::TrainConfig c;
-  std::string optimizer = core::to_string(c.optimizer);
-  std::string schedule = core::to_string(c.schedule);
-  std::string non_finite = core::to_string(c.non_finite);
-  po::options_description options("train options");
+// Every option of `cmaformer train`, each bound to its field of `c` (or of `choices`).
+void add_train_options(po::options_description& options, core::TrainConfig& c, TrainChoices& choices) {
   options.add_options()
       ("data", po::value(&c.data), "dataset folder (cmaformer prep or synth output)")
       ("run-dir", po::value(&c.run_dir), "run folder: config, metrics, checkpoints, logs")
@@ -87,11 +76,11 @@ int run_train(int argc, char** argv) {
       ("pool-prior-ratio", po::value(&c.pool_prior_ratio)->default_value(c.pool_prior_ratio), "pool organ gate: an organ enters a pool version only when its share of confident pixels is within this factor of its share in the labeled cases, 0 = off")
       ("resume", po::value(&c.resume)->default_value(c.resume), "auto (latest valid checkpoint), none, or a checkpoint folder")
       ("confidence-threshold", po::value(&c.confidence_threshold)->default_value(c.confidence_threshold), "teacher confidence below which a pixel is ignored")
-      ("optimizer", po::value(&optimizer)->default_value(optimizer), "adamw or sgd (Nesterov)")
+      ("optimizer", po::value(&choices.optimizer)->default_value(choices.optimizer), "adamw or sgd (Nesterov)")
       ("lr", po::value(&c.lr)->default_value(c.lr), "peak learning rate")
       ("weight-decay", po::value(&c.weight_decay)->default_value(c.weight_decay), "weight decay")
       ("momentum", po::value(&c.momentum)->default_value(c.momentum), "SGD momentum")
-      ("schedule", po::value(&schedule)->default_value(schedule), "poly or cosine, after the warm-up")
+      ("schedule", po::value(&choices.schedule)->default_value(choices.schedule), "poly or cosine, after the warm-up")
       ("warmup-steps", po::value(&c.warmup_steps)->default_value(c.warmup_steps), "linear warm-up steps")
       ("poly-power", po::value(&c.poly_power)->default_value(c.poly_power), "poly schedule power")
       ("clip-grad-norm", po::value(&c.clip_grad_norm)->default_value(c.clip_grad_norm), "gradient norm clip, 0 = off")
@@ -99,7 +88,7 @@ int run_train(int argc, char** argv) {
       ("bf16", po::value(&c.bf16)->default_value(c.bf16), "CPU bf16 autocast")
       ("channels-last", po::value(&c.channels_last)->default_value(c.channels_last), "NHWC weights and batches (faster convolutions)")
       ("device", po::value(&c.device)->default_value(c.device), "cpu, or cuda: one GPU per rank (node-local rank modulo visible GPUs), NCCL; needs a -DCMAF_WITH_CUDA=ON build")
-      ("non-finite", po::value(&non_finite)->default_value(non_finite), "non-finite loss or gradients: stop or skip")
+      ("non-finite", po::value(&choices.non_finite)->default_value(choices.non_finite), "non-finite loss or gradients: stop or skip")
       ("ema-decay", po::value(&c.ema_decay)->default_value(c.ema_decay), "EMA teacher decay")
       ("ramp-up-steps", po::value(&c.ramp_up_steps)->default_value(c.ramp_up_steps), "sigmoid ramp-up of the unlabeled terms")
       ("unlabeled-start-step", po::value(&c.unlabeled_start_step)->default_value(c.unlabeled_start_step), "steps on the labeled slices alone before the unlabeled stream, its losses and the pool start (the ramp-up and pool refreshes count from it)")
@@ -139,13 +128,32 @@ int run_train(int argc, char** argv) {
       ("log-every", po::value(&c.log_every)->default_value(c.log_every), "steps between metrics.jsonl lines and progress updates (into a file or under mpirun: a progress line at most every 30 s)")
       ("fingerprint-every", po::value(&c.fingerprint_every)->default_value(c.fingerprint_every), "steps between replica checks")
       ("stall-seconds", po::value(&c.stall_seconds)->default_value(c.stall_seconds), "a collective, or MPI's start-up or shut-down, waiting longer aborts the job (status 75); for a rank busy with work of its own (checkpoint writing, validation, pool refresh) the others wait up to 10 times this");
+}
+
+}  // namespace
+
+int run_train(int argc, char** argv) {
+  const CommandLine info{
+      "train",
+      "cmaformer train --data DIR --run-dir DIR [--preset NAME --steps N --labeled-batch B --unlabeled-batch B\n"
+      "       --checkpoint-every N --keep-checkpoints K --pool-refresh-every N --resume auto|none|PATH --seed S\n"
+      "       --threads T --config FILE ...]   (alone, or under mpirun / srun --mpi=pmix)",
+      "Semi-supervised data-parallel training of CMAformer: supervised loss on labeled slices, LDC\n"
+      "(Lagrange multipliers per organ) and boundary-aware contrastive loss on unlabeled slices with\n"
+      "an EMA teacher. Writes RUN/config.json, RUN/metrics.jsonl, RUN/checkpoints/step-N, RUN/logs.\n"
+      "SIGUSR1 or SIGTERM: every rank checkpoints at the same step and exits with status 85 (requeue).\n"
+      "Every option is also an INI key of --config (top level or a [train] section)."};
+  core::TrainConfig c;
+  TrainChoices choices{core::to_string(c.optimizer), core::to_string(c.schedule), core::to_string(c.non_finite)};
+  po::options_description options("train options");
+  add_train_options(options, c, choices);
   po::variables_map values;
   if (!parse_command_line(info, argc, argv, options, {}, values)) return 0;
   require(values, "data", info);
   require(values, "run-dir", info);
-  c.optimizer = core::optimizer_from_string(optimizer);
-  c.schedule = core::schedule_from_string(schedule);
-  c.non_finite = core::non_finite_from_string(non_finite);
+  c.optimizer = core::optimizer_from_string(choices.optimizer);
+  c.schedule = core::schedule_from_string(choices.schedule);
+  c.non_finite = core::non_finite_from_string(choices.non_finite);
   c.validate();
   cluster::RuntimeOptions runtime_options;
   runtime_options.threads = c.threads;
