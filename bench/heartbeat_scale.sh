@@ -50,9 +50,9 @@ waiting_from="$({ grep -o 'waiting from [0-9.]*' <<<"${out}" || true; } | awk '{
 stall_lines="$(grep -oE '\[rank [0-9]+ on [^]]*\] stall(: collective)?' <<<"${out}" || true)"  # one per rank and kind
 logged="$(grep -oE '^\[rank [0-9]+ ' <<<"${stall_lines}" | sort -u | wc -l)"
 reporters="$({ grep ': collective$' <<<"${stall_lines}" || true; } | sort -u | wc -l)"
-# A reporter that no peer had told yet announces the stall to every rank; a told one only to the next.
-announcers="$(awk '/\] stall: collective #/ && !/announced this stall already/ && match($0, /\[rank [0-9]+ /) {
-  rank = substr($0, RSTART, RLENGTH); if (!(rank in seen)) { seen[rank] = 1; count++ } } END { print count + 0 }' <<<"${out}")"
+# A reporter that no peer had told yet announces the stall to every rank, a told one only to the
+# next; the report's last line says which (the rank is on its first line, with others between).
+announcers="$(grep -cE 'aborting the job \(exit status 75\)$' <<<"${out}" || true)"
 victim_named="$(grep -cE "rank $(( largest - 1 )) on [^:]*: alive but has not reached collective #1" <<<"${out}" || true)"
 awk -v n="${largest}" -v l="${limit}" -v s="${status}" -v w="${waiting_from}" -v b="${start}" -v e="${end}" \
     -v g="${logged}" -v r="${reporters}" -v a="${announcers}" -v v="${victim_named}" 'BEGIN {
