@@ -18,7 +18,8 @@
 // every live rank logs which ranks have not reached the collective (alive but behind, or silent)
 // and the job ends with status 75, as on the MPI backend. It has no busy mark (begin_local_work):
 // a rank's work of its own ends in a collective of the bootstrap, which marks it there. Each rank
-// then runs two heartbeat threads, each sending to every other rank every period. With any other bootstrap, by a CallWatchdog
+// then runs two heartbeat threads, each sending every period (to every other rank, or above
+// all_to_all_ranks to rank 0 only: gathered). With any other bootstrap, by a CallWatchdog
 // (phase_watchdog.h) that names only the call. ncclCommInitRank and ncclCommDestroy, which also
 // wait for every rank, run under a PhaseWatchdog. Written against the NCCL 2.28 headers; like the
 // rest of this backend it has not run on a GPU yet (none in development or CI).

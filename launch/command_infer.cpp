@@ -26,7 +26,7 @@ int run_infer(int argc, char** argv) {
       ("flip-tta", po::bool_switch(&o.flip_tta), "average with the left-right flipped prediction")
       ("largest-component", po::bool_switch(&o.largest_component), "keep each organ's largest 3-D connected component (26-connectivity), the rest background")
       ("batch", po::value(&o.batch)->default_value(o.batch), "slices per forward")
-      ("threads", po::value(&threads)->default_value(threads), "LibTorch threads, 0 = every core this process may run on");
+      ("threads", po::value(&threads)->default_value(threads), "LibTorch threads, 0 = the CPUs in this process's affinity mask (capped by a cgroup CPU quota)");
   po::variables_map values;
   if (!parse_command_line(info, argc, argv, options, {}, values)) return 0;
   for (const char* required : {"checkpoint", "input", "output"}) require(values, required, info);
