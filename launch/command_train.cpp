@@ -127,7 +127,7 @@ void add_train_options(po::options_description& options, core::TrainConfig& c, T
       ("val-max-slices", po::value(&c.val_max_slices)->default_value(c.val_max_slices), "val slices used, 0 = all")
       ("log-every", po::value(&c.log_every)->default_value(c.log_every), "steps between metrics.jsonl lines and progress updates (into a file or under mpirun: a progress line at most every 30 s)")
       ("fingerprint-every", po::value(&c.fingerprint_every)->default_value(c.fingerprint_every), "steps between replica checks")
-      ("stall-seconds", po::value(&c.stall_seconds)->default_value(c.stall_seconds), "a collective, or MPI's start-up or shut-down, waiting longer aborts the job (status 75); for a rank busy with work of its own (checkpoint writing, validation, pool refresh) the others wait up to 10 times this");
+      ("stall-seconds", po::value(&c.stall_seconds)->default_value(c.stall_seconds), "a collective, or MPI's start-up or shut-down (those at least 60 s), waiting longer aborts the job (status 75); for a rank busy with work of its own (checkpoint writing, validation, pool refresh) the others wait up to 10 times this");
 }
 
 }  // namespace
