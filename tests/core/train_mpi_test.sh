@@ -183,6 +183,11 @@ case "${mode}" in
     wait "${mpi_pid}" || rc=$?
     mpi_pid=""
     [[ "${rc}" == 85 ]] || { cat "${work}/t.out"; fail "exit status ${rc}, expected 85"; }
+    # One checkpoint (every 1000 steps: only the first signal's), published whole.
+    published=("${work}/t/checkpoints"/step-*)
+    ((${#published[@]} == 1)) && [[ -d "${published[0]}" ]] \
+      || fail "the two signals left ${#published[@]} checkpoints: ${published[*]}"
+    ! compgen -G "${work}/t/checkpoints/.staging-*" > /dev/null || fail "a staging folder was left behind"
     ckpt="$(latest "${work}/t")"
     step=$((10#${ckpt##*step-}))
     train "${work}/t" $((step + 2)) 1000 > "${work}/t2.out" 2>&1 || { cat "${work}/t2.out"; fail "resume"; }
