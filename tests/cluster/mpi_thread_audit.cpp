@@ -88,7 +88,10 @@ CMAF_AUDITED(Comm_split, (MPI_Comm c, int color, int key, MPI_Comm* out), (c, co
 CMAF_AUDITED(Comm_split_type, (MPI_Comm c, int type, int key, MPI_Info info, MPI_Comm* out),
              (c, type, key, info, out))
 CMAF_AUDITED(Error_string, (int code, char* text, int* length), (code, text, length))
+CMAF_AUDITED(Get_count, (const MPI_Status* status, MPI_Datatype t, int* count), (status, t, count))
 CMAF_AUDITED(Iprobe, (int source, int tag, MPI_Comm c, int* flag, MPI_Status* status), (source, tag, c, flag, status))
+CMAF_AUDITED(Irecv, (void* b, int n, MPI_Datatype t, int source, int tag, MPI_Comm c, MPI_Request* q),
+             (b, n, t, source, tag, c, q))
 CMAF_AUDITED(Isend, (const void* b, int n, MPI_Datatype t, int dest, int tag, MPI_Comm c, MPI_Request* q),
              (b, n, t, dest, tag, c, q))
 CMAF_AUDITED(Recv, (void* b, int n, MPI_Datatype t, int source, int tag, MPI_Comm c, MPI_Status* status),

@@ -97,6 +97,7 @@ int main(int argc, char** argv) {
   options.stall_limit = std::chrono::seconds(mode == "late-start" ? 3 : 60);
   options.shutdown_stall_limit = std::chrono::seconds(mode == "late-finish" ? 3 : 60);
   auto runtime = cmaf::cluster::ProcessRuntime::start(&argc, &argv, options);
+  if (runtime->rank() == 0) LOG(INFO) << "stall_probe: " << runtime->describe();  // the thread level, for the test
   cmaf::cluster::StallOptions stall;
   const bool term = mode == "term" || mode == "term-alive";
   stall.limit = std::chrono::seconds(term ? 40 : 3);

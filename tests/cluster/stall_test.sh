@@ -17,8 +17,8 @@
 # not at the 40 s stall limit; a rank that is only slow (term-alive: asleep 8 s, its heartbeats
 # going on) is still waited for.
 #   stall_test.sh MPIEXEC STALL_PROBE MODE RANKS
-#     MODE: sleep|channel|channel-told|kill|stop|term|term-alive|late-start|late-communicator|late-finish|
-#           suspend
+#     MODE: sleep|channel|channel-told|kill|kill-recovery|stop|term|term-alive|late-start|late-communicator|
+#           late-finish|suspend
 #   stall_test.sh MPIEXEC STALL_PROBE busy|busy-arrive|busy-arrive-stall|busy-stop RANKS SECONDS
 # STALL_PROBE_GATHERED=1: the heartbeats go through rank 0 (as above 64 ranks); STALL_VICTIM=R:
 # rank R is the one that sleeps (1 by default); STALL_VICTIM_HOST: its host, as the reports must
@@ -31,18 +31,46 @@ seconds=20
 [[ "${mode}" != suspend ]] || seconds=6  # twice the 3 s stall limit
 [[ "${mode}" != term-alive ]] || seconds=8  # over 12 heartbeat periods (2.4 s), within the 40 s limit
 [[ "${mode}" != busy* ]] || seconds="$5"
+# kill-recovery: the kill, under `mpirun --enable-recovery`, which leaves the job running when a
+# rank dies: the live ranks must find the dead rank themselves (silent on the heartbeat channel).
+probe_mode="${mode}"
+launcher_options=()
+if [[ "${mode}" == kill-recovery ]]; then probe_mode=kill; launcher_options=(--enable-recovery); fi
 start=$(date +%s)
-output="$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 \
-  "${mpiexec}" -np "${ranks}" --oversubscribe --bind-to none "${probe}" "${mode}" "${victim}" "${seconds}" 2>&1)"
+output="$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 "${mpiexec}" "${launcher_options[@]}" \
+  -np "${ranks}" --oversubscribe --bind-to none "${probe}" "${probe_mode}" "${victim}" "${seconds}" 2>&1)"
 status=$?
 elapsed=$(( $(date +%s) - start ))
 echo "${output}" | tail -n 20
 echo "exit status ${status} after ${elapsed} s"
+# Under CMAF_MPI_THREAD_LEVEL, rank 0's start-up line shows that MPI gave that level (a funneled
+# job run at multiple would leave the MPI audit nothing to check). Late-start never gets there.
+if [[ -n "${CMAF_MPI_THREAD_LEVEL:-}" && "${mode}" != late-start ]]; then
+  start_line="$(grep -F "stall_probe: rank 0/${ranks} " <<<"${output}" || true)"
+  [[ "${start_line}" == *"MPI (thread level ${CMAF_MPI_THREAD_LEVEL}"* ]] \
+    || { echo "FAIL: rank 0 did not log MPI thread level ${CMAF_MPI_THREAD_LEVEL}: ${start_line:-no start-up line}"; exit 1; }
+fi
 if [[ "${mode}" == suspend ]]; then
   [[ ${status} -eq 0 ]] || { echo "FAIL: the resumed job exited ${status}"; exit 1; }
   grep -q "this process was paused for" <<<"${output}" || { echo "FAIL: no rank noticed the pause"; exit 1; }
   if grep -qE "stall: |stall reported|has not finished after|has not completed after" <<<"${output}"; then echo "FAIL: the pause was reported as a stall"; exit 1; fi
   if grep -q "MPI audit:" <<<"${output}"; then echo "FAIL: an MPI call off the MPI thread"; exit 1; fi
+  echo "PASS"
+  exit 0
+fi
+if [[ "${mode}" == kill-recovery ]]; then
+  # OpenMPI 4.1 under --enable-recovery exits 0 even after MPI_Abort, so its status says nothing
+  # here: the ranks' own reports and MPI_Abort's errorcode must show the heartbeat's verdict.
+  [[ ${status} -ne 124 ]] || { echo "FAIL: the job hung until the 60 s timeout"; exit 1; }
+  ((elapsed < 20)) || { echo "FAIL: took ${elapsed} s (the stall limit is 3 s)"; exit 1; }
+  grep -qE "rank ${victim} on ${victim_host}: no heartbeat for [0-9.]+ s \(dead, or stuck without progressing MPI\)" \
+    <<<"${output}" || { echo "FAIL: the killed rank ${victim} was not reported silent"; exit 1; }
+  for ((r = 0; r < ranks; r++)); do
+    ((r == victim)) && continue
+    grep -qE "\[rank ${r} on [^]]*\] stall(: collective #3 | reported by rank [0-9]+ at collective #3: this rank is in it too)" \
+      <<<"${output}" || { echo "FAIL: live rank ${r} logged no stall report"; exit 1; }
+  done
+  grep -q "with errorcode 75\." <<<"${output}" || { echo "FAIL: no rank called MPI_Abort with status 75"; exit 1; }
   echo "PASS"
   exit 0
 fi
@@ -117,7 +145,8 @@ if [[ "${mode}" == channel-told ]]; then
   done
   # Rank 0's own line is the first announcement: never "told already".
   abort_line 0 | grep -qF "announced this stall already" && { echo "FAIL: rank 0, the first to find the stall, says it was told"; exit 1; }
-  ((own > 0)) || echo "note: no other rank reached its own 5 s limit before rank 0's abort: the told path was not run"
+  # Rank 2 reaches its 5 s limit 0.8-1.2 s before rank 0's abort (4 s, one 200 ms period, 2 s grace).
+  ((own > 0)) || { echo "FAIL: no rank other than 0 logged its own report: the told path was not run"; exit 1; }
 fi
 if [[ "${mode}" == sleep || "${mode}" == channel* ]]; then
   grep -q "stall: collective #3" <<<"${output}" || { echo "FAIL: no stall report"; exit 1; }
@@ -146,6 +175,14 @@ fi
 if [[ "${mode}" == busy-stop ]]; then  # silent at once, not given the stall limit again
   if grep -q "since the ranks busy with work of their own" <<<"${output}"; then
     echo "FAIL: a busy rank that stopped was waited for as if it had arrived"; exit 1
+  fi
+  # Its work ends (SIGSTOP) at SECONDS = 4 s, silent 2 s later: a stall at the channel's 6 s limit,
+  # not one at the 10 s busy limit (a silent rank still counted as busy).
+  at_limit="has waited [0-9.]+ s, more than the stall limit of 6 s; ranks not arrived: 1"
+  grep -qE "stall: collective #3 \(ncclAllReduce \(stall_probe channel\), 4096 bytes\) ${at_limit}" <<<"${output}" \
+    || { echo "FAIL: no stall report at the 6 s stall limit for the silent busy rank"; exit 1; }
+  if grep -q "more than the limit for ranks busy with work of their own" <<<"${output}"; then
+    echo "FAIL: a busy rank that stopped was waited for up to the busy limit"; exit 1
   fi
 fi
 late_report() {  # late_report PHASE CALL: a live rank named the phase and the call it waited in
