@@ -108,7 +108,10 @@ void HeartbeatMonitor::exchange() {
   int source = 0;
   int64_t sequence = 0;
   // A peer that found a stall: log this rank's view once (its MPI_Abort ends the job).
-  while (receive(kStallTag, "MPI_Recv(stall)", &source, &sequence)) report_peer_stall(source, sequence);
+  const auto take_announcements = [&] {
+    while (receive(kStallTag, "MPI_Recv(stall)", &source, &sequence)) report_peer_stall(source, sequence);
+  };
+  take_announcements();
   // Every heartbeat that has arrived.
   while (receive(kHeartbeatTag, "MPI_Recv", &source, &sequence)) record_heartbeat(source, sequence);
   // Gathered: rank 0 answers every question with its table for the asker's collective (not once
@@ -122,7 +125,7 @@ void HeartbeatMonitor::exchange() {
   // Again, now that the probes above have progressed MPI further: with many ranks, one probe
   // may not reach a stall announcement behind a backlog of heartbeats (a rank that was starved),
   // and a rank that hears of it before its own check does not announce it again.
-  while (receive(kStallTag, "MPI_Recv(stall)", &source, &sequence)) report_peer_stall(source, sequence);
+  take_announcements();
   // Forget completed sends.
   std::vector<PendingSend> still_pending;
   for (PendingSend& send : pending_) {

@@ -43,6 +43,11 @@ status=$?
 elapsed=$(( $(date +%s) - start ))
 echo "${output}" | tail -n 20
 echo "exit status ${status} after ${elapsed} s"
+# A rank in the stalled collective (#3) logged its own report, or its view of a peer's.
+live_rank_logged() {
+  grep -qE "\[rank $1 on [^]]*\] stall(: collective #3 | reported by rank [0-9]+ at collective #3: this rank is in it too)" \
+    <<<"${output}" || { echo "FAIL: live rank $1 logged no stall report"; exit 1; }
+}
 # Under CMAF_MPI_THREAD_LEVEL, rank 0's start-up line shows that MPI gave that level (a funneled
 # job run at multiple would leave the MPI audit nothing to check). Late-start never gets there.
 if [[ -n "${CMAF_MPI_THREAD_LEVEL:-}" && "${mode}" != late-start ]]; then
@@ -66,9 +71,7 @@ if [[ "${mode}" == kill-recovery ]]; then
   grep -qE "rank ${victim} on ${victim_host}: no heartbeat for [0-9.]+ s \(dead, or stuck without progressing MPI\)" \
     <<<"${output}" || { echo "FAIL: the killed rank ${victim} was not reported silent"; exit 1; }
   for ((r = 0; r < ranks; r++)); do
-    ((r == victim)) && continue
-    grep -qE "\[rank ${r} on [^]]*\] stall(: collective #3 | reported by rank [0-9]+ at collective #3: this rank is in it too)" \
-      <<<"${output}" || { echo "FAIL: live rank ${r} logged no stall report"; exit 1; }
+    ((r == victim)) || live_rank_logged "${r}"
   done
   grep -q "with errorcode 75\." <<<"${output}" || { echo "FAIL: no rank called MPI_Abort with status 75"; exit 1; }
   echo "PASS"
@@ -159,8 +162,7 @@ if [[ "${mode}" == sleep || "${mode}" == channel* ]]; then
       grep -qE "\[rank ${r} on [^]]*\] stall reported by rank [0-9]+ at collective #3: this rank has not reached it \(last entered #[0-9]+\): the others are waiting for it" <<<"${output}" \
         || { echo "FAIL: the stalled rank ${r} did not log that the others wait for it"; exit 1; }
     else
-      grep -qE "\[rank ${r} on [^]]*\] stall(: collective #3 | reported by rank [0-9]+ at collective #3: this rank is in it too)" <<<"${output}" \
-        || { echo "FAIL: live rank ${r} logged no stall report"; exit 1; }
+      live_rank_logged "${r}"
     fi
   done
 fi
